@@ -1,0 +1,1 @@
+"""Job execution: the Celery app, the embedded dispatcher and the job child process."""
