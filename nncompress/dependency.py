@@ -1,0 +1,563 @@
+"""Which output channels of a model are coupled: a typed layer over Torch-Pruning's DependencyGraph.
+
+Pruning one output channel of a conv is only meaningful together with everything that reads or
+carries that channel: its bias, the BatchNorm after it, a depthwise conv that follows, the other
+convs whose outputs are added to it in a residual block, and the input columns of the next layer.
+Torch-Pruning traces the model with autograd and records these couplings as *groups*; this module
+turns its groups into plain, frozen data keyed by module and parameter names, so that pruners (which
+write masks) and the speedup (which shrinks tensors, possibly in another process) agree on them.
+
+Vocabulary:
+
+* a **root** is a layer whose output channels a config can select: a (non-depthwise) conv, a
+  linear, an embedding or a multi-head attention;
+* a **member** is a parameter slice that belongs to a channel and is removed with it (the root's
+  weight rows and bias, norm affine parameters, depthwise conv filters, ...);
+* a **consumer** is a parameter slice that *reads* the channel (the next layer's input columns);
+  masking it is never needed because the channel it reads is already zero.
+
+Example:
+    >>> from nncompress.models.mnist import Net
+    >>> groups = channel_groups(Net(), torch.randn(1, 1, 28, 28))
+    >>> [(g.roots, g.channels, g.prunable) for g in groups]
+    [(('conv1',), 20, True), (('conv2',), 50, True), (('fc1',), 500, True), (('fc2',), 10, False)]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from nncompress.errors import UnsupportedModelError
+
+__all__ = [
+    "ChannelGroup",
+    "ChannelSlice",
+    "UnsupportedOp",
+    "build_graph",
+    "channel_groups",
+    "unsupported_ops",
+]
+
+ExampleInputs = torch.Tensor | Sequence[Any] | dict[str, Any]
+
+# Layer types whose output channels a config may select.
+_ROOT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.Embedding,
+    nn.MultiheadAttention,
+)
+_RECURRENT_TYPES: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+
+
+@dataclass(frozen=True)
+class ChannelSlice:
+    """The part of one parameter that belongs to (or reads) the channels of a group.
+
+    Attributes:
+        module: qualified module name owning the parameter, e.g. ``"layer1.0.bn1"``.
+        param: parameter name on that module, e.g. ``"weight"``.
+        dim: the dimension the channels run along (0 for conv/linear out, 1 for their input).
+        index: positions along ``dim``.
+        channel: for each position, the group channel (``0 .. channels-1``) it belongs to. A linear
+            after a flatten reads several positions per channel; an attention's ``in_proj_weight``
+            holds three (query, key, value).
+    """
+
+    module: str
+    param: str
+    dim: int
+    index: tuple[int, ...]
+    channel: tuple[int, ...]
+
+    def positions(self, channels: Iterable[int]) -> list[int]:
+        """Returns the positions along ``dim`` that belong to any of ``channels``."""
+        wanted = set(channels)
+        return [i for i, c in zip(self.index, self.channel, strict=True) if c in wanted]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A set of output channels that must be kept or removed together.
+
+    Attributes:
+        roots: prunable layers whose output channels are these channels, in model order.
+        members: every parameter slice removed with a channel (roots' own weights included).
+        consumers: parameter slices whose *input* channels follow the group.
+        channels: number of channels in the group.
+        feeds_output: the channels reach the model output directly (a classifier's logits); such a
+            group must never be pruned.
+        blockers: layers that make the group unprunable (recurrent hidden units, grouped convs),
+            with the reason, as ``"name: reason"``.
+    """
+
+    roots: tuple[str, ...]
+    members: tuple[ChannelSlice, ...]
+    consumers: tuple[ChannelSlice, ...]
+    channels: int
+    feeds_output: bool = False
+    blockers: tuple[str, ...] = ()
+
+    @property
+    def prunable(self) -> bool:
+        """True when removing channels of this group is allowed at all."""
+        return bool(self.roots) and not self.feeds_output and not self.blockers
+
+    def member_slices(self, module: str) -> list[ChannelSlice]:
+        """Returns the member slices that live on ``module``."""
+        return [s for s in self.members if s.module == module]
+
+    def root_slice(self, root: str) -> ChannelSlice:
+        """Returns the slice whose rows define ``root``'s output channels (its weight's out dim).
+
+        Raises:
+            KeyError: ``root`` is not a root of this group.
+        """
+        # A multi-head attention's output channels are the rows of its out_proj.
+        for owner in (root, f"{root}.out_proj"):
+            for s in self.members:
+                if s.module == owner and s.param == "weight":
+                    return s
+        raise KeyError(f"{root!r} is not a root of this group (roots: {', '.join(self.roots)})")
+
+
+@dataclass(frozen=True)
+class UnsupportedOp:
+    """Something in the model that channel pruning cannot go through.
+
+    Attributes:
+        name: qualified module name.
+        op_type: the module's class name.
+        reason: what happens to the channels around it and what the user can do.
+    """
+
+    name: str
+    op_type: str
+    reason: str
+
+
+class _RecurrentInputPruner(tp.pruner.BasePruningFunc):
+    """Lets a recurrent layer *consume* pruned features without ever pruning its hidden units.
+
+    Torch-Pruning has no GRU/RNN pruner (it treats them as element-wise ops and fails inside the
+    index mapping), and its LSTM pruner only handles one layer. Hidden units are therefore a barrier:
+    ``get_out_channels`` is ``None`` so no group is rooted there, and input pruning only slices the
+    first layer's input weights.
+    """
+
+    TARGET_MODULES = _RECURRENT_TYPES
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        raise UnsupportedModelError(
+            f"the hidden units of {type(layer).__name__} cannot be pruned; exclude the layers whose "
+            "channels are added to its output",
+            op_type=type(layer).__name__,
+        )
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        keep = sorted(set(range(layer.input_size)) - set(idxs))  # type: ignore[arg-type]
+        for suffix in ("", "_reverse") if layer.bidirectional else ("",):
+            name = f"weight_ih_l0{suffix}"
+            setattr(layer, name, self._prune_parameter_and_grad(getattr(layer, name), keep, 1))
+        layer.input_size = len(keep)
+        layer._init_flat_weights()  # type: ignore[operator]
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int | None:
+        return None
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return int(layer.input_size)  # type: ignore[arg-type]
+
+
+class _Opaque(torch.autograd.Function):
+    """Presents a layer's output to autograd as computed directly from its input.
+
+    Used only while tracing: on CPU a GRU/LSTM runs as dozens of small autograd ops, and Torch-
+    Pruning would walk through them (their split/unbind bookkeeping breaks its index mapping).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        ctx.shape = inp.shape
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.new_zeros(ctx.shape), None
+
+
+def _opaque_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    if not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(output, tuple):
+        return output  # packed sequences keep their autograd graph
+    x = inputs[0]
+    out, state = output
+
+    def wrap(t: torch.Tensor) -> torch.Tensor:
+        # detach() cuts the recurrent internals off the traced graph
+        return _Opaque.apply(x, t.detach())
+
+    state = tuple(wrap(t) for t in state) if isinstance(state, tuple) else wrap(state)
+    return wrap(out), state
+
+
+@contextmanager
+def _opaque_recurrent(model: nn.Module) -> Iterator[None]:
+    handles = [
+        m.register_forward_hook(_opaque_hook) for m in model.modules() if isinstance(m, _RECURRENT_TYPES)
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def _preserve_mode(model: nn.Module) -> Iterator[None]:
+    # Torch-Pruning switches the model to eval() to trace it and never switches back.
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def build_graph(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    ignored_layers: Sequence[nn.Module] = (),
+) -> tp.DependencyGraph:
+    """Traces ``model`` into a Torch-Pruning dependency graph with nncompress's handlers registered.
+
+    Recurrent layers get a handler that lets them consume pruned input features while keeping
+    their hidden units; the model's train/eval mode is restored afterwards.
+
+    Args:
+        model: the model; it is run once on ``example_inputs`` (under autograd) and not modified.
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        ignored_layers: modules whose output channels must never be pruned.
+
+    Returns:
+        The built ``torch_pruning.DependencyGraph``.
+
+    Raises:
+        UnsupportedModelError: the model cannot be traced on these inputs.
+
+    Example:
+        >>> model = Net()
+        >>> dg = build_graph(model, torch.randn(1, 1, 28, 28))
+        >>> group = dg.get_pruning_group(model.conv1, tp.prune_conv_out_channels, [0, 1])
+    """
+    recurrent = _RecurrentInputPruner()
+    customized = {t: recurrent for t in _RECURRENT_TYPES}
+    if isinstance(example_inputs, list):
+        example_inputs = tuple(example_inputs)
+    try:
+        with _preserve_mode(model), _opaque_recurrent(model), torch.enable_grad(), warnings.catch_warnings():
+            # Torch-Pruning warns about every op it treats as element-wise; unsupported_ops()
+            # reports what matters instead.
+            warnings.simplefilter("ignore")
+            return tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_inputs,
+                customized_pruners=customized,  # type: ignore[arg-type]
+                ignored_layers=list(ignored_layers),
+                verbose=False,
+            )
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:  # tracing runs arbitrary model code; anything can fail there
+        raise UnsupportedModelError(
+            f"could not trace the model to find coupled channels: {type(exc).__name__}: {exc}",
+            model=type(model).__name__,
+        ) from exc
+
+
+def channel_groups(
+    model: nn.Module,
+    example_inputs: ExampleInputs | None = None,
+    *,
+    roots: Iterable[str] | None = None,
+    dg: tp.DependencyGraph | None = None,
+) -> list[ChannelGroup]:
+    """Returns the disjoint groups of coupled output channels of ``model``.
+
+    Args:
+        model: the model.
+        example_inputs: inputs to trace with; not needed when ``dg`` is given.
+        roots: when given, only the groups having at least one of these layers as a root.
+        dg: a graph from :func:`build_graph` to reuse.
+
+    Returns:
+        Groups in the order of their first root in ``model.named_modules()``.
+
+    Raises:
+        UnsupportedModelError: the model cannot be traced.
+
+    Example:
+        >>> [g.roots for g in channel_groups(resnet, x) if len(g.roots) > 1]
+        [('conv1', 'layer1.0.conv2', 'layer1.1.conv2')]
+    """
+    if dg is None:
+        if example_inputs is None:
+            raise ValueError("channel_groups needs example_inputs or a prebuilt dg")
+        dg = build_graph(model, example_inputs)
+    names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, n in enumerate(names.values())}
+    param_names: dict[Any, str] = dict(getattr(dg, "_param_to_name", {}))
+    blocked = {m: reason for m, reason in _blocking_layers(model).items()}
+
+    groups: list[ChannelGroup] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tp_groups = list(dg.get_all_groups(root_module_types=_ROOT_TYPES))
+    for tp_group in tp_groups:
+        group = _convert(tp_group, names, param_names, blocked, order)
+        if group is not None:
+            groups.append(group)
+    groups.sort(key=lambda g: min((order.get(r, 1 << 30) for r in g.roots), default=1 << 30))
+    if roots is not None:
+        wanted = set(roots)
+        groups = [g for g in groups if wanted & set(g.roots)]
+    return groups
+
+
+def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
+    blocked: dict[nn.Module, str] = {}
+    for m in model.modules():
+        if isinstance(m, _RECURRENT_TYPES):
+            blocked[m] = "recurrent hidden units are not pruned"
+        elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups != m.out_channels:
+            blocked[m] = f"grouped convolution (groups={m.groups}) couples channels across groups"
+    return blocked
+
+
+def _convert(
+    tp_group: Any,
+    names: dict[nn.Module, str],
+    param_names: dict[Any, str],
+    blocked: dict[nn.Module, str],
+    order: dict[str, int],
+) -> ChannelGroup | None:
+    roots: list[str] = []
+    members: list[ChannelSlice] = []
+    consumers: list[ChannelSlice] = []
+    blockers: list[str] = []
+    feeds_output = False
+    channels = len(tp_group[0].idxs)
+    for item in tp_group.items:
+        dep = item.dep
+        module = dep.target.module
+        idxs = tuple(int(i) for i in item.idxs)
+        chans = tuple(int(i) for i in item.root_idxs)
+        fn_name = getattr(dep.handler, "__name__", "")
+        is_out = fn_name.endswith("out_channels")
+        # A node nothing reads is a model output: Torch-Pruning adds an explicit output node only
+        # when the last op is not a module (e.g. log_softmax after the classifier).
+        if isinstance(module, tp.ops._OutputOp) or (is_out and not dep.target.outputs):
+            feeds_output = True
+        if isinstance(module, tp.ops._OutputOp):
+            continue
+        if isinstance(module, nn.Parameter):
+            full = param_names.get(module)
+            if full is None:
+                continue
+            owner, _, pname = full.rpartition(".")
+            dim = dep.target.pruning_dim % module.dim()
+            members.append(ChannelSlice(owner, pname, dim, idxs, chans))
+            continue
+        name = names.get(module)
+        if name is None:  # Torch-Pruning's own placeholder ops (add, cat, view, ...)
+            continue
+        if module in blocked and (is_out or not isinstance(module, _RECURRENT_TYPES)):
+            blockers.append(f"{name}: {blocked[module]}")
+        out_slices, in_slices, is_root = _slices(module, name, is_out, idxs, chans)
+        members.extend(out_slices)
+        consumers.extend(in_slices)
+        if is_root and name not in roots:
+            roots.append(name)
+    if not members and not consumers:
+        return None
+    return ChannelGroup(
+        roots=tuple(sorted(roots, key=lambda r: order.get(r, 0))),
+        members=tuple(members),
+        consumers=tuple(consumers),
+        channels=channels,
+        feeds_output=feeds_output,
+        blockers=tuple(dict.fromkeys(blockers)),
+    )
+
+
+def _slices(
+    module: nn.Module, name: str, is_out: bool, idxs: tuple[int, ...], chans: tuple[int, ...]
+) -> tuple[list[ChannelSlice], list[ChannelSlice], bool]:
+    """Maps one Torch-Pruning group item to (member slices, consumer slices, is_root)."""
+
+    def s(owner: str, param: str, dim: int, index: tuple[int, ...] = idxs) -> ChannelSlice:
+        return ChannelSlice(owner, param, dim, index, chans if index is idxs else _repeat(chans, index))
+
+    has_bias = getattr(module, "bias", None) is not None and isinstance(module.bias, torch.Tensor)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        transposed = bool(module.transposed)
+        if module.groups == module.out_channels and module.out_channels > 1:  # depthwise
+            return [s(name, "weight", 0), *([s(name, "bias", 0)] if has_bias else [])], [], False
+        if is_out:
+            out = [s(name, "weight", 1 if transposed else 0), *([s(name, "bias", 0)] if has_bias else [])]
+            return out, [], True
+        return [], [s(name, "weight", 0 if transposed else 1)], False
+    if isinstance(module, nn.Linear):
+        if is_out:
+            return [s(name, "weight", 0), *([s(name, "bias", 0)] if has_bias else [])], [], True
+        return [], [s(name, "weight", 1)], False
+    if isinstance(module, nn.Embedding):
+        return [s(name, "weight", 1)], [], True
+    if isinstance(module, nn.MultiheadAttention):
+        return _attention_slices(module, name, idxs, chans)
+    if isinstance(module, _NORM_TYPES):
+        affine = getattr(module, "affine", False) and module.weight is not None
+        return ([s(name, "weight", 0), s(name, "bias", 0)] if affine else []), [], False
+    if isinstance(module, nn.LayerNorm):
+        out = []
+        if module.weight is not None:
+            out.append(s(name, "weight", module.weight.dim() - 1))
+        if module.bias is not None:
+            out.append(s(name, "bias", module.bias.dim() - 1))
+        return out, [], False
+    if isinstance(module, nn.PReLU):
+        return ([s(name, "weight", 0)] if module.num_parameters > 1 else []), [], False
+    if isinstance(module, _RECURRENT_TYPES):
+        if is_out:
+            return [], [], False
+        params = ["weight_ih_l0", *(["weight_ih_l0_reverse"] if module.bidirectional else [])]
+        return [], [s(name, p, 1) for p in params], False
+    return [], [], False
+
+
+def _repeat(chans: tuple[int, ...], index: tuple[int, ...]) -> tuple[int, ...]:
+    # ``index`` is ``k`` concatenated copies of positions, one copy per packed projection.
+    return chans * (len(index) // len(chans))
+
+
+def _attention_slices(
+    module: nn.MultiheadAttention, name: str, idxs: tuple[int, ...], chans: tuple[int, ...]
+) -> tuple[list[ChannelSlice], list[ChannelSlice], bool]:
+    # Torch-Pruning removes an embedding channel from the query, key and value projections, the
+    # input columns and the out projection at once (see MultiheadAttentionPruner).
+    e = module.embed_dim
+    qkv = tuple(i + k * e for k in range(3) for i in idxs)
+    members: list[ChannelSlice] = []
+    consumers: list[ChannelSlice] = []
+    if module.in_proj_weight is not None:
+        members.append(ChannelSlice(name, "in_proj_weight", 0, qkv, chans * 3))
+        consumers.append(ChannelSlice(name, "in_proj_weight", 1, idxs, chans))
+    else:
+        for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            members.append(ChannelSlice(name, p, 0, idxs, chans))
+    if module.in_proj_bias is not None:
+        members.append(ChannelSlice(name, "in_proj_bias", 0, qkv, chans * 3))
+    out = f"{name}.out_proj"
+    members.append(ChannelSlice(out, "weight", 0, idxs, chans))
+    if module.out_proj.bias is not None:
+        members.append(ChannelSlice(out, "bias", 0, idxs, chans))
+    consumers.append(ChannelSlice(out, "weight", 1, idxs, chans))
+    return members, consumers, True
+
+
+def unsupported_ops(model: nn.Module, example_inputs: ExampleInputs) -> list[UnsupportedOp]:
+    """Lists the layers that channel pruning cannot go through, with the reason.
+
+    Found by running the model once with forward hooks, so only layers on the executed path are
+    reported. A leaf layer with parameters of a type the dependency graph has no handler for is
+    treated by Torch-Pruning as if channels passed through it unchanged, which is wrong for any
+    layer that mixes channels.
+
+    Args:
+        model: the model (its train/eval mode is restored).
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+
+    Returns:
+        One entry per offending layer, in execution order.
+
+    Example:
+        >>> unsupported_ops(gru_classifier, tokens)
+        [UnsupportedOp(name='rnn', op_type='GRU', reason='recurrent hidden units are not pruned; ...')]
+    """
+    known = (*_ROOT_TYPES, *_NORM_TYPES, nn.LayerNorm, nn.PReLU, *_RECURRENT_TYPES)
+    names = {m: n for n, m in model.named_modules()}
+    seen: list[nn.Module] = []
+    children_of_known = {
+        c for m in model.modules() if isinstance(m, known) for c in m.modules() if c is not m
+    }
+
+    def hook(module: nn.Module, _inputs: Any, _output: Any) -> None:
+        if module not in seen:
+            seen.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        with _preserve_mode(model), torch.no_grad():
+            model.eval()
+            _call(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+    found: list[UnsupportedOp] = []
+    for m in seen:
+        name, kind = names[m], type(m).__name__
+        if isinstance(m, _RECURRENT_TYPES):
+            found.append(
+                UnsupportedOp(
+                    name,
+                    kind,
+                    "recurrent hidden units are not pruned; its input "
+                    "features follow the layer before it, its outputs keep their size",
+                )
+            )
+        elif isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups != m.out_channels:
+            found.append(
+                UnsupportedOp(
+                    name,
+                    kind,
+                    f"grouped convolution (groups={m.groups}): channels "
+                    "are coupled across groups, so the convs feeding and reading it "
+                    "are not pruned",
+                )
+            )
+        elif m in children_of_known or isinstance(m, known):
+            continue
+        elif any(True for _ in m.parameters(recurse=False)):
+            found.append(
+                UnsupportedOp(
+                    name,
+                    kind,
+                    f"no pruning handler for {kind}: the dependency "
+                    "graph assumes its channels pass through unchanged; exclude the "
+                    "layers around it or register a Torch-Pruning handler",
+                )
+            )
+    return found
+
+
+def _call(model: nn.Module, example_inputs: ExampleInputs) -> Any:
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
