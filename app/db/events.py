@@ -1,0 +1,30 @@
+"""Appending to a job's event list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db.models import EventType, Job, JobEvent
+
+
+def record_event(
+    session: Session,
+    job: Job,
+    type: EventType | str,
+    message: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    """Adds an event that snapshots the job's status, stage and progress; the caller commits."""
+    event = JobEvent(
+        job_id=job.id,
+        type=EventType(type).value,
+        status=str(job.status),
+        stage=None if job.stage is None else str(job.stage),
+        progress=job.progress,
+        message=message,
+        data=data,
+    )
+    session.add(event)
+    return event

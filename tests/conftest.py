@@ -1,0 +1,103 @@
+"""Fixtures shared by the service tests: real PostgreSQL and SQLite databases, settings, clients.
+
+PostgreSQL is the one on 127.0.0.1 (``NNCOMPRESS_TEST_PG_DSN`` overrides the server DSN). Each test
+session gets a fresh database of its own; an unreachable server FAILS the tests that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PG_SERVER_DSN = os.environ.get("NNCOMPRESS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+TABLES = ("artifacts", "job_events", "jobs", "models")
+
+
+def _pg_admin(statement: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_SERVER_DSN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_SERVER_DSN} is required and did not answer: {exc}")
+
+
+def _sqlalchemy_url(database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_SERVER_DSN).set(drivername="postgresql+psycopg", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def make_pg_database() -> Iterator[Callable[[], str]]:
+    """Creates empty PostgreSQL databases (dropped at the end of the session); returns their URLs."""
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"nncompress_test_{uuid.uuid4().hex[:12]}"
+        _pg_admin(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _sqlalchemy_url(name)
+
+    yield create
+    for name in created:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_session_url(make_pg_database: Callable[[], str]) -> str:
+    """One PostgreSQL database per test session, migrated to head."""
+    from app.db.migrate import upgrade_to_head
+
+    url = make_pg_database()
+    upgrade_to_head(url)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_session_url: str) -> str:
+    """The session's PostgreSQL database, emptied before the test (committed data is visible to workers)."""
+    from sqlalchemy import text
+
+    from app.db.session import make_engine
+
+    engine = make_engine(pg_session_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return pg_session_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite file (WAL) in the test's tmp folder, migrated to head."""
+    from app.db.migrate import upgrade_to_head
+
+    url = f"sqlite:///{tmp_path / 'nncompress.db'}"
+    upgrade_to_head(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, sqlite_url: str) -> Callable[..., Any]:
+    """Builds ``Settings`` on the test's SQLite database and storage folder; keywords override."""
+    from app.settings import Settings
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"database_url": sqlite_url, "storage_dir": tmp_path / "storage"}
+        return Settings(**{**values, **overrides})
+
+    return build
