@@ -277,15 +277,15 @@ def _assemble(
     gid_of = {id(g): i for i, g in enumerate(kept, start=1)}
     layers: list[LayerReport] = []
     for name, target in targets.items():
-        group = owner.get(name)
+        own = owner.get(name)
         layers.append(
             _layer_report(
                 target,
                 _granularity(target, pruner_key),
                 structured[name],
-                group,
-                gid_of.get(id(group)) if group is not None else None,
-                group_after.get(id(group)) if group is not None else None,
+                own,
+                gid_of.get(id(own)) if own is not None else None,
+                group_after.get(id(own)) if own is not None else None,
                 traced=bool(groups),
             )
         )

@@ -140,7 +140,9 @@ def resolve_config(
             expected="at least one layer selected and not excluded",
         )
     ordered = {name: chosen[name] for name in modules.by_name if name in chosen}
-    return ResolvedConfig(targets=ordered, entries=entries)
+    resolved = ResolvedConfig(targets=ordered, entries=entries)
+    _check_dependency_groups(resolved)
+    return resolved
 
 
 class _ModelIndex:
@@ -269,13 +271,16 @@ def _no_match(entry: ConfigEntry, modules: _ModelIndex, default_op_types: tuple[
 
 
 def _target(entry: ConfigEntry, name: str, module: nn.Module) -> LayerTarget:
-    assert entry.sparse_ratio is not None  # parse guarantees it for non-exclude entries
-    weight = module.weight
+    # parse_config_list guarantees a ratio on every non-exclude entry, and _select only returns
+    # layers whose weight is a tensor; the checks keep the types honest.
+    weight = getattr(module, "weight", None)
+    if entry.sparse_ratio is None or not isinstance(weight, torch.Tensor):
+        raise ConfigError(f"{entry.label}: internal error: no sparsity or no weight for {name!r}")
     present = tuple(t for t in entry.target_names if isinstance(getattr(module, t, None), torch.Tensor))
     return LayerTarget(
         name=name,
         op_type=type(module).__name__,
-        weight_shape=tuple(weight.shape),  # type: ignore[union-attr]
+        weight_shape=tuple(weight.shape),
         sparse_ratio=entry.sparse_ratio,
         max_sparse_ratio=entry.max_for(name),
         min_sparse_ratio=entry.min_sparse_ratio,
@@ -285,6 +290,34 @@ def _target(entry: ConfigEntry, name: str, module: nn.Module) -> LayerTarget:
         target_names=present,
         entry_index=entry.index,
     )
+
+
+def _pruned_extent(target: LayerTarget) -> tuple[int, ...]:
+    """The positions a mask chooses among: channels along the granularity's dim, else every weight."""
+    if target.granularity == "in_channel" and len(target.weight_shape) > 1:
+        return (target.weight_shape[1],)
+    if target.granularity == "element":
+        return target.weight_shape
+    return (target.weight_shape[0],)
+
+
+def _check_dependency_groups(resolved: ResolvedConfig) -> None:
+    """Layers tied by a ``dependency_group_id`` prune the same positions, so they need as many."""
+    for group_id, members in resolved.dependency_groups().items():
+        extents = {t.name: _pruned_extent(t) for t in members}
+        if len(set(extents.values())) > 1:
+            first = members[0]
+            sizes = ", ".join(f"{n} {'x'.join(map(str, e))}" for n, e in extents.items())
+            raise ConfigError(
+                f"{where(first.entry_index, 'dependency_group_id')}: group {group_id!r} ties layers "
+                f"that do not have the same number of positions to prune ({sizes}); a dependency group "
+                "prunes the same indices in every layer",
+                entry=first.entry_index,
+                key="dependency_group_id",
+                value=group_id,
+                expected="layers with equal channel counts",
+                layers={n: list(e) for n, e in extents.items()},
+            )
 
 
 def _group_by(targets: Any, attr: str) -> dict[str, list[LayerTarget]]:

@@ -214,11 +214,32 @@ def test_global_group_spans_entries_with_one_id() -> None:
 
 
 def test_dependency_groups() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1))
+    config = [{"sparse_ratio": 0.5, "op_names": ["0", "2"], "dependency_group_id": "d"}]
+    resolved = resolve_config(model, config)
+    assert [t.name for t in resolved.dependency_groups()["d"]] == ["0", "2"]
+    assert resolved.to_dict()["dependency_groups"] == {"d": ["0", "2"]}
+
+
+def test_dependency_group_of_layers_with_different_channel_counts() -> None:
+    config = [{"sparse_ratio": 0.5, "op_names": ["conv1", "conv2"], "dependency_group_id": "d"}]
+    with pytest.raises(ConfigError) as info:
+        resolve_config(Net(), config)
+    assert str(info.value).startswith(
+        "config_list[0]['dependency_group_id']: group 'd' ties layers that do not have the same number of "
+        "positions to prune (conv1 20, conv2 50)"
+    )
+    assert info.value.context["layers"] == {"conv1": [20], "conv2": [50]}
+
+
+def test_dependency_group_compares_input_channels_for_in_channel_granularity() -> None:
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(6, 8))
     config = [
-        {"sparse_ratio": 0.5, "op_names": ["features.0.conv", "features.1.conv"], "dependency_group_id": "d"}
+        {"sparse_ratio": 0.5, "op_types": ["Linear"], "dependency_group_id": 1, "granularity": "in_channel"}
     ]
-    resolved = resolve_config(Tiny(), config)
-    assert [t.name for t in resolved.dependency_groups()["d"]] == ["features.0.conv", "features.1.conv"]
+    assert len(resolve_config(model, config).dependency_groups()["1"]) == 2
+    with pytest.raises(ConfigError, match=r"\(0 4, 1 8\)"):
+        resolve_config(model, [{**config[0], "granularity": "out_channel"}])
 
 
 def test_per_layer_caps_from_the_dict_form() -> None:
