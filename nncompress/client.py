@@ -1,0 +1,401 @@
+"""A small client for the nncompress HTTP API, on the standard library alone.
+
+The engine's install needs nothing beyond torch to talk to a server: this module uses ``urllib`` only,
+so an MLOps pipeline can upload, submit, poll and download without hand-written HTTP.
+
+Examples:
+    >>> from nncompress.client import Client
+    >>> c = Client("http://127.0.0.1:8000")                                     # doctest: +SKIP
+    >>> model = c.upload_model("net.safetensors", architecture="mnist_net")     # doctest: +SKIP
+    >>> job = c.create_job(model["id"], config_list=[{"sparsity_per_layer": 0.5, "op_types": ["Conv2d"]}],
+    ...                    idempotency_key="build-1234")                        # doctest: +SKIP
+    >>> job = c.wait(job["id"], on_progress=lambda j: print(j["stage"], j["progress"]))  # doctest: +SKIP
+    >>> c.download_artifact(job["id"], "model.safetensors", "out/")             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ChecksumMismatch",
+    "Client",
+    "ServiceError",
+    "ServiceUnreachable",
+    "WaitTimeout",
+]
+
+JSON = dict[str, Any]
+PROBLEM_PREFIX = "urn:nncompress:problem:"
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+_CHUNK = 1024 * 1024
+
+
+class ServiceError(Exception):
+    """An error answer from the server, carrying its ``application/problem+json`` fields.
+
+    Attributes:
+        type: the problem type, e.g. ``urn:nncompress:problem:not_found``.
+        status: the HTTP status (``None`` when the server could not be reached).
+        title: short summary.
+        detail: what went wrong with this request.
+        errors: per-field details (entry, key, layer) when the server gives them.
+    """
+
+    def __init__(
+        self,
+        *,
+        type: str,
+        status: int | None,
+        title: str,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {title}: {detail}" if status else f"{title}: {detail}")
+        self.type = type
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+
+    @property
+    def code(self) -> str:
+        """The stable part of ``type`` (``not_found`` for ``urn:nncompress:problem:not_found``)."""
+        return self.type.removeprefix(PROBLEM_PREFIX)
+
+
+class ServiceUnreachable(ServiceError):
+    """No HTTP answer at all: connection refused, DNS failure, timeout."""
+
+
+class ChecksumMismatch(Exception):
+    """A downloaded artifact's sha256 or size differs from what the job lists; the file is not kept."""
+
+
+class WaitTimeout(TimeoutError):
+    """The job did not finish before the deadline; ``job`` is its last seen state."""
+
+    def __init__(self, job: JSON, waited: float) -> None:
+        super().__init__(
+            f"job {job.get('id')} still {job.get('status')} ({job.get('stage')}, "
+            f"{job.get('progress')}%) after {waited:.0f}s"
+        )
+        self.job = job
+
+
+class Client:
+    """Talks to one nncompress server.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000`` (a trailing slash or ``/v1`` is not needed).
+        api_key: sent as ``Authorization: Bearer <key>`` when given.
+        timeout: seconds for each HTTP request (connect and each read), not for a whole job;
+            :meth:`wait` has its own deadline.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    # -- models -----------------------------------------------------------------------------------
+
+    def upload_model(
+        self, path: str | os.PathLike[str], architecture: str, format: str | None = None
+    ) -> JSON:
+        """Uploads a weights file (streamed from disk, never read whole) and returns the model record."""
+        path = Path(path)
+        fields = {"architecture": architecture, **({"format": format} if format else {})}
+        body, length, content_type = _multipart(fields, "file", path)
+        return self._json(
+            "POST",
+            "/v1/models",
+            body=body,
+            headers={"Content-Type": content_type, "Content-Length": str(length)},
+        )
+
+    def get_model(self, model_id: str) -> JSON:
+        return self._json("GET", f"/v1/models/{_seg(model_id)}")
+
+    def preflight(
+        self,
+        model_id: str,
+        config_list: list[Any],
+        pruner: str = "l1norm",
+        input_shape: list[int] | None = None,
+    ) -> JSON:
+        """Resolves ``config_list`` against the model without pruning: matched layers, groups, problems."""
+        payload: JSON = {"config_list": config_list, "pruner": pruner}
+        if input_shape is not None:
+            payload["input_shape"] = list(input_shape)
+        return self._json("POST", f"/v1/models/{_seg(model_id)}/preflight", payload=payload)
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        model_id: str,
+        config_list: list[Any],
+        *,
+        pruner: str = "l1norm",
+        speedup: bool = True,
+        device: str = "cpu",
+        input_shape: list[int] | None = None,
+        export_onnx: bool = True,
+        verify: bool = True,
+        options: JSON | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Submits a job (202); the same ``idempotency_key`` sent twice returns the same job."""
+        payload: JSON = {
+            "model_id": model_id,
+            "pruner": pruner,
+            "config_list": config_list,
+            "speedup": speedup,
+            "device": device,
+            "input_shape": list(input_shape) if input_shape is not None else None,
+            "export_onnx": export_onnx,
+            "verify": verify,
+        }
+        if options:
+            payload["options"] = options
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/v1/jobs", payload=payload, headers=headers)
+
+    def get_job(self, job_id: str) -> JSON:
+        return self._json("GET", f"/v1/jobs/{_seg(job_id)}")
+
+    def list_jobs(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JSON:
+        """One page: ``{"items": [...], "next_cursor": str | None}``."""
+        return self._json("GET", "/v1/jobs", query={"status": status, "limit": limit, "cursor": cursor})
+
+    def iter_jobs(self, status: str | None = None, page_size: int = 50) -> Iterator[JSON]:
+        """Every job, following ``next_cursor`` page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_jobs(status=status, limit=page_size, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def events(self, job_id: str, after: int | None = None) -> JSON:
+        """The job's recorded transitions: ``{"items": [...], "next_cursor": ...}``."""
+        return self._json("GET", f"/v1/jobs/{_seg(job_id)}/events", query={"after": after})
+
+    def cancel(self, job_id: str) -> JSON:
+        """Asks for cancellation; the job goes ``cancelling`` then ``cancelled`` (or was already done)."""
+        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
+
+    def wait(
+        self,
+        job_id: str,
+        on_progress: Callable[[JSON], None] | None = None,
+        deadline: float | None = None,
+        poll_interval: float = 0.5,
+    ) -> JSON:
+        """Polls until the job is succeeded, failed or cancelled, and returns it.
+
+        Args:
+            on_progress: called with the job whenever its status, stage or progress changes.
+            deadline: at most this many seconds to wait (``None``: forever); then :class:`WaitTimeout`.
+            poll_interval: seconds between polls.
+        """
+        start = time.monotonic()
+        seen: tuple[Any, ...] | None = None
+        while True:
+            job = self.get_job(job_id)
+            key = (job.get("status"), job.get("stage"), job.get("progress"))
+            if on_progress is not None and key != seen:
+                on_progress(job)
+            seen = key
+            if job.get("status") in TERMINAL_STATUSES:
+                return job
+            waited = time.monotonic() - start
+            if deadline is not None and waited >= deadline:
+                raise WaitTimeout(job, waited)
+            pause = poll_interval if deadline is None else min(poll_interval, max(deadline - waited, 0.0))
+            time.sleep(pause)
+
+    def download_artifact(self, job_id: str, name: str, dest: str | os.PathLike[str]) -> Path:
+        """Streams an artifact to disk and checks it against the sha256 and size the job lists.
+
+        Args:
+            dest: a directory (the file keeps ``name``) or a file path.
+
+        Returns:
+            The path written. A partial download (``<file>.part``) is resumed with a Range request.
+
+        Raises:
+            ChecksumMismatch: the bytes differ from the job's record; nothing is left at ``dest``.
+        """
+        job = self.get_job(job_id)
+        listed = {a["name"]: a for a in job.get("artifacts", [])}
+        if name not in listed:
+            raise ServiceError(
+                type=PROBLEM_PREFIX + "artifact_not_found",
+                status=404,
+                title="Artifact not listed",
+                detail=f"job {job_id} ({job.get('status')}) lists "
+                f"{sorted(listed) or 'no artifacts'}, not {name!r}",
+            )
+        meta = listed[name]
+        dest = Path(dest)
+        target = dest / Path(name).name if dest.is_dir() else dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > int(meta["size_bytes"]):
+            part.unlink()
+            offset = 0
+        if offset:
+            with part.open("rb") as fh:
+                for block in iter(lambda: fh.read(_CHUNK), b""):
+                    digest.update(block)
+        url = meta.get("url") or f"/v1/jobs/{_seg(job_id)}/artifacts/{_seg(name)}"
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        with self._open("GET", url, headers=headers) as resp:
+            if offset and resp.status != 206:  # the server ignored the Range: start again
+                digest, offset = hashlib.sha256(), 0
+            with part.open("ab" if offset else "wb") as out:
+                for block in iter(lambda: resp.read(_CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+        size = part.stat().st_size
+        if digest.hexdigest() != meta["sha256"] or size != int(meta["size_bytes"]):
+            part.unlink()
+            raise ChecksumMismatch(
+                f"{name}: got {size} bytes sha256 {digest.hexdigest()}, "
+                f"job lists {meta['size_bytes']} bytes sha256 {meta['sha256']}"
+            )
+        part.replace(target)
+        return target
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def healthz(self) -> JSON:
+        return self._json("GET", "/healthz")
+
+    def readyz(self) -> JSON:
+        return self._json("GET", "/readyz")
+
+    # -- transport --------------------------------------------------------------------------------
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        payload: Any = None,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> JSON:
+        headers = dict(headers or {})
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        with self._open(method, path, body=body, query=query, headers=headers) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else {}
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+        req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+        req.add_header("Accept", "application/json, application/problem+json;q=0.9, */*;q=0.5")
+        if self.api_key:
+            req.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            return urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise _problem(exc) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceUnreachable(
+                type=PROBLEM_PREFIX + "unreachable",
+                status=None,
+                title="Server unreachable",
+                detail=f"{method} {url}: {reason}",
+            ) from None
+
+
+def _problem(exc: urllib.error.HTTPError) -> ServiceError:
+    """Turns an HTTP error answer into a ServiceError, from its problem+json body when it has one."""
+    raw = exc.read() or b""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "type" in doc:
+        return ServiceError(
+            type=str(doc["type"]),
+            status=int(doc.get("status") or exc.code),
+            title=str(doc.get("title") or exc.reason),
+            detail=str(doc.get("detail") or ""),
+            errors=doc.get("errors") if isinstance(doc.get("errors"), list) else None,
+        )
+    # Not a problem document (a proxy in the way, or a bug): keep the start of the body for the user.
+    return ServiceError(
+        type="about:blank",
+        status=exc.code,
+        title=str(exc.reason),
+        detail=raw[:500].decode("utf-8", "replace"),
+    )
+
+
+def _seg(value: str) -> str:
+    """Quotes one path segment, so an id can never change the path it is put into."""
+    return urllib.parse.quote(str(value), safe="")
+
+
+def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[Iterator[bytes], int, str]:
+    """A multipart/form-data body as an iterator of chunks plus its exact length.
+
+    The file is read in 1 MiB chunks while the request is sent, so uploading a 1 GiB model holds
+    1 MiB in memory; the length is known up front so no chunked encoding is needed.
+    """
+    boundary = f"nncompress-{uuid.uuid4().hex}"
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    )
+    filename = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = path.stat().st_size
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        with path.open("rb") as fh:
+            yield from iter(lambda: fh.read(_CHUNK), b"")
+        yield tail
+
+    return chunks(), len(head) + size + len(tail), f"multipart/form-data; boundary={boundary}"

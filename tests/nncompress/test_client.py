@@ -1,0 +1,295 @@
+"""The stdlib client against a small in-process HTTP server that speaks the API's contract.
+
+A fake server (not the real app) keeps these tests about the client: what it sends on the wire and
+how it treats answers, including the ones a real server rarely gives (bad checksums, ignored Ranges).
+The real app is exercised end to end by tests/test_demo.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nncompress.client import ChecksumMismatch, Client, ServiceError, ServiceUnreachable, WaitTimeout
+
+ARTIFACT = bytes(range(256)) * 4000  # 1,024,000 bytes: more than one read chunk
+
+
+@dataclass
+class FakeState:
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    uploads: list[dict[str, Any]] = field(default_factory=list)
+    job_bodies: list[dict[str, Any]] = field(default_factory=list)
+    polls_until_done: int = 2
+    polls: int = 0
+    listed_sha: str = hashlib.sha256(ARTIFACT).hexdigest()
+    honour_range: bool = True
+    ranges: list[str] = field(default_factory=list)
+    served_bytes: int = 0
+
+
+def _job(state: FakeState) -> dict[str, Any]:
+    done = state.polls >= state.polls_until_done
+    return {
+        "id": "j1",
+        "status": "succeeded" if done else "running",
+        "stage": None if done else "pruning",
+        "progress": 100.0 if done else 10.0 * state.polls,
+        "artifacts": [
+            {
+                "name": "model.safetensors",
+                "size_bytes": len(ARTIFACT),
+                "sha256": state.listed_sha,
+                "media_type": "application/octet-stream",
+                "url": "/v1/jobs/j1/artifacts/model.safetensors",
+            }
+        ],
+    }
+
+
+def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # keep pytest output clean
+            pass
+
+        def _send(self, status: int, doc: Any, ctype: str = "application/json") -> None:
+            raw = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _problem(self, status: int, code: str, detail: str, **extra: Any) -> None:
+            doc = {
+                "type": f"urn:nncompress:problem:{code}",
+                "title": code,
+                "status": status,
+                "detail": detail,
+            }
+            self._send(status, {**doc, **extra}, "application/problem+json")
+
+        def do_GET(self) -> None:
+            state.requests.append(("GET", self.path, dict(self.headers)))
+            if self.path == "/v1/jobs/j1":
+                state.polls += 1
+                self._send(200, _job(state))
+            elif self.path.startswith("/v1/jobs?"):
+                self._send(200, {"items": [], "next_cursor": None, "echo": self.path})
+            elif self.path == "/v1/jobs/j1/artifacts/model.safetensors":
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    state.ranges.append(rng)
+                if rng and state.honour_range:
+                    start = int(rng.removeprefix("bytes=").rstrip("-"))
+                body = ARTIFACT[start:]
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                state.served_bytes += len(body)
+            elif self.path == "/v1/jobs/plain-error":
+                self.send_response(502)
+                self.send_header("Content-Length", "11")
+                self.end_headers()
+                self.wfile.write(b"bad gateway")
+            else:
+                self._problem(404, "not_found", f"no such resource {self.path}")
+
+        def do_POST(self) -> None:
+            state.requests.append(("POST", self.path, dict(self.headers)))
+            length = int(self.headers["Content-Length"])
+            raw = self.rfile.read(length)
+            if self.path == "/v1/models":
+                msg = BytesParser(policy=HTTP).parsebytes(
+                    f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + raw
+                )
+                parts = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
+                upload = {
+                    "architecture": parts["architecture"].get_content().strip(),
+                    "filename": parts["file"].get_filename(),
+                    "data": parts["file"].get_payload(decode=True),
+                    "chunked": "Transfer-Encoding" in self.headers,
+                }
+                state.uploads.append(upload)
+                self._send(201, {"id": "m1", "sha256": hashlib.sha256(upload["data"]).hexdigest()})
+            elif self.path == "/v1/jobs":
+                body = json.loads(raw)
+                state.job_bodies.append(body)
+                if body["config_list"] == []:
+                    self._problem(
+                        422,
+                        "config_invalid",
+                        "config_list is empty",
+                        errors=[{"entry": 0, "key": "config_list"}],
+                    )
+                else:
+                    self._send(202, {"id": "j1", "status": "queued"})
+            else:
+                self._problem(404, "not_found", self.path)
+
+    return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Client, FakeState]]:
+    state = FakeState()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield Client(f"http://127.0.0.1:{httpd.server_address[1]}/", api_key="k3y", timeout=5), state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_upload_streams_a_multipart_body_with_exact_length(
+    server: tuple[Client, FakeState], tmp_path: Path
+) -> None:
+    client, state = server
+    weights = tmp_path / 'we"ird name.safetensors'
+    weights.write_bytes(ARTIFACT)
+
+    out = client.upload_model(weights, architecture="mnist_net")
+
+    assert out["sha256"] == hashlib.sha256(ARTIFACT).hexdigest()
+    (upload,) = state.uploads
+    assert upload["architecture"] == "mnist_net"
+    assert upload["data"] == ARTIFACT
+    assert upload["filename"] == "we_ird name.safetensors"  # a quote cannot break the header
+    assert upload["chunked"] is False
+    assert state.requests[0][2]["Authorization"] == "Bearer k3y"
+
+
+def test_create_job_sends_the_contract_fields_and_idempotency_key(server: tuple[Client, FakeState]) -> None:
+    client, state = server
+    job = client.create_job(
+        "m1", [{"sparsity_per_layer": 0.5}], input_shape=[1, 1, 28, 28], idempotency_key="abc"
+    )
+
+    assert job == {"id": "j1", "status": "queued"}
+    (body,) = state.job_bodies
+    assert body == {
+        "model_id": "m1",
+        "pruner": "l1norm",
+        "config_list": [{"sparsity_per_layer": 0.5}],
+        "speedup": True,
+        "device": "cpu",
+        "input_shape": [1, 1, 28, 28],
+        "export_onnx": True,
+        "verify": True,
+    }
+    assert state.requests[-1][2]["Idempotency-Key"] == "abc"
+
+
+def test_problem_json_becomes_service_error(server: tuple[Client, FakeState]) -> None:
+    client, _ = server
+    with pytest.raises(ServiceError) as info:
+        client.create_job("m1", [])
+    err = info.value
+    assert (err.status, err.code, err.detail) == (422, "config_invalid", "config_list is empty")
+    assert err.errors == [{"entry": 0, "key": "config_list"}]
+
+
+def test_ids_are_quoted_into_one_path_segment(server: tuple[Client, FakeState]) -> None:
+    client, state = server
+    with pytest.raises(ServiceError) as info:
+        client.get_job("../models/x")
+    assert info.value.status == 404
+    assert state.requests[-1][1] == "/v1/jobs/..%2Fmodels%2Fx"
+
+
+def test_non_problem_error_keeps_status_and_body(server: tuple[Client, FakeState]) -> None:
+    client, _ = server
+    with pytest.raises(ServiceError) as info:
+        client.get_job("plain-error")
+    assert (info.value.status, info.value.type, info.value.detail) == (502, "about:blank", "bad gateway")
+
+
+def test_list_jobs_drops_unset_filters(server: tuple[Client, FakeState]) -> None:
+    client, _ = server
+    page = client.list_jobs(status="running", limit=5)
+    assert page["echo"] == "/v1/jobs?status=running&limit=5"
+
+
+def test_wait_reports_each_change_and_returns_the_final_job(server: tuple[Client, FakeState]) -> None:
+    client, state = server
+    state.polls_until_done = 3
+    seen: list[tuple[str, float]] = []
+
+    job = client.wait(
+        "j1", on_progress=lambda j: seen.append((j["status"], j["progress"])), poll_interval=0.01
+    )
+
+    assert job["status"] == "succeeded"
+    assert seen == [("running", 10.0), ("running", 20.0), ("succeeded", 100.0)]
+
+
+def test_wait_gives_up_at_the_deadline(server: tuple[Client, FakeState]) -> None:
+    client, state = server
+    state.polls_until_done = 10**9
+    with pytest.raises(WaitTimeout) as info:
+        client.wait("j1", deadline=0.2, poll_interval=0.05)
+    assert info.value.job["status"] == "running"
+
+
+def test_download_verifies_sha256(server: tuple[Client, FakeState], tmp_path: Path) -> None:
+    client, _ = server
+    path = client.download_artifact("j1", "model.safetensors", tmp_path)
+    assert path == tmp_path / "model.safetensors"
+    assert path.read_bytes() == ARTIFACT
+    assert not (tmp_path / "model.safetensors.part").exists()
+
+
+def test_download_with_wrong_checksum_leaves_nothing(
+    server: tuple[Client, FakeState], tmp_path: Path
+) -> None:
+    client, state = server
+    state.listed_sha = "0" * 64
+    with pytest.raises(ChecksumMismatch):
+        client.download_artifact("j1", "model.safetensors", tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_download_resumes_a_partial_file(
+    server: tuple[Client, FakeState], tmp_path: Path, honour_range: bool
+) -> None:
+    client, state = server
+    state.honour_range = honour_range
+    (tmp_path / "model.safetensors.part").write_bytes(ARTIFACT[:1000])
+
+    path = client.download_artifact("j1", "model.safetensors", tmp_path)
+
+    assert path.read_bytes() == ARTIFACT
+    assert state.ranges == ["bytes=1000-"]
+    assert state.served_bytes == (len(ARTIFACT) - 1000 if honour_range else len(ARTIFACT))
+
+
+def test_download_of_unlisted_artifact_is_a_clear_error(
+    server: tuple[Client, FakeState], tmp_path: Path
+) -> None:
+    client, _ = server
+    with pytest.raises(ServiceError, match=r"lists \['model.safetensors'\], not 'model.onnx'"):
+        client.download_artifact("j1", "model.onnx", tmp_path)
+
+
+def test_unreachable_server() -> None:
+    client = Client("http://127.0.0.1:9", timeout=2)  # port 9 (discard) is closed on test machines
+    with pytest.raises(ServiceUnreachable) as info:
+        client.healthz()
+    assert info.value.status is None
+    assert "127.0.0.1:9" in info.value.detail
