@@ -357,7 +357,9 @@ def _group_report(
                     f"{', '.join(f'{r:g}' for r in ratios)}; {ratios[0]:g} applies to all of them"
                 )
         left_out = [r for r in group.roots if r not in targets]
-        if left_out:
+        # A lone producer is expected to follow its norm (SlimPruner selects only the norms); only a
+        # coupling the user may not know about is worth a warning.
+        if left_out and len(group.roots) > 1:
             messages.append(
                 f"group #{gid}: pruning {', '.join(m for m in selected)} also removes the same channels "
                 f"from {', '.join(left_out)} (coupled by an add, a concat or a shared consumer)"

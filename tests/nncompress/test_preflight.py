@@ -149,6 +149,24 @@ def test_selecting_one_side_of_an_add_warns_about_the_other() -> None:
     assert any("also removes the same channels from b" in w for w in report.warnings)
 
 
+def test_slim_selects_norms_and_their_convs_follow() -> None:
+    report = preflight(
+        Residual(), [{"sparse_ratio": 0.5, "op_types": ["BatchNorm2d"]}], RES_X, pruner="SlimPruner"
+    )
+    bn = report.layer("bn")
+    assert (bn.channels, bn.channels_after) == (8, 4)
+    assert "channels follow stem, b" in bn.notes
+    assert report.groups[bn.group - 1].layers == ("stem", "b")  # type: ignore[operator]
+    assert any("pruning bn also removes the same channels from stem, b" in w for w in report.warnings)
+
+
+def test_a_lone_conv_following_its_norm_is_no_warning() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    report = preflight(model, [{"sparse_ratio": 0.5, "op_names": ["1"]}], RES_X, pruner="slim")
+    assert report.layer("1").channels_after == 4
+    assert report.warnings == ()
+
+
 def test_a_layer_feeding_the_output_is_not_pruned() -> None:
     report = preflight(Residual(), [{"sparse_ratio": 0.5, "op_types": ["default"]}], RES_X)
     fc = report.layer("fc")
