@@ -1,0 +1,271 @@
+"""Fixtures of the worker tests: job factories, a private Redis server, real Celery worker processes.
+
+The Redis server is our own (a free port, no persistence) so a test may restart it without touching
+the shared one on 6379. Timing is shortened (lease 2 s, heartbeat 1 s, reconcile every 1 s) so the
+fault tests finish in seconds; every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.db.models import Job, JobEvent, Model
+from app.db.session import make_engine, make_session_factory
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = "tests.workers.workloads:run"
+FAST = {
+    "lease_seconds": 2,
+    "heartbeat_seconds": 1,
+    "reconcile_interval_seconds": 1,
+    "job_time_limit_seconds": 60,
+    "max_attempts": 3,
+}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Polls ``predicate`` until it returns something truthy; fails with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@dataclass
+class Jobs:
+    """Creates jobs and reads them back, on one database."""
+
+    url: str
+    storage: Path
+    session_factory: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = make_engine(self.url)
+        self.session_factory = make_session_factory(self.engine)
+
+    def create(self, *, queue: str = "cpu", max_attempts: int = 3, **spec: Any) -> str:
+        with self.session_factory() as session:
+            model = Model(
+                sha256="0" * 64,
+                size_bytes=1,
+                format="safetensors",
+                filename="m.safetensors",
+                storage_key="models/x",
+            )
+            session.add(model)
+            session.flush()
+            job = Job(model_id=model.id, spec=spec, queue=queue, device="cpu", max_attempts=max_attempts)
+            session.add(job)
+            session.commit()
+            return job.id
+
+    def get(self, job_id: str) -> Job:
+        with self.session_factory() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            session.expunge(job)
+            return job
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with self.session_factory() as session:
+            return list(
+                session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+            )
+
+    def wait_status(self, job_id: str, statuses: set[str], timeout: float) -> Job:
+        wait_for(lambda: self.get(job_id).status in statuses, timeout, f"job {job_id} to reach {statuses}")
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        # What the API does for a running job.
+        with self.session_factory() as session:
+            job = session.get(Job, job_id)
+            assert job is not None and job.status == "running"
+            job.status = "cancelling"
+            job.cancel_requested = True
+            session.commit()
+
+
+def marker_lines(path: Path) -> list[tuple[int, int]]:
+    if not path.exists():
+        return []
+    return [(int(p), int(a)) for p, a in (line.split() for line in path.read_text().splitlines())]
+
+
+@pytest.fixture
+def pg_jobs(pg_url: str, tmp_path: Path) -> Iterator[Jobs]:
+    jobs = Jobs(pg_url, tmp_path / "storage")
+    yield jobs
+    jobs.engine.dispose()
+
+
+@pytest.fixture
+def db_jobs(db_url: str, tmp_path: Path) -> Iterator[Jobs]:
+    jobs = Jobs(db_url, tmp_path / "storage")
+    yield jobs
+    jobs.engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of our own, without persistence, that a test may restart."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+
+        def ping() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(ping, 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(_free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``celery -A workers.celery_app worker`` in its own process group."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill_group(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts Celery workers on the given settings (env ``NNCOMPRESS_*``); all are stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, *, name: str = "w1", queues: str = "cpu") -> WorkerProcess:
+        env = dict(os.environ)
+        env.update(
+            {f"NNCOMPRESS_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+        )
+        env["NNCOMPRESS_WORKER_JOB_TARGET"] = TARGET
+        env["PYTHONPATH"] = str(REPO)
+        log = tmp_path / f"worker-{name}-{len(started)}.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "workers",
+                    "--queues",
+                    queues,
+                    "--name",
+                    f"{name}-{len(started)}@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(proc, log)
+        started.append(worker)
+        wait_for(
+            lambda: "ready." in worker.log_text() or proc.poll() is not None, 60, "the worker to be ready"
+        )
+        assert proc.poll() is None, worker.log_text()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def celery_settings(pg_url: str, redis_server: RedisServer, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=pg_url, broker_url=redis_server.url, storage_dir=tmp_path / "storage", **FAST
+    )

@@ -1,0 +1,70 @@
+"""Job functions for the worker tests, run inside the real job child process (``--target``).
+
+They stand in for the pipeline so the tests can make a job slow, crash, fail or count its runs;
+what they exercise is the machinery around them: claim, lease, child process, cancel, kill.
+The job's ``spec["workload"]`` picks one; every run appends ``<pid> <attempt>`` to
+``spec["marker"]`` so a test can count executions and find the job process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from workers.child import JobContext, JobOutput
+
+
+class Cancelled(Exception):
+    """What the pipeline raises when ``should_stop()`` turns true (stable code ``cancelled``)."""
+
+    code = "cancelled"
+
+    def __init__(self) -> None:
+        super().__init__("stopped on request")
+        self.message = "stopped on request"
+
+
+class BadInput(Exception):
+    """An engine error: a stable code and a message for the user."""
+
+    code = "invalid_config"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def run(ctx: JobContext) -> JobOutput:
+    spec = ctx.job.spec
+    marker = spec.get("marker")
+    if marker:
+        with open(marker, "a") as fh:
+            fh.write(f"{os.getpid()} {ctx.job.attempt}\n")
+    kind = spec.get("workload", "sleep")
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if kind == "exit":
+        os._exit(int(spec.get("code", 3)))
+    if kind == "bad_input":
+        raise BadInput("entry 0: 'sparsity' must be in (0, 1), got 2")
+    if kind == "boom":
+        raise RuntimeError("unexpected")
+    seconds = float(spec.get("seconds", 0.5))
+    deadline = time.monotonic() + seconds
+    stages = ["loading", "pruning", "speedup"]
+    start = time.monotonic()
+    while (now := time.monotonic()) < deadline:
+        done = (now - start) / seconds
+        ctx.progress(stages[min(int(done * len(stages)), len(stages) - 1)], 100 * done, None)
+        if ctx.should_stop():
+            raise Cancelled()
+        time.sleep(0.05)
+    out = Path(ctx.out_dir) / "report.json"
+    out.write_text('{"ok": true}')
+    return JobOutput(
+        metrics={"before": {"params": 10}, "after": {"params": 5}},
+        result={"attempt": ctx.job.attempt},
+        artifacts=[ctx.artifact(out, media_type="application/json")],
+    )

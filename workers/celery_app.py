@@ -1,0 +1,182 @@
+"""The Celery app of the distributed mode: the broker only wakes workers, the database decides.
+
+Run a worker (one per GPU, pinned with ``CUDA_VISIBLE_DEVICES``)::
+
+    celery -A workers.celery_app worker -Q cpu            # or: python -m workers --queues cpu
+    CUDA_VISIBLE_DEVICES=0 celery -A workers.celery_app worker -Q gpu -c 1
+
+Settings come from ``NNCOMPRESS_*`` (``NNCOMPRESS_BROKER_URL``, ``NNCOMPRESS_DATABASE_URL``, ...).
+
+Choices, each against a pitfall of Celery on Redis (design §6):
+
+- The message carries the job id alone, and the task claims the job with one conditional UPDATE. A
+  duplicate delivery (Redis redelivers an unacknowledged message after ``visibility_timeout``, even
+  to a healthy worker still running it) claims nothing and returns at once: a job never runs twice.
+- No result backend: the job row is the result.
+- ``task_acks_late`` + ``worker_prefetch_multiplier=1`` + ``task_reject_on_worker_lost``: a worker holds
+  at most the message it runs, and a message whose worker died goes back to the queue.
+- That is not enough on its own (a killed worker's message may come back only after the visibility
+  timeout; Redis restarted without persistence loses it), so every worker runs a reconciler thread
+  (``workers.reconciler``, started by a worker bootstep in the worker's main process): it recovers
+  jobs whose lease expired and re-publishes queued jobs the broker no longer holds. No beat process
+  is needed; several workers reconciling at once is safe (every write is conditional).
+- The task never runs the job itself: ``workers.runner`` starts a fresh ``python -m workers.child``
+  in its own process group. The worker's processes never import torch, so there is no CUDA context
+  to break a forked pool process, and the job process is no daemon, so DataLoader workers work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from celery import Celery, bootsteps
+from kombu import Exchange, Queue
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.session import make_engine, make_session_factory
+from app.settings import Settings, get_settings
+from workers import runner, state
+from workers.reconciler import QUEUES, Reconciler
+
+log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "nncompress.run_job"
+
+
+def worker_id() -> str:
+    """A lease owner name that says where the job runs: host, pid and a per-process nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _ProcessResources:
+    """Database sessions per OS process: a forked pool process must not reuse its parent's connections."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._engine: Engine | None = None
+        self._factory: sessionmaker[Session] | None = None
+        self._worker_id = ""
+
+    def get(self) -> tuple[sessionmaker[Session], str]:
+        if self._pid != os.getpid() or self._factory is None:
+            if self._engine is not None:
+                # Inherited through fork: drop the parent's pooled connections without closing them,
+                # which would close the parent's sockets too (SQLAlchemy's documented fork recipe).
+                self._engine.dispose(close=False)
+            self._engine = make_engine(self.settings.database_url)
+            self._factory = make_session_factory(self._engine)
+            self._worker_id = worker_id()
+            self._pid = os.getpid()
+        return self._factory, self._worker_id
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Applies the settings that the design depends on (see the module docstring)."""
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        task_default_queue="cpu",
+        # The API publishes while handling a request: fail fast when the broker is down (the job row is
+        # already queued and the reconciler publishes it once the broker is back).
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        # Our own logging configuration stays (the job process logs to the worker's stderr).
+        worker_hijack_root_logger=False,
+    )
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """The Celery app for ``settings``, with the ``run_job`` task and the reconciler bootstep."""
+    if settings.broker_url is None:
+        raise ValueError("the Celery app needs settings.broker_url (NNCOMPRESS_BROKER_URL); none is set")
+    app = Celery("nncompress", set_as_current=False)
+    configure(app, settings)
+    resources = _ProcessResources(settings)
+
+    @app.task(name=RUN_JOB_TASK, ignore_result=True)
+    def run_job(job_id: str) -> str:
+        """Claims the job and supervises its child process; a duplicate delivery does nothing."""
+        session_factory, owner = resources.get()
+        with session_factory() as session:
+            job = state.claim(session, job_id, owner, settings.lease_seconds)
+        if job is None:
+            log.info("job %s: not claimable (duplicate delivery or no longer queued); ignored", job_id)
+            return "not_claimed"
+        outcome = runner.run_claimed_job(job_id, owner, settings=settings, session_factory=session_factory)
+        log.info("job %s: %s", job_id, outcome.value)
+        return outcome.value
+
+    class ReconcilerStep(bootsteps.StartStopStep):
+        """Runs the reconciler thread in the worker's main process for as long as the worker runs."""
+
+        # After the pool, so the pool's processes are forked before this thread and its engine exist.
+        requires = ("celery.worker.components:Pool",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.reconciler: Reconciler | None = None
+
+        def start(self, parent: Any) -> None:
+            session_factory, _ = resources.get()
+            self.reconciler = Reconciler(
+                session_factory=session_factory,
+                publish=lambda job_id, queue: publish(app, job_id, queue),
+                queue_depth=lambda queue: queue_depth(app, queue),
+                interval_seconds=settings.reconcile_interval_seconds,
+                unclaimed_after_seconds=settings.lease_seconds,
+                name="nncompress-reconciler",
+            )
+            self.reconciler.start()
+
+        def stop(self, parent: Any) -> None:
+            if self.reconciler is not None:
+                self.reconciler.stop()
+
+    app.steps["worker"].add(ReconcilerStep)
+    return app
+
+
+def publish(app: Celery, job_id: str, queue: str) -> None:
+    """Sends the job id to ``queue``; the only message this service ever sends."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, routing_key=queue)
+
+
+def queue_depth(app: Celery, queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not counting those a worker holds unacknowledged)."""
+    with app.connection_for_read() as conn:
+        ok = conn.default_channel.queue_declare(queue=queue, passive=False)
+        return int(ok.message_count)
+
+
+def __getattr__(name: str) -> Celery:
+    # ``celery -A workers.celery_app`` looks up ``app`` here; building it lazily keeps the settings from
+    # being read at import time (the API imports this module with its own settings).
+    if name in ("app", "celery"):
+        global _app
+        if _app is None:
+            _app = create_celery_app(get_settings())
+        return _app
+    raise AttributeError(name)
+
+
+_app: Celery | None = None

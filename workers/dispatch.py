@@ -1,0 +1,212 @@
+"""How the API hands a queued job to the workers: Celery in the distributed mode, threads when embedded.
+
+Both dispatchers publish only the job id; the workers (Celery tasks or embedded threads) claim it
+with the same conditional UPDATE, run it in the same child process under the same lease, and the
+same reconciler recovers what was lost. The API process never imports torch for this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import Job
+from app.db.types import utcnow
+from app.settings import Settings
+from workers import runner, state
+from workers.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], Session]
+
+__all__ = ["CeleryDispatcher", "Dispatcher", "EmbeddedDispatcher", "make_dispatcher"]
+
+
+class Dispatcher(Protocol):
+    """What the API needs from the job queue."""
+
+    def enqueue(self, job_id: str) -> None:
+        """Wakes a worker for a job just inserted as ``queued``; never raises for a broker outage."""
+
+    def start(self) -> None:
+        """Starts background work (embedded: the worker threads and the reconciler)."""
+
+    def stop(self) -> None:
+        """Stops it; running embedded jobs are killed and handed back to the queue."""
+
+    def check(self) -> None:
+        """Raises when jobs cannot be dispatched (the broker is unreachable)."""
+
+
+def _queue_of(session_factory: SessionFactory, job_id: str) -> str:
+    with session_factory() as session:
+        queue_name = session.scalar(select(Job.queue).where(Job.id == job_id))
+    return str(queue_name or "cpu")
+
+
+class CeleryDispatcher:
+    """Publishes job ids to the ``cpu``/``gpu`` queue of the job; the Celery workers do the rest."""
+
+    def __init__(self, settings: Settings, session_factory: SessionFactory) -> None:
+        from workers.celery_app import create_celery_app
+
+        self.settings = settings
+        self.session_factory = session_factory
+        self.app = create_celery_app(settings)
+
+    def enqueue(self, job_id: str) -> None:
+        from workers.celery_app import publish
+
+        queue_name = _queue_of(self.session_factory, job_id)
+        try:
+            publish(self.app, job_id, queue_name)
+        except Exception:
+            # The job is queued in the database, which is the truth; the reconciler of any worker
+            # publishes it again once the broker answers (after ``lease_seconds``).
+            log.exception(
+                "job %s: publishing to %s failed; the reconciler will publish it again", job_id, queue_name
+            )
+
+    def start(self) -> None:
+        """Nothing to start: the workers' reconcilers recover jobs."""
+
+    def stop(self) -> None:
+        self.app.pool.force_close_all()
+
+    def check(self) -> None:
+        """Connects to the broker once (2 s timeout); raises if it does not answer."""
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.default_channel  # noqa: B018 - opening a channel is the round trip that proves the broker answers
+
+
+class EmbeddedDispatcher:
+    """A pool of threads in the API process, each running one job at a time in a child process.
+
+    The threads only claim, heartbeat and wait: the job itself runs in ``python -m workers.child``,
+    so torch (and CUDA) never load into the API process. A reconciler thread recovers expired leases
+    and picks up jobs that were queued when the process last stopped.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: SessionFactory,
+        *,
+        options: runner.RunnerOptions | None = None,
+        reconcile_interval_seconds: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.options = options or runner.RunnerOptions.from_settings(settings)
+        self.concurrency = settings.worker_concurrency
+        self._ids: queue.Queue[str | None] = queue.Queue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.running: dict[str, int] = {}  # job id -> job process pid, for observability and tests
+        self.reconciler = Reconciler(
+            session_factory=session_factory,
+            publish=lambda job_id, _queue: self.enqueue(job_id),
+            queue_depth=self._depth,
+            interval_seconds=reconcile_interval_seconds or settings.reconcile_interval_seconds,
+            unclaimed_after_seconds=settings.lease_seconds,
+            name="nncompress-embedded-reconciler",
+        )
+
+    def enqueue(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._pending:
+                return
+            self._pending.add(job_id)
+        self._ids.put(job_id)
+
+    def _depth(self, queue_name: str) -> int | None:
+        # Every queued job of this process's database is ours to run, whatever its queue.
+        with self._lock:
+            pending = list(self._pending)
+        if not pending:
+            return 0
+        with self.session_factory() as session:
+            n = session.scalar(
+                select(func.count()).select_from(Job).where(Job.id.in_(pending), Job.queue == queue_name)
+            )
+        return int(n or 0)
+
+    def start(self) -> None:
+        self._stop.clear()
+        with self.session_factory() as session:
+            # A fresh process holds no messages: every job still queued in the database is ours.
+            leftover = [job.id for job in state.stale_queued(session, utcnow(), unclaimed_after=0)]
+        for job_id in leftover:
+            self.enqueue(job_id)
+        for index in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._work, args=(f"{self._owner}:{index}",), name=f"nncompress-job-{index}"
+            )
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+        self.reconciler.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.reconciler.stop()
+        for _ in self._threads:
+            self._ids.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def check(self) -> None:
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        if dead:
+            raise RuntimeError(f"embedded worker threads died: {', '.join(dead)}")
+
+    def _work(self, owner: str) -> None:
+        while not self._stop.is_set():
+            job_id = self._ids.get()
+            if job_id is None:
+                return
+            with self._lock:
+                self._pending.discard(job_id)
+            try:
+                self._run_one(job_id, owner)
+            except Exception:  # one job's trouble (a database hiccup) must not end the worker thread
+                log.exception("job %s: embedded worker failed", job_id)
+
+    def _run_one(self, job_id: str, owner: str) -> None:
+        with self.session_factory() as session:
+            job = state.claim(session, job_id, owner, self.options.lease_seconds)
+        if job is None:
+            return
+        outcome = runner.run_claimed_job(
+            job_id,
+            owner,
+            settings=self.settings,
+            session_factory=self.session_factory,
+            options=self.options,
+            stop=self._stop,
+            on_spawn=lambda pid: self.running.__setitem__(job_id, pid),
+        )
+        self.running.pop(job_id, None)
+        log.info("job %s: %s", job_id, outcome.value)
+
+
+def make_dispatcher(settings: Settings, session_factory: SessionFactory) -> Dispatcher:
+    """Celery when ``settings.broker_url`` is set, else the embedded thread pool."""
+    if settings.broker_url:
+        return CeleryDispatcher(settings, session_factory)
+    return EmbeddedDispatcher(settings, session_factory)

@@ -1,0 +1,113 @@
+"""The reconciler: the periodic pass that makes the database, not the broker, decide what runs.
+
+Every worker runs one in a thread (so a deployment with only ``celery ... worker -Q cpu`` needs no
+beat process), and so does the embedded dispatcher. A pass:
+
+1. recovers jobs whose lease expired (``state.reconcile``: retry, ``worker_lost``, or ``cancelled``)
+   and publishes the retried ones again;
+2. publishes again queued jobs that waited longer than a lease without being claimed *and* whose
+   message the broker no longer seems to hold: when a queue holds fewer messages than the database
+   has queued jobs for it, the oldest stale ones are re-published. That is the Redis-restarted-without-
+   persistence case; the depth check keeps a mere backlog (all workers busy) from being re-published
+   over and over. A re-published duplicate is harmless: the second delivery claims nothing.
+
+Passes on several workers may overlap; every write is conditional, so each job is recovered or
+re-published once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Job
+from app.db.types import utcnow
+from workers import state
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, str], None]  # (job_id, queue)
+QueueDepth = Callable[[str], int | None]  # messages waiting in a queue, None when unknown
+QUEUES = ("cpu", "gpu")
+
+
+@dataclass
+class Reconciler:
+    """One pass with :meth:`run_once`; a background thread with :meth:`start`/:meth:`stop`."""
+
+    session_factory: Callable[[], Session]
+    publish: Publish
+    queue_depth: QueueDepth
+    interval_seconds: float
+    unclaimed_after_seconds: float
+    name: str = "reconciler"
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> state.ReconcileResult:
+        with self.session_factory() as session:
+            result = state.reconcile(session, utcnow())
+            queues = {job_id: q for job_id, q in _queues_of(session, result.requeue)}
+        for job_id in result.requeue:
+            self.publish(job_id, queues.get(job_id, "cpu"))
+        for job_id in result.retried:
+            log.warning("job %s: lease expired; queued again", job_id)
+        for job_id in result.lost:
+            log.error("job %s: lease expired at its last attempt; failed worker_lost", job_id)
+        self._republish_lost_messages()
+        return result
+
+    def _republish_lost_messages(self) -> None:
+        with self.session_factory() as session:
+            queued = state.count_queued(session)
+            for queue in QUEUES:
+                waiting = queued.get(queue, 0)
+                if not waiting:
+                    continue
+                depth = self.queue_depth(queue)
+                missing = waiting if depth is None else waiting - depth
+                if missing <= 0:
+                    continue
+                stale = state.stale_queued(
+                    session, utcnow(), unclaimed_after=self.unclaimed_after_seconds, queue=queue
+                )
+                for job in stale[:missing]:
+                    reason = (
+                        f"not claimed for {self.unclaimed_after_seconds:g} s and not in the {queue} queue"
+                    )
+                    if state.mark_published(session, job.id, job.updated_at, reason=reason):
+                        log.warning("job %s: %s; publishing again", job.id, reason)
+                        self.publish(job.id, queue)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a database or broker outage must not end the loop
+                log.exception("reconciler pass failed")
+            self._stop.wait(self.interval_seconds)
+
+
+def _queues_of(session: Session, job_ids: list[str]) -> list[tuple[str, str]]:
+    if not job_ids:
+        return []
+    rows = session.execute(select(Job.id, Job.queue).where(Job.id.in_(job_ids))).all()
+    session.rollback()
+    return [(str(i), str(q)) for i, q in rows]
