@@ -26,9 +26,17 @@ from torch import nn
 from nncompress.config import LayerTarget, ResolvedConfig, resolve_config
 from nncompress.config.messages import did_you_mean
 from nncompress.dependency import ChannelGroup, ExampleInputs, build_graph, channel_groups, unsupported_ops
-from nncompress.errors import ConfigError, UnsupportedModelError
+from nncompress.errors import ConfigError, NncompressError, UnsupportedModelError
 
-__all__ = ["GroupReport", "Issue", "LayerReport", "PreflightReport", "kept_channels", "preflight"]
+__all__ = [
+    "ExampleInputError",
+    "GroupReport",
+    "Issue",
+    "LayerReport",
+    "PreflightReport",
+    "kept_channels",
+    "preflight",
+]
 
 # What granularity 'default' means for each pruner (NNI: "the pruner decides"). Level masks single
 # weights; every other pruner here removes whole output channels. Scheduled pruners (linear, agp)
@@ -49,6 +57,12 @@ _PRUNER_GRANULARITY: dict[str, str] = {
     "linear": "out_channel",
     "agp": "out_channel",
 }
+
+
+class ExampleInputError(NncompressError):
+    """The model does not run on the example inputs given (wrong shape, dtype or arity)."""
+
+    code = "invalid_example_input"
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,7 @@ def preflight(
     try:
         # eval(): a traced forward in train mode would update BatchNorm running statistics.
         model.eval()
+        _check_runs(model, example_inputs)
         try:
             graph = build_graph(model, example_inputs)
             groups = channel_groups(model, dg=graph)
@@ -230,6 +245,38 @@ def preflight(
     finally:
         model.train(was_training)
     return _assemble(model, resolved, groups, issues, warnings, pruner_key)
+
+
+def _check_runs(model: nn.Module, example_inputs: ExampleInputs) -> None:
+    """A plain forward first, so wrong inputs are the caller's error, not an untraceable model."""
+    try:
+        with torch.no_grad():
+            if isinstance(example_inputs, dict):
+                model(**example_inputs)
+            elif isinstance(example_inputs, (tuple, list)):
+                model(*example_inputs)
+            else:
+                model(example_inputs)
+    except Exception as exc:  # model code can raise anything on a wrong shape or dtype
+        raise ExampleInputError(
+            f"example_inputs: the model does not run on them ({_describe(example_inputs)}): "
+            f"{type(exc).__name__}: {exc}",
+            model=type(model).__name__,
+            inputs=_describe(example_inputs),
+        ) from exc
+
+
+def _describe(example_inputs: ExampleInputs) -> str:
+    def one(x: object) -> str:
+        if isinstance(x, torch.Tensor):
+            return f"{x.dtype} {tuple(x.shape)}".replace("torch.", "")
+        return type(x).__name__
+
+    if isinstance(example_inputs, dict):
+        return ", ".join(f"{k}={one(v)}" for k, v in example_inputs.items())
+    if isinstance(example_inputs, (tuple, list)):
+        return ", ".join(one(x) for x in example_inputs)
+    return one(example_inputs)
 
 
 def _pruner_key(pruner: str) -> str:

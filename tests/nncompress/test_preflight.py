@@ -10,7 +10,7 @@ from torch import nn
 
 from nncompress.errors import ConfigError, UnknownLayerError
 from nncompress.models.mnist import Net
-from nncompress.preflight import PreflightReport, kept_channels, preflight
+from nncompress.preflight import ExampleInputError, PreflightReport, kept_channels, preflight
 
 SEED = [{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": True, "op_names": ["fc2"]}]
 MNIST_X = torch.randn(2, 1, 28, 28)
@@ -186,11 +186,32 @@ def test_grouped_conv_and_gru_are_reported_unsupported() -> None:
     assert "unsupported:" in report.to_table()
 
 
-def test_untraceable_model_still_gets_a_report() -> None:
+def test_wrong_example_input_is_the_callers_error() -> None:
     wrong_input = torch.randn(1, 3, 28, 28)  # Net expects one input channel
-    report = preflight(Net(), SEED, wrong_input)
-    assert _channels(report) == {"conv1": (20, 10), "conv2": (50, 25), "fc1": (500, 250)}
-    assert report.unsupported[0].name == "Net"
+    with pytest.raises(ExampleInputError) as info:
+        preflight(Net(), SEED, wrong_input)
+    assert str(info.value).startswith(
+        "example_inputs: the model does not run on them (float32 (1, 3, 28, 28))"
+    )
+    assert "RuntimeError" in str(info.value)
+    assert info.value.code == "invalid_example_input"
+
+
+class _ReturnsNumbers(nn.Module):
+    """Runs fine but returns plain Python numbers, which no autograd trace can follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, list[float]]:
+        return {"score": [self.conv(x).sum().item()]}
+
+
+def test_untraceable_model_still_gets_a_report() -> None:
+    report = preflight(_ReturnsNumbers(), [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}], RES_X)
+    assert _channels(report) == {"conv": (4, 2)}
+    assert report.unsupported[0].name == "_ReturnsNumbers"
     assert "could not trace" in report.unsupported[0].reason
     assert any("could not be traced" in w for w in report.warnings)
 
@@ -245,3 +266,29 @@ def test_config_errors_propagate() -> None:
 )
 def test_kept_channels(channels: int, ratio: float, kept: int) -> None:
     assert kept_channels(channels, ratio) == kept
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Linear(4, 6)
+        self.right = nn.Linear(5, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.head(self.left(a) + self.right(b))
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [(torch.randn(2, 4), torch.randn(2, 5)), {"a": torch.randn(2, 4), "b": torch.randn(2, 5)}],
+)
+def test_tuple_and_keyword_inputs(inputs: object) -> None:
+    report = preflight(_TwoInputs(), [{"sparse_ratio": 0.5, "op_names": ["left", "right"]}], inputs)  # type: ignore[arg-type]
+    assert report.layer("left").group == report.layer("right").group
+    assert _channels(report) == {"left": (6, 3), "right": (6, 3)}
+
+
+def test_wrong_arity_names_the_inputs() -> None:
+    with pytest.raises(ExampleInputError, match=r"\(a=float32 \(2, 4\)\)"):
+        preflight(_TwoInputs(), [{"sparse_ratio": 0.5, "op_names": ["left"]}], {"a": torch.randn(2, 4)})
