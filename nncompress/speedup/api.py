@@ -1,0 +1,325 @@
+"""The functional speedup API: masks -> a verified, physically smaller model; and replaying kept indices."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nncompress.errors import SpeedupError, VerificationError
+from nncompress.speedup.diagnose import forward_failure
+from nncompress.speedup.groups import (
+    ChannelGroup,
+    build_graph,
+    channel_groups,
+    kept_indices,
+    prune_groups,
+    removable_channels,
+    removal_from_kept,
+)
+from nncompress.speedup.masks import apply_masks, layer_sparsity, load_masks, validate_masks
+from nncompress.speedup.reshape import Rewrite, ViewShapes, collect_view_shapes, rewrite_views
+from nncompress.speedup.verify import (
+    Inputs,
+    VerificationReport,
+    check_outputs,
+    normalize_inputs,
+    output_shapes,
+    verification_inputs,
+)
+
+Kept = dict[str, dict[str, list[int]]]
+ShapeChanges = dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]]
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """One coupled channel group: its root layer, channels before/after, and why it kept its shape."""
+
+    root: str
+    channels_before: int
+    channels_after: int
+    members: list[str]
+    skipped: str | None = None
+
+
+@dataclass
+class SpeedupResult:
+    """What :func:`speedup` produced.
+
+    Attributes:
+        model: the shrunk model (same classes as the input; a ``torch.fx.GraphModule`` only when a shape
+            constant in the forward had to be rewritten, see ``rewrites``).
+        kept: per pruned layer, the original ``"out"``/``"in"`` channel indices that were kept.
+        shape_changes: per layer and parameter, ``(shape before, shape after)``.
+        groups: every coupled channel group, including the ones left at full width and why.
+        sparsity: fraction of zero weights left in each masked layer (element masks stay as sparsity).
+        rewrites: view/reshape size arguments rewritten in the traced graph.
+        params_before: parameter count of the input model.
+        params_after: parameter count of the shrunk model.
+        verification: the equivalence report (None when ``verify=False``).
+        timings: seconds spent per phase (``plan``, ``prune``, ``rewrite``, ``verify``, ``total``).
+    """
+
+    model: nn.Module
+    kept: Kept
+    shape_changes: ShapeChanges
+    groups: list[GroupReport]
+    sparsity: dict[str, float]
+    rewrites: list[Rewrite]
+    params_before: int
+    params_after: int
+    verification: VerificationReport | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def graph_rewritten(self) -> bool:
+        """True when ``model`` is a GraphModule because shape constants were rewritten."""
+        return bool(self.rewrites)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-friendly summary (everything except the model itself)."""
+        return {
+            "kept": self.kept,
+            "shape_changes": {
+                k: {p: [list(a), list(b)] for p, (a, b) in v.items()} for k, v in self.shape_changes.items()
+            },
+            "groups": [g.__dict__ for g in self.groups],
+            "sparsity": self.sparsity,
+            "rewrites": [r.__dict__ for r in self.rewrites],
+            "graph_rewritten": self.graph_rewritten,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "verification": self.verification.to_dict() if self.verification else None,
+            "timings": self.timings,
+        }
+
+
+def speedup(
+    model: nn.Module,
+    masks: Mapping[str, Mapping[str, torch.Tensor]] | str | Path,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    verify: bool = True,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> SpeedupResult:
+    """Turns masks into a physically smaller model and proves it computes what the masked model computes.
+
+    A channel is removed when every layer that produces it (all output sides of its coupled group: the
+    conv, its BatchNorm, the other branch of a residual add ...) is zero there after masking. Element
+    masks that empty no whole channel stay as zeros in the weights and are reported in ``sparsity``.
+    The input model is not modified.
+
+    Args:
+        model: the model to shrink (unmasked weights; the masks are multiplied in here).
+        masks: ``{module_name: {param_name: mask}}`` (1 keep / 0 pruned) or a ``torch.save`` file of it.
+        example_inputs: a dummy input (tensor or tuple of positional tensors) that the model accepts.
+        verify: compare the result with the masked model on the dummy input and random ones.
+        rtol: tolerance relative to the largest reference output magnitude.
+        atol: absolute tolerance added to it.
+
+    Returns:
+        A :class:`SpeedupResult`.
+
+    Raises:
+        SpeedupError: invalid masks or a model the dependency graph cannot handle.
+        VerificationError: the shrunk model crashes or differs; the message names the layer or operation.
+
+    Example:
+        >>> result = speedup(model, masks, torch.randn(1, 1, 28, 28))
+        >>> result.model(torch.randn(8, 1, 28, 28)).shape
+    """
+    start = time.perf_counter()
+    inputs = normalize_inputs(example_inputs)
+    loaded = load_masks(masks)
+    validate_masks(model, loaded)
+    work = apply_masks(copy.deepcopy(model), loaded)
+    work.eval()
+    batches = verification_inputs(inputs, num_random=2 if verify else 1)
+    with torch.inference_mode():
+        reference = [work(*batch) for batch in batches]
+    view_shapes, trace_error = collect_view_shapes(model, inputs)
+    before = _param_shapes(work)
+    timings = {"reference": time.perf_counter() - start}
+
+    mark = time.perf_counter()
+    dg = build_graph(work, inputs)
+    groups = channel_groups(dg)
+    removed = {g.root: idxs for g in groups if (idxs := removable_channels(g))}
+    kept = kept_indices(groups, removed)
+    timings["plan"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    prune_groups(dg, groups, removed)
+    timings["prune"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    shrunk, rewrites, outputs = _runnable(work, batches, output_shapes(reference), view_shapes, trace_error)
+    timings["rewrite"] = time.perf_counter() - mark
+
+    report = None
+    if verify:
+        mark = time.perf_counter()
+
+        def masked() -> nn.Module:
+            return apply_masks(copy.deepcopy(model), loaded).eval()
+
+        report = check_outputs(batches, reference, outputs, masked, shrunk, rtol=rtol, atol=atol, kept=kept)
+        timings["verify"] = time.perf_counter() - mark
+    shrunk.train(model.training)
+    timings["total"] = time.perf_counter() - start
+    return SpeedupResult(
+        model=shrunk,
+        kept=kept,
+        shape_changes=_shape_changes(before, _param_shapes(shrunk)),
+        groups=_group_reports(groups, removed),
+        sparsity={k: v for k, v in layer_sparsity(shrunk, sorted(loaded)).items() if v > 0},
+        rewrites=rewrites,
+        params_before=_count(model),
+        params_after=_count(shrunk),
+        verification=report,
+        timings=timings,
+    )
+
+
+def apply_kept_indices(
+    model: nn.Module,
+    kept: Mapping[str, Mapping[str, Sequence[int]]],
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+) -> nn.Module:
+    """Re-applies a recorded pruning (``SpeedupResult.kept``) to a fresh instance of the same architecture.
+
+    It runs the same group analysis and index pruning as :func:`speedup` (and the same shape-constant
+    rewrite when needed), so the resulting shapes equal those of the recorded result; load the saved
+    weights afterwards. The weights of ``model`` itself are irrelevant.
+
+    Args:
+        model: a new instance of the architecture that was pruned; it is pruned in place.
+        kept: ``{layer: {"out"|"in": kept indices}}`` as recorded by :func:`speedup`.
+        example_inputs: a dummy input the architecture accepts.
+
+    Returns:
+        ``model`` pruned in place, or a GraphModule wrapping it when shape constants were rewritten.
+
+    Raises:
+        SpeedupError: the record names unknown layers or disagrees with the architecture's coupling.
+    """
+    inputs = normalize_inputs(example_inputs)
+    record = {
+        str(name): {str(side): [int(i) for i in idxs] for side, idxs in sides.items()}
+        for name, sides in kept.items()
+    }
+    was_training = model.training
+    model.eval()
+    batches = verification_inputs(inputs, num_random=1)
+    with torch.inference_mode():
+        expected = output_shapes([model(*batch) for batch in batches])
+    view_shapes, trace_error = collect_view_shapes(model, inputs)
+    dg = build_graph(model, inputs)
+    groups = channel_groups(dg)
+    known = {(m.name, m.side) for g in groups for m in g.members}
+    unknown = sorted(
+        f"{name}.{side}" for name, sides in record.items() for side in sides if (name, side) not in known
+    )
+    if unknown:
+        raise SpeedupError(
+            f"kept indices name layers the architecture does not have: {unknown[:5]}", layers=unknown
+        )
+    try:
+        removed = removal_from_kept(groups, record)
+    except ValueError as exc:
+        raise SpeedupError(str(exc)) from exc
+    prune_groups(dg, groups, removed)
+    shrunk, _, _ = _runnable(model, batches, expected, view_shapes, trace_error)
+    shrunk.train(was_training)
+    return shrunk
+
+
+def _runnable(
+    model: nn.Module,
+    batches: list[Inputs],
+    expected: list[list[tuple[int, ...]]],
+    view_shapes: ViewShapes,
+    trace_error: str | None,
+) -> tuple[nn.Module, list[Rewrite], list[object]]:
+    """The pruned model, rewritten through torch.fx only when it crashes or changes output shapes."""
+    failure = _try_forward(model, batches, expected)
+    if not isinstance(failure, tuple):
+        return model, [], failure
+    index, exc = failure
+    if view_shapes:
+        gm, rewrites = rewrite_views(model, view_shapes)
+        if rewrites:
+            outcome = _try_forward(gm, batches, expected)
+            if not isinstance(outcome, tuple):
+                return gm, rewrites, outcome
+    if exc is None:
+        got = output_shapes([_forward(model, batches[index])])[0]
+        raise VerificationError(
+            f"the shrunk model returns outputs of shape {got} instead of {expected[index]} on input #{index}",
+            input_index=index,
+        )
+    raise forward_failure(model, batches[index], exc, trace_error=trace_error) from exc
+
+
+@torch.inference_mode()
+def _forward(model: nn.Module, batch: Inputs) -> object:
+    return model(*batch)
+
+
+def _try_forward(
+    model: nn.Module, batches: list[Inputs], expected: list[list[tuple[int, ...]]]
+) -> list[object] | tuple[int, Exception | None]:
+    outputs = []
+    for index, batch in enumerate(batches):
+        try:
+            out = _forward(model, batch)
+        except Exception as exc:  # any crash means the shrunk model is not usable as is
+            return index, exc
+        if output_shapes([out])[0] != expected[index]:
+            return index, None
+        outputs.append(out)
+    return outputs
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _param_shapes(model: nn.Module) -> dict[str, dict[str, tuple[int, ...]]]:
+    return {
+        name: {p: tuple(t.shape) for p, t in module.named_parameters(recurse=False)}
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    }
+
+
+def _shape_changes(
+    before: dict[str, dict[str, tuple[int, ...]]], after: dict[str, dict[str, tuple[int, ...]]]
+) -> ShapeChanges:
+    changes: ShapeChanges = {}
+    for name, params in before.items():
+        for param, shape in params.items():
+            new = after.get(name, {}).get(param)
+            if new is not None and new != shape:
+                changes.setdefault(name, {})[param] = (shape, new)
+    return changes
+
+
+def _group_reports(groups: list[ChannelGroup], removed: dict[str, list[int]]) -> list[GroupReport]:
+    return [
+        GroupReport(
+            root=g.root,
+            channels_before=g.channels,
+            channels_after=g.channels - len(removed.get(g.root, [])),
+            members=sorted({f"{m.name}.{m.side}" for m in g.members}),
+            skipped=g.skip_reason,
+        )
+        for g in groups
+    ]

@@ -1,0 +1,348 @@
+"""Coupled channel groups from Torch-Pruning's dependency graph, and pruning them by index.
+
+A *group* is every (layer, side) whose channels must be removed together: a conv's output and the next
+conv's input, both branches of a residual add, the slice of a concat, the features a flatten spreads over a
+Linear. Torch-Pruning finds them by tracing autograd; this module turns its groups into plain records
+(module names, sides, index arrays in the group root's numbering) so that removal can be decided from masks
+or from recorded kept indices, and then executed with ``DependencyGraph.get_pruning_group(...).prune()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from nncompress.speedup.recurrent import RecurrentPruner, check_supported, opaque_recurrent_layers, unit_rows
+
+Inputs = tuple[torch.Tensor, ...]
+
+# Layers a group is rooted at, in order of preference. Rooting at the producing conv/linear gives one
+# group per producer, even when a concat feeds a BatchNorm over all producers at once (DenseNet); a group
+# rooted at such a BatchNorm would merge them and Torch-Pruning mis-maps its concat indices after earlier
+# prunes. Norm layers are roots only for groups no producer reaches.
+PRIMARY_ROOTS: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.Linear,
+    nn.Embedding,
+    nn.LSTM,
+    nn.GRU,
+)
+SECONDARY_ROOTS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
+# Graph nodes for ops between layers (cat, split, add, view ...): they carry channels but own no weights.
+_OP_TYPES = {
+    tp.ops.OPTYPE.CONCAT,
+    tp.ops.OPTYPE.SPLIT,
+    tp.ops.OPTYPE.ELEMENTWISE,
+    tp.ops.OPTYPE.RESHAPE,
+    tp.ops.OPTYPE.UNBIND,
+    tp.ops.OPTYPE.EXPAND,
+    tp.ops.OPTYPE.SLICE,
+}
+
+
+@dataclass
+class Member:
+    """One layer side in a group.
+
+    Attributes:
+        name: qualified module name.
+        side: ``"out"`` (the layer produces these channels) or ``"in"`` (it consumes them). Layers whose
+            input and output channels are the same (BatchNorm, depthwise conv) are ``"out"``.
+        idxs: the layer's own channel indices covered by the group.
+        root_idxs: for each entry of ``idxs``, the group root's channel it moves with.
+        size: the layer's channel count on that side before pruning.
+    """
+
+    name: str
+    module: nn.Module
+    side: str
+    idxs: torch.Tensor
+    root_idxs: torch.Tensor
+    size: int
+
+
+@dataclass
+class ChannelGroup:
+    """A coupled group, numbered by its root layer's output channels.
+
+    Attributes:
+        root: name of the root layer.
+        channels: the root's output channels.
+        members: every named layer side in the group (root included).
+        skip_reason: why the group must not change shape (its channels stay, as sparsity), or None.
+    """
+
+    root: str
+    root_module: nn.Module
+    root_fn: Callable[..., object]
+    channels: int
+    members: list[Member] = field(default_factory=list)
+    skip_reason: str | None = None
+
+
+def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
+    """Traces ``model`` on ``inputs`` into a Torch-Pruning dependency graph (the model's mode is restored).
+
+    Args:
+        model: the model to analyse; it is pruned in place later through the returned graph.
+        inputs: positional example inputs.
+
+    Returns:
+        The dependency graph, with LSTM/GRU handled by :class:`RecurrentPruner`.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.LSTM | nn.GRU):
+            check_supported(module, name)
+    recurrent = RecurrentPruner()
+    was_training = model.training
+    try:
+        with torch.enable_grad(), opaque_recurrent_layers(model):
+            return tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=inputs,
+                forward_fn=lambda m, x: m(*x),
+                customized_pruners={nn.LSTM: recurrent, nn.GRU: recurrent},
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+
+
+def channel_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
+    """Lists every coupled group of the traced model with full index arrays.
+
+    Args:
+        dg: a graph from :func:`build_graph`.
+
+    Returns:
+        One :class:`ChannelGroup` per root layer, in Torch-Pruning's discovery order.
+    """
+    groups: list[ChannelGroup] = []
+    covered: set[nn.Module] = set()
+    for root_types in (PRIMARY_ROOTS, SECONDARY_ROOTS):
+        for root_module in list(dg.module2node):
+            if root_module in covered or not isinstance(root_module, root_types):
+                continue
+            pruner = dg.get_pruner_of_module(root_module)
+            channels = pruner.get_out_channels(root_module) if pruner is not None else None
+            if not channels:
+                continue
+            group = dg.get_pruning_group(root_module, pruner.prune_out_channels, list(range(channels)))
+            covered.update(
+                item.dep.target.module
+                for item in group.items
+                if dg.is_out_channel_pruning_fn(item.dep.handler)
+            )
+            groups.append(_describe_group(dg, group, root_module, int(channels)))
+    return groups
+
+
+def _describe_group(
+    dg: tp.DependencyGraph, group: tp.dependency.Group, root_module: nn.Module, channels: int
+) -> ChannelGroup:
+    """Turns a Torch-Pruning group (full indices) into a :class:`ChannelGroup` with a skip reason if any."""
+    root_fn = group[0].dep.handler
+    plan = ChannelGroup(dg._module2name[root_module], root_module, root_fn, channels)
+    for item in group.items:
+        target = item.dep.target
+        if target.type == tp.ops.OPTYPE.OUTPUT:
+            plan.skip_reason = "its channels are outputs of the model"
+            continue
+        if target.type == tp.ops.OPTYPE.PARAMETER:
+            plan.skip_reason = f"it reaches the bare parameter {dg._param_to_name.get(target.module)!r}"
+            continue
+        if target.type in _OP_TYPES or not isinstance(target.module, nn.Module):
+            continue
+        module = target.module
+        side = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+        size = dg.get_out_channels(module) if side == "out" else dg.get_in_channels(module)
+        name = dg._module2name[module]
+        plan.members.append(Member(name, module, side, _index(item.idxs), _index(item.root_idxs), int(size)))
+        # A layer whose node feeds nothing produces the model's output (the tracer then adds no
+        # output node): its channels are part of the model's contract.
+        if side == "out" and not target.outputs:
+            plan.skip_reason = "its channels are outputs of the model"
+        reason = _unremovable(module, name)
+        if reason and plan.skip_reason is None:
+            plan.skip_reason = reason
+    return plan
+
+
+def _index(values: list[int]) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.long)
+
+
+def _unremovable(module: nn.Module, name: str) -> str | None:
+    # Removing channels that a norm layer normalises *across* changes its mean/variance for the
+    # channels that stay, so the shrunk model would no longer compute what the masked one does.
+    if isinstance(module, nn.LayerNorm | nn.GroupNorm):
+        return f"{type(module).__name__} {name!r} normalises across these channels"
+    if isinstance(module, nn.MultiheadAttention):
+        return f"nn.MultiheadAttention {name!r} is not supported; write attention with Linear layers"
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not _is_depthwise(module):
+        return f"grouped convolution {name!r} (groups={module.groups}) is not supported"
+    return None
+
+
+def _is_depthwise(module: nn.modules.conv._ConvNd) -> bool:
+    return module.groups == module.out_channels == module.in_channels
+
+
+@torch.no_grad()
+def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
+    """For each output channel of ``module``: is it provably zero whatever the input?
+
+    Returns:
+        A bool vector over output channels, or None when the layer cannot create a non-zero value from a
+        zero input channel (PReLU, affine-free InstanceNorm), so it never blocks a removal.
+    """
+    if isinstance(module, nn.modules.conv._ConvNd):
+        weight = module.weight.transpose(0, 1) if module.transposed else module.weight
+        return _rows_zero(weight, module.bias)
+    if isinstance(module, nn.Linear):
+        return _rows_zero(module.weight, module.bias)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if not module.affine:
+            # (0 - running_mean) / std is not zero: the channel is a constant, not an absent one.
+            return torch.zeros(module.num_features, dtype=torch.bool)
+        return (module.weight == 0) & (module.bias == 0)
+    if isinstance(module, nn.InstanceNorm1d | nn.InstanceNorm2d | nn.InstanceNorm3d):
+        return (module.weight == 0) & (module.bias == 0) if module.affine else None
+    if isinstance(module, nn.Embedding):
+        return _rows_zero(module.weight.t(), None)
+    if isinstance(module, nn.LSTM | nn.GRU):
+        units = torch.arange(module.hidden_size)
+        zero = torch.ones(module.hidden_size, dtype=torch.bool)
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            param = getattr(module, name, None)
+            if param is not None:
+                per_row = param.reshape(param.shape[0], -1).eq(0).all(1)
+                zero &= per_row[unit_rows(module, units)].reshape(-1, module.hidden_size).all(0)
+        return zero
+    if isinstance(module, nn.PReLU):
+        return None
+    out = next(iter(module.parameters()), None)
+    return torch.zeros(out.shape[0] if out is not None else 0, dtype=torch.bool)
+
+
+def _rows_zero(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    zero = weight.reshape(weight.shape[0], -1).eq(0).all(1)
+    if bias is not None:
+        zero &= bias.eq(0)
+    return zero
+
+
+def removable_channels(group: ChannelGroup) -> list[int]:
+    """Root channels that every producing layer of the group sets to zero (so removing them is exact).
+
+    At least one channel always stays, so no layer ends up with zero width.
+
+    Args:
+        group: a group of the masked model (masks already multiplied into the weights).
+
+    Returns:
+        Sorted root channel indices to remove; empty when the group is skipped or nothing is zero.
+    """
+    if group.skip_reason is not None:
+        return []
+    removable = torch.ones(group.channels, dtype=torch.bool)
+    has_producer = False
+    for member in group.members:
+        if member.side != "out":
+            continue
+        zero = zero_out_channels(member.module)
+        if zero is None:
+            continue
+        has_producer = True
+        removable[member.root_idxs[~zero[member.idxs]]] = False
+    if not has_producer:
+        return []
+    removed = removable.nonzero().flatten().tolist()
+    if len(removed) == group.channels:
+        removed = removed[1:]
+    return removed
+
+
+def kept_indices(
+    groups: list[ChannelGroup], removed: dict[str, list[int]]
+) -> dict[str, dict[str, list[int]]]:
+    """Per layer and side, the original channel indices that survive the removal.
+
+    Args:
+        groups: the groups of the unpruned model.
+        removed: root name -> removed root channels.
+
+    Returns:
+        ``{layer: {"out": [...], "in": [...]}}`` for every layer that loses channels.
+    """
+    dropped: dict[tuple[str, str], set[int]] = {}
+    sizes: dict[tuple[str, str], int] = {}
+    for group in groups:
+        root_removed = removed.get(group.root)
+        if not root_removed:
+            continue
+        hit = torch.as_tensor(root_removed, dtype=torch.long)
+        for member in group.members:
+            key = (member.name, member.side)
+            sizes[key] = member.size
+            dropped.setdefault(key, set()).update(member.idxs[torch.isin(member.root_idxs, hit)].tolist())
+    kept: dict[str, dict[str, list[int]]] = {}
+    for (name, side), gone in dropped.items():
+        if gone:
+            kept.setdefault(name, {})[side] = [i for i in range(sizes[(name, side)]) if i not in gone]
+    return kept
+
+
+def removal_from_kept(
+    groups: list[ChannelGroup], kept: dict[str, dict[str, list[int]]]
+) -> dict[str, list[int]]:
+    """Inverts :func:`kept_indices`: recorded kept indices -> removed root channels per group.
+
+    Raises:
+        ValueError: when the record disagrees with the architecture's coupling (a different model).
+    """
+    removed: dict[str, list[int]] = {}
+    for group in groups:
+        choices: dict[str, list[int]] = {}
+        for member in group.members:
+            record = kept.get(member.name, {}).get(member.side)
+            if record is None:
+                continue
+            if record and (min(record) < 0 or max(record) >= member.size):
+                raise ValueError(
+                    f"kept indices of {member.name}.{member.side} fall outside 0..{member.size - 1}"
+                )
+            gone = ~torch.isin(member.idxs, torch.as_tensor(record, dtype=torch.long))
+            choices[f"{member.name}.{member.side}"] = sorted(set(member.root_idxs[gone].tolist()))
+        distinct = {tuple(v) for v in choices.values()}
+        if len(distinct) > 1:
+            raise ValueError(
+                f"kept indices disagree inside the coupled group of {group.root!r}: {sorted(choices)}"
+            )
+        if distinct:
+            root_removed = list(distinct.pop())
+            if root_removed:
+                removed[group.root] = root_removed
+    return removed
+
+
+def prune_groups(dg: tp.DependencyGraph, groups: list[ChannelGroup], removed: dict[str, list[int]]) -> None:
+    """Removes the chosen root channels of each group, in place, through Torch-Pruning."""
+    for group in groups:
+        idxs = removed.get(group.root)
+        if idxs:
+            dg.get_pruning_group(group.root_module, group.root_fn, idxs).prune(record_history=False)

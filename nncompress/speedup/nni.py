@@ -1,0 +1,65 @@
+"""NNI-compatible facade: ``ModelSpeedup(model, dummy_input, masks).speedup_model()``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+
+from nncompress.speedup.api import SpeedupResult, speedup
+
+
+class ModelSpeedup:
+    """Drop-in for ``nni.compression.speedup.ModelSpeedup``.
+
+    Like NNI, ``speedup_model()`` changes ``model`` in place and also returns it. Unlike NNI, the result is
+    verified against the masked model and the call fails with a VerificationError instead of returning a
+    model that computes something else. When the forward hard-codes a shape that pruning changed, the
+    returned module is a rewritten ``torch.fx.GraphModule``: use the return value, not the old object.
+
+    Args:
+        model: the model the masks were computed for.
+        dummy_input: an input the model accepts (tensor or tuple of positional tensors).
+        masks_or_file: ``{module_name: {param_name: mask}}`` or a ``torch.save`` file of it (loaded with
+            ``weights_only=True``).
+        rtol: relative verification tolerance.
+        atol: absolute verification tolerance.
+        verify: set False to skip the equivalence check (not recommended).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dummy_input: torch.Tensor | Sequence[torch.Tensor],
+        masks_or_file: Mapping[str, Mapping[str, torch.Tensor]] | str | Path,
+        *,
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+        verify: bool = True,
+    ) -> None:
+        self.model = model
+        self.dummy_input = dummy_input
+        self.masks = masks_or_file
+        self.rtol = rtol
+        self.atol = atol
+        self.verify = verify
+        self.result: SpeedupResult | None = None
+
+    def speedup_model(self) -> nn.Module:
+        """Shrinks the model (in place where possible) and returns it.
+
+        Returns:
+            The shrunk model: ``self.model`` itself, or a GraphModule when shape constants were rewritten.
+        """
+        self.result = speedup(
+            self.model, self.masks, self.dummy_input, verify=self.verify, rtol=self.rtol, atol=self.atol
+        )
+        shrunk = self.result.model
+        if isinstance(shrunk, fx.GraphModule) and not isinstance(self.model, fx.GraphModule):
+            return shrunk
+        # Adopt the shrunk copy's state so references the caller holds to `model` see the smaller model,
+        # which is what NNI users rely on.
+        self.model.__dict__.update(shrunk.__dict__)
+        return self.model
