@@ -42,6 +42,16 @@ def _job(state: FakeState) -> dict[str, Any]:
     done = state.polls >= state.polls_until_done
     return {
         "id": "j1",
+        "model_id": "m1",
+        "attempt": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+        "error": None,
+        "metrics": {
+            "before": {"params": 431080, "bytes": 1724968, "latency_ms": {"batch_1": 0.5, "batch_64": 8.0}},
+            "after": {"params": 108000, "bytes": 432000, "latency_ms": {"batch_1": 0.25, "batch_64": 2.0}},
+        }
+        if done
+        else None,
         "status": "succeeded" if done else "running",
         "stage": None if done else "pruning",
         "progress": 100.0 if done else 10.0 * state.polls,
@@ -98,8 +108,8 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                state.served_bytes += len(body)  # before writing: the client may finish first
                 self.wfile.write(body)
-                state.served_bytes += len(body)
             elif self.path == "/v1/jobs/plain-error":
                 self.send_response(502)
                 self.send_header("Content-Length", "11")
@@ -124,7 +134,8 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                     "chunked": "Transfer-Encoding" in self.headers,
                 }
                 state.uploads.append(upload)
-                self._send(201, {"id": "m1", "sha256": hashlib.sha256(upload["data"]).hexdigest()})
+                digest = hashlib.sha256(upload["data"]).hexdigest()
+                self._send(201, {"id": "m1", "sha256": digest, "size_bytes": len(upload["data"])})
             elif self.path == "/v1/jobs":
                 body = json.loads(raw)
                 state.job_bodies.append(body)
@@ -137,6 +148,8 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                     )
                 else:
                     self._send(202, {"id": "j1", "status": "queued"})
+            elif self.path == "/v1/jobs/j1/cancel":
+                self._send(202, {"id": "j1", "status": "cancelling"})
             else:
                 self._problem(404, "not_found", self.path)
 
@@ -293,3 +306,78 @@ def test_unreachable_server() -> None:
         client.healthz()
     assert info.value.status is None
     assert "127.0.0.1:9" in info.value.detail
+
+
+# -- the CLI commands built on the client ----------------------------------------------------------
+
+
+def _cli(client: Client, *argv: str) -> int:
+    from nncompress.cli import main
+
+    return main([argv[0], "--server", client.base_url, *argv[1:]])
+
+
+def test_cli_submit_wait_uploads_submits_and_prints_a_table(
+    server: tuple[Client, FakeState], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, state = server
+    weights = tmp_path / "net.safetensors"
+    weights.write_bytes(b"weights")
+    config = tmp_path / "config.json"
+    config.write_text('[{"sparsity_per_layer": 0.5, "op_types": ["Conv2d"]}]')
+
+    rc = _cli(
+        client, "submit", "--model", str(weights), "--arch", "mnist_net", "--config", str(config),
+        "--input-shape", "1x1x28x28", "--idempotency-key", "k1", "--wait",
+    )  # fmt: skip
+
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert state.uploads[0]["data"] == b"weights"
+    assert state.job_bodies[0]["input_shape"] == [1, 1, 28, 28]
+    assert state.job_bodies[0]["config_list"] == [{"sparsity_per_layer": 0.5, "op_types": ["Conv2d"]}]
+    assert "] 100.0%  succeeded" in err  # the progress line (stderr is not a terminal here)
+    assert "j1" in out.splitlines()[0]
+    table = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith("params")}
+    assert table["params"][1:] == ["431,080", "108,000", "0.25x"]
+    assert any("latency batch 64 (ms)" in line and "0.25x" in line for line in out.splitlines())
+
+
+def test_cli_submit_inline_config_errors_exit_nonzero(
+    server: tuple[Client, FakeState], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, _ = server
+    assert _cli(client, "submit", "--model-id", "m1", "--config", "[]") == 1
+    assert "config_list is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        _cli(client, "submit", "--model-id", "m1", "--config", "[{oops")
+    with pytest.raises(SystemExit):
+        _cli(client, "submit", "--model-id", "m1", "--config", "[]", "--input-shape", "1,-1")
+
+
+def test_cli_download_all_and_cancel(
+    server: tuple[Client, FakeState], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, state = server
+    state.polls_until_done = 0
+    assert _cli(client, "download", "j1", "--out", str(tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == ARTIFACT
+    assert _cli(client, "cancel", "j1") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "j1: cancelling"
+
+
+def test_cli_status_of_unknown_job_fails(
+    server: tuple[Client, FakeState], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, _ = server
+    assert _cli(client, "status", "nope") == 1
+    assert "404" in capsys.readouterr().err
+
+
+def test_server_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nncompress.cli import build_parser
+
+    monkeypatch.setenv("NNCOMPRESS_SERVER", "http://example.test:9")
+    assert build_parser().parse_args(["status", "x"]).server == "http://example.test:9"
+    monkeypatch.delenv("NNCOMPRESS_SERVER")
+    assert build_parser().parse_args(["status", "x"]).server == "http://127.0.0.1:8000"
