@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from nncompress.errors import SpeedupError, VerificationError
 from nncompress.speedup.diagnose import forward_failure
@@ -138,6 +139,7 @@ def speedup(
     start = time.perf_counter()
     inputs = normalize_inputs(example_inputs)
     loaded = load_masks(masks)
+    model = _plain(model)
     validate_masks(model, loaded)
     work = apply_masks(copy.deepcopy(model), loaded)
     work.eval()
@@ -286,6 +288,19 @@ def _try_forward(
             return index, None
         outputs.append(out)
     return outputs
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    """``model``, or a copy without ``torch.nn.utils.parametrize`` wrappers (a pruner's masks still
+    attached, as after NNI's ``compress()`` without ``unwrap_model()``), keeping the masked values."""
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return model
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return plain
 
 
 def _count(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ from nncompress.errors import VerificationError
 Inputs = tuple[torch.Tensor, ...]
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
+_OWN_DIR = str(Path(__file__).parent)
 _SHAPE_OPS = {"view", "reshape", "expand", "repeat", "unflatten"}
 
 
@@ -36,7 +37,7 @@ class _LastOp(TorchFunctionMode):
 def _user_frame(exc: BaseException) -> str | None:
     """``file:line: code`` of the innermost frame outside torch (the model's own forward)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
-    frames = [f for f in frames if "nncompress/speedup" not in f.filename]
+    frames = [f for f in frames if not f.filename.startswith(_OWN_DIR)]
     if not frames:
         return None
     frame = frames[-1]
