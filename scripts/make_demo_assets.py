@@ -123,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     weights_path = args.out / "mnist_net.safetensors"
     # One metadata key only: safetensors writes metadata in hash-map order, so several keys would make
     # the file's bytes (and its sha256) differ between runs even though the tensors are identical.
-    save_file(state, str(weights_path), metadata={"architecture": "mnist_net"})
+    save_file(state, str(weights_path), metadata={"nncompress_architecture": "mnist_net"})
+    # A safetensors file opens with its header length (u64, little endian). A length whose first bytes
+    # are 0x80 0x02..0x05 also reads as a pickle PROTO opcode, and naive format sniffers call the file
+    # a pickle (the first version of this file, header 640 = 0x280, was refused that way).
+    head = weights_path.read_bytes()[:2]
+    if head[0] == 0x80 and 2 <= head[1] <= 5:
+        raise SystemExit(f"{weights_path}: header length looks like a pickle opcode; change the metadata")
 
     summary = {
         "test_accuracy_full": accuracy(model, test_x, test_y),
