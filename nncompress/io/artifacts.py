@@ -1,0 +1,406 @@
+"""Compressed-model artifacts: safetensors weights plus a JSON manifest, loaded back without pickle.
+
+A compressed model is stored as two files in one folder:
+
+* ``model.safetensors`` — every tensor of the state_dict (no code, so loading it runs nothing);
+* ``manifest.json`` — what is needed to rebuild the module around those tensors: the registry
+  architecture and its kwargs, the kept channel indices of every pruned layer, the shape of every
+  tensor, the config_list and pruner that produced it, the input it expects, library versions,
+  metrics, and the sha256 of the weights file.
+
+Loading rebuilds the architecture from the registry, replays the recorded pruning on it
+(``nncompress.speedup.apply_kept_indices``), and only then loads the weights with
+``strict=True``; every mismatch is an :class:`~nncompress.errors.ArtifactError` naming the field
+or tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nncompress.errors import ArtifactError
+from nncompress.io.tensors import dtype_from_name, dtype_name, safetensors_state_dict, sha256_file
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "WEIGHTS_FILE",
+    "Manifest",
+    "library_versions",
+    "load_compressed",
+    "read_manifest",
+    "save_compressed",
+]
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+Kept = Mapping[str, Mapping[str, Sequence[int]]]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``manifest.json``.
+
+    Attributes:
+        format_version: version of this layout; a loader refuses versions it does not know.
+        architecture: registry name of the architecture, or None when the model did not come from
+            the registry (e.g. an ONNX upload): such an artifact cannot be rebuilt from weights alone.
+        architecture_kwargs: keyword arguments the architecture was built with.
+        kept: per pruned module, the kept indices per dimension (e.g. ``{"conv1": {"out": [...]}}``);
+            empty when no shape changed (unstructured sparsity, or no speedup).
+        structured: True when ``kept`` describes a physical shrink of the architecture.
+        tensors: every tensor of the weights file: name → ``{"shape": [...], "dtype": "float32"}``.
+        config_list: the config_list the model was pruned with.
+        pruner: the pruner's registry name.
+        input_shape: shape of one example input, batch dimension included.
+        input_dtype: dtype of the example input (``"float32"``, ``"int64"``).
+        versions: library versions that wrote the artifact.
+        metrics: measured metrics (``ModelMetrics.to_dict()`` forms), free-form.
+        weights_file: file name of the weights, relative to the manifest.
+        weights_sha256: hex sha256 of the weights file.
+        weights_bytes: size of the weights file.
+        extra: anything else the caller wants recorded (JSON-able).
+    """
+
+    architecture: str | None
+    architecture_kwargs: dict[str, Any]
+    kept: dict[str, dict[str, list[int]]]
+    structured: bool
+    tensors: dict[str, dict[str, Any]]
+    config_list: list[dict[str, Any]]
+    pruner: str
+    input_shape: list[int]
+    input_dtype: str
+    versions: dict[str, str]
+    weights_sha256: str
+    weights_bytes: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    weights_file: str = WEIGHTS_FILE
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as written to ``manifest.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        """Parses a manifest, raising :class:`ArtifactError` naming the first bad field."""
+        if not isinstance(data, Mapping):
+            raise ArtifactError("manifest.json must hold a JSON object", field="<root>")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"manifest format_version {version!r} is not supported "
+                f"(this nncompress reads {FORMAT_VERSION})",
+                field="format_version",
+            )
+        expected: dict[str, type | tuple[type, ...]] = {
+            "architecture": (str, type(None)),
+            "architecture_kwargs": dict,
+            "kept": dict,
+            "structured": bool,
+            "tensors": dict,
+            "config_list": list,
+            "pruner": str,
+            "input_shape": list,
+            "input_dtype": str,
+            "versions": dict,
+            "weights_sha256": str,
+            "weights_bytes": int,
+            "metrics": dict,
+            "extra": dict,
+            "weights_file": str,
+        }
+        for key, kind in expected.items():
+            if key not in data:
+                raise ArtifactError(f"manifest field {key!r} is missing", field=key)
+            if not isinstance(data[key], kind):
+                raise ArtifactError(
+                    f"manifest field {key!r} has the wrong type ({type(data[key]).__name__})", field=key
+                )
+        for name, spec in data["tensors"].items():
+            if not (isinstance(spec, Mapping) and isinstance(spec.get("shape"), list)):
+                raise ArtifactError(
+                    f"manifest entry for tensor {name!r} has no shape list", field="tensors", tensor=name
+                )
+        weights_file = data["weights_file"]
+        # The weights file is always next to the manifest: a path component would let an edited
+        # manifest point the loader anywhere on disk.
+        if Path(weights_file).name != weights_file or weights_file in ("", ".", ".."):
+            raise ArtifactError(
+                f"manifest weights_file {weights_file!r} must be a bare file name", field="weights_file"
+            )
+        unknown = set(data) - set(expected) - {"format_version"}
+        if unknown:
+            raise ArtifactError(f"manifest has unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
+        return cls(**{k: data[k] for k in (*expected, "format_version")})
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries an artifact depends on (nncompress, torch, torch-pruning, safetensors)."""
+    import safetensors
+
+    import nncompress
+
+    versions = {
+        "nncompress": nncompress.__version__,
+        "torch": torch.__version__,
+        "safetensors": safetensors.__version__,
+    }
+    try:
+        import torch_pruning
+
+        versions["torch_pruning"] = str(getattr(torch_pruning, "__version__", "unknown"))
+    except ImportError:  # pragma: no cover - torch-pruning is a hard dependency
+        versions["torch_pruning"] = "not installed"
+    return versions
+
+
+def save_compressed(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    architecture: str | None,
+    kept: Kept | None,
+    config_list: Sequence[Mapping[str, Any]],
+    pruner: str,
+    input_shape: Sequence[int],
+    input_dtype: torch.dtype = torch.float32,
+    architecture_kwargs: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Writes ``model.safetensors`` and ``manifest.json`` into ``out_dir``.
+
+    Args:
+        model: the compressed model (shrunk, or masked when no speedup ran).
+        out_dir: folder to write into; created when missing. Existing files of the same names are replaced.
+        architecture: registry name the model was built from, or None when there is none.
+        kept: kept indices per pruned module as returned by the speedup; None or empty for no shape change.
+        config_list: the config_list used (stored verbatim; must be JSON-able).
+        pruner: the pruner's registry name.
+        input_shape: example input shape, batch dimension included.
+        input_dtype: example input dtype.
+        architecture_kwargs: kwargs the architecture was built with; defaults to the registry's.
+        metrics: measured metrics to record (JSON-able).
+        extra: anything else to record (JSON-able).
+
+    Returns:
+        The :class:`Manifest` that was written.
+
+    Raises:
+        ArtifactError: ``architecture`` is unknown, or a field is not JSON-serialisable.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(architecture_kwargs) if architecture_kwargs is not None else _registry_kwargs(architecture)
+    tensors = safetensors_state_dict(model)
+    weights_path = out / WEIGHTS_FILE
+    save_file(tensors, str(weights_path), metadata={"format": "pt", "nncompress_format": str(FORMAT_VERSION)})
+    kept_clean = {
+        str(module): {str(dim): [int(i) for i in idx] for dim, idx in dims.items()}
+        for module, dims in (kept or {}).items()
+    }
+    manifest = Manifest(
+        architecture=architecture,
+        architecture_kwargs=kwargs,
+        kept=kept_clean,
+        structured=bool(kept_clean),
+        tensors={k: {"shape": list(t.shape), "dtype": dtype_name(t.dtype)} for k, t in tensors.items()},
+        config_list=[dict(entry) for entry in config_list],
+        pruner=pruner,
+        input_shape=[int(d) for d in input_shape],
+        input_dtype=dtype_name(input_dtype),
+        versions=library_versions(),
+        weights_sha256=sha256_file(weights_path),
+        weights_bytes=weights_path.stat().st_size,
+        metrics=dict(metrics or {}),
+        extra=dict(extra or {}),
+    )
+    try:
+        text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"manifest is not JSON-serialisable: {exc}", field="manifest") from exc
+    (out / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Reads and validates ``manifest.json`` from a folder (or the manifest file itself)."""
+    manifest_path = _manifest_path(path)
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"no {MANIFEST_FILE} at {manifest_path}", field="manifest") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{MANIFEST_FILE} is not valid JSON: {exc}", field="manifest") from exc
+    return Manifest.from_dict(data)
+
+
+def load_compressed(path: str | Path, *, map_location: str = "cpu") -> nn.Module:
+    """Rebuilds a compressed model from its folder, without unpickling anything.
+
+    Steps: read and validate the manifest → check the weights file's sha256 → build the registry
+    architecture → replay the kept indices on it → load the safetensors weights → check every
+    tensor's shape against the manifest and the rebuilt module → ``load_state_dict(strict=True)``.
+
+    Args:
+        path: the artifact folder (or its ``manifest.json``).
+        map_location: device the tensors are loaded onto.
+
+    Returns:
+        The model in eval mode. It may be a ``torch.fx.GraphModule`` when the speedup had to
+        rewrite shape constants of the architecture's forward.
+
+    Raises:
+        ArtifactError: missing or corrupt files, a checksum mismatch, an unknown architecture,
+            or a tensor whose name or shape disagrees; the context names the field or tensor.
+
+    Examples:
+        >>> model = load_compressed("out/")  # doctest: +SKIP
+        >>> model(torch.randn(1, 1, 28, 28)).shape  # doctest: +SKIP
+        torch.Size([1, 10])
+    """
+    manifest_path = _manifest_path(path)
+    manifest = read_manifest(manifest_path)
+    weights_path = manifest_path.parent / manifest.weights_file
+    if not weights_path.is_file():
+        raise ArtifactError(f"weights file {weights_path.name} is missing", field="weights_file")
+    actual_sha = sha256_file(weights_path)
+    if actual_sha != manifest.weights_sha256:
+        raise ArtifactError(
+            f"{weights_path.name} is corrupt or was replaced: sha256 {actual_sha[:12]}… does not match "
+            f"the manifest's {manifest.weights_sha256[:12]}…",
+            field="weights_sha256",
+            expected=manifest.weights_sha256,
+            actual=actual_sha,
+        )
+    model = _rebuild(manifest)
+    try:
+        state = load_file(str(weights_path), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{weights_path.name} cannot be read: {exc}", field="weights_file") from exc
+    _check_tensors(manifest, state, model)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _manifest_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / MANIFEST_FILE if p.is_dir() else p
+
+
+def _registry_kwargs(architecture: str | None) -> dict[str, Any]:
+    if architecture is None:
+        return {}
+    from nncompress.models import get
+
+    try:
+        return dict(get(architecture).kwargs)
+    except KeyError as exc:
+        raise ArtifactError(str(exc.args[0]), field="architecture") from exc
+
+
+def _rebuild(manifest: Manifest) -> nn.Module:
+    from nncompress.models import get
+
+    if manifest.architecture is None:
+        raise ArtifactError(
+            "this artifact names no registry architecture, so it cannot be rebuilt from its weights; "
+            "load its model.onnx instead",
+            field="architecture",
+        )
+    try:
+        arch = get(manifest.architecture)
+    except KeyError as exc:
+        raise ArtifactError(str(exc.args[0]), field="architecture") from exc
+    try:
+        model = arch.build(**manifest.architecture_kwargs)
+    except TypeError as exc:
+        raise ArtifactError(
+            f"architecture {arch.name!r} rejects the manifest's kwargs: {exc}", field="architecture_kwargs"
+        ) from exc
+    model.eval()
+    if not manifest.kept:
+        return model
+    from nncompress.speedup import apply_kept_indices
+
+    try:
+        dtype = dtype_from_name(manifest.input_dtype)
+    except ValueError as exc:
+        raise ArtifactError(str(exc), field="input_dtype") from exc
+    shape = tuple(manifest.input_shape)
+    # Zeros are a valid input for every architecture, token-id models included (id 0 always exists);
+    # the replay only needs the shapes flowing through the graph, not meaningful values.
+    example = torch.zeros(shape, dtype=dtype)
+    try:
+        return apply_kept_indices(model, manifest.kept, example)
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(
+            f"replaying the manifest's kept indices on {arch.name!r} failed: {exc}", field="kept"
+        ) from exc
+
+
+def _check_tensors(manifest: Manifest, state: Mapping[str, torch.Tensor], model: nn.Module) -> None:
+    expected = manifest.tensors
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ArtifactError(
+            f"tensor {missing[0]!r} is listed in the manifest but missing from the weights",
+            field="tensors",
+            tensor=missing[0],
+        )
+    unlisted = sorted(set(state) - set(expected))
+    if unlisted:
+        raise ArtifactError(
+            f"tensor {unlisted[0]!r} is in the weights but not in the manifest",
+            field="tensors",
+            tensor=unlisted[0],
+        )
+    model_state = model.state_dict()
+    for name, tensor in state.items():
+        listed = list(expected[name]["shape"])
+        if list(tensor.shape) != listed:
+            raise ArtifactError(
+                f"tensor {name!r} has shape {list(tensor.shape)} but the manifest says {listed}",
+                field="tensors",
+                tensor=name,
+                shape=list(tensor.shape),
+                expected=listed,
+            )
+        if name not in model_state:
+            raise ArtifactError(
+                f"tensor {name!r} has no place in the rebuilt {manifest.architecture!r}",
+                field="tensors",
+                tensor=name,
+            )
+        if list(model_state[name].shape) != listed:
+            raise ArtifactError(
+                f"tensor {name!r} has shape {listed} but the rebuilt {manifest.architecture!r} expects "
+                f"{list(model_state[name].shape)}",
+                field="tensors",
+                tensor=name,
+                shape=listed,
+                expected=list(model_state[name].shape),
+            )
+    lacking = sorted(set(model_state) - set(state))
+    if lacking:
+        raise ArtifactError(
+            f"the rebuilt model expects tensor {lacking[0]!r}, which the weights lack",
+            field="tensors",
+            tensor=lacking[0],
+        )

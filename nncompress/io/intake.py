@@ -1,0 +1,275 @@
+"""Model intake: detect an uploaded file's format from its bytes and load it safely.
+
+Accepted, in order of safety (design §4):
+
+1. a registry architecture plus weights as safetensors, or a state_dict saved with ``torch.save``
+   and read back with ``torch.load(weights_only=True)`` (a restricted unpickler that builds
+   tensors and containers only);
+2. ONNX, converted to an ``nn.Module`` (external-data tensors refused);
+3. a whole pickled ``nn.Module`` / ``GraphModule``, only with ``allow_pickle=True``.
+
+The format is always sniffed from the content, never taken from the file name: a pickle renamed
+``model.safetensors`` is still a pickle and is refused as one.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncompress.errors import ModelLoadError
+
+__all__ = ["FORMATS", "detect_format", "load_model", "load_state_dict_strict"]
+
+FORMATS = ("safetensors", "torch_zip", "pickle", "onnx")
+
+# A safetensors header above this is not a real model file (the format itself caps it at 100 MB).
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+PICKLE_DISABLED = (
+    "pickled modules are disabled on this deployment: loading a pickle runs arbitrary code. "
+    "Upload the weights as safetensors or a state_dict with an architecture name, or as ONNX"
+)
+
+
+def detect_format(path: str | Path) -> str:
+    """Names the format of a model file by its leading bytes.
+
+    Args:
+        path: the file.
+
+    Returns:
+        One of ``"safetensors"``, ``"torch_zip"`` (``torch.save`` zip archive), ``"pickle"`` (a raw
+        pickle stream, including the legacy ``torch.save`` format) or ``"onnx"``.
+
+    Raises:
+        ModelLoadError: the file is empty, unreadable or none of these.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the model file: {exc.strerror}", path=str(p)) from exc
+    if not head:
+        raise ModelLoadError("the model file is empty", path=str(p))
+    if head.startswith(b"PK\x03\x04"):
+        if _is_torch_zip(p):
+            return "torch_zip"
+        raise ModelLoadError(
+            "the file is a zip archive but not one written by torch.save (no data.pkl)", path=str(p)
+        )
+    # Pickle protocol 2+ opens with PROTO (0x80) and the protocol number.
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if _is_safetensors(p, head, size):
+        return "safetensors"
+    if _is_onnx(p):
+        return "onnx"
+    raise ModelLoadError(
+        "unrecognised model format: expected safetensors, a torch.save file, or ONNX", path=str(p)
+    )
+
+
+def load_model(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    architecture: str | None = None,
+    allow_pickle: bool = False,
+) -> nn.Module:
+    """Loads a model file into an ``nn.Module``, refusing anything unsafe.
+
+    Args:
+        path: the uploaded file.
+        fmt: the format the caller expects (one of :data:`FORMATS`); it must agree with what the
+            bytes say, or the load is refused. None accepts whatever is detected.
+        architecture: registry name to load weights onto; required for safetensors and state_dicts.
+        allow_pickle: allow whole pickled modules (runs code from the file: enable only for trusted
+            uploads, and only inside a worker).
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ModelLoadError: with a message naming what is wrong (format mismatch, unknown architecture,
+            missing/unexpected keys, shape mismatches, pickles refused, unsupported ONNX ops).
+    """
+    p = Path(path)
+    detected = detect_format(p)
+    if fmt is not None and fmt not in FORMATS:
+        raise ModelLoadError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", format=fmt)
+    if fmt is not None and fmt != detected:
+        raise ModelLoadError(
+            f"the file was declared as {fmt} but its content is {detected}", declared=fmt, detected=detected
+        )
+    if detected == "onnx":
+        from nncompress.io.onnx_import import load_onnx
+
+        return load_onnx(p).eval()
+    if detected == "safetensors":
+        model = _build(architecture, detected)
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"the safetensors file cannot be read: {exc}", path=str(p)) from exc
+        load_state_dict_strict(model, state, architecture=str(architecture))
+        return model.eval()
+    return _load_torch_file(p, detected, architecture=architecture, allow_pickle=allow_pickle)
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, Any], *, architecture: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists every problem by name.
+
+    Raises:
+        ModelLoadError: naming missing keys, unexpected keys and shape mismatches
+            (``context``: ``missing``, ``unexpected``, ``shape_mismatches``).
+    """
+    bad_values = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad_values:
+        raise ModelLoadError(f"state_dict entry {bad_values[0]!r} is not a tensor", key=bad_values[0])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = {
+        k: {"file": list(state[k].shape), "model": list(expected[k].shape)}
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    }
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        if mismatched:
+            shown = "; ".join(
+                f"{k}: file {v['file']} vs model {v['model']}" for k, v in list(mismatched.items())[:5]
+            )
+            parts.append(f"shape mismatches {shown}")
+        raise ModelLoadError(
+            f"the weights do not fit architecture {architecture!r}: " + ", ".join(parts),
+            architecture=architecture,
+            missing=missing,
+            unexpected=unexpected,
+            shape_mismatches=mismatched,
+        )
+    model.load_state_dict(dict(state), strict=True)
+
+
+def _load_torch_file(p: Path, detected: str, *, architecture: str | None, allow_pickle: bool) -> nn.Module:
+    # First the restricted unpickler: it builds tensors and plain containers and refuses any other
+    # global, so a hostile __reduce__ never runs here.
+    # A file object, not the path: torch.load picks its safetensors reader by file name, and the
+    # name is the uploader's to choose.
+    try:
+        with open(p, "rb") as fh:
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as exc:
+        weights_only_error: Exception | None = exc
+        obj = None
+    else:
+        weights_only_error = None
+    if weights_only_error is None:
+        state = _extract_state_dict(obj)
+        if state is None:
+            raise ModelLoadError(
+                f"the {detected} file holds a {type(obj).__name__}, not a state_dict of tensors", path=str(p)
+            )
+        model = _build(architecture, detected)
+        load_state_dict_strict(model, state, architecture=str(architecture))
+        return model.eval()
+    if not allow_pickle:
+        raise ModelLoadError(PICKLE_DISABLED, format=detected)
+    # Trusted path, explicitly enabled by the deployment: a whole pickled module.
+    try:
+        with open(p, "rb") as fh:
+            obj = torch.load(fh, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelLoadError(f"the pickled model cannot be loaded: {exc}", format=detected) from exc
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"the pickle holds a {type(obj).__name__}, not an nn.Module", format=detected)
+    return obj.eval()
+
+
+def _extract_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
+    if isinstance(obj, Mapping):
+        # Training checkpoints often nest the weights: {"state_dict": {...}, "epoch": 3}.
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
+                return {str(k): v for k, v in inner.items()}
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {str(k): v for k, v in obj.items()}
+    return None
+
+
+def _build(architecture: str | None, detected: str) -> nn.Module:
+    if architecture is None:
+        raise ModelLoadError(
+            f"a {detected} file holds weights only; name the architecture they belong to "
+            "(see `nncompress models`)",
+            format=detected,
+        )
+    from nncompress.models import get
+
+    try:
+        return get(architecture).build()
+    except KeyError as exc:
+        raise ModelLoadError(str(exc.args[0]), architecture=architecture) from exc
+
+
+def _is_torch_zip(p: Path) -> bool:
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _is_safetensors(p: Path, head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    if not (2 <= length <= _MAX_SAFETENSORS_HEADER and 8 + length <= size and head[8:9] == b"{"):
+        return False
+    with open(p, "rb") as fh:
+        fh.seek(8)
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(header, dict)
+
+
+def _is_onnx(p: Path) -> bool:
+    import onnx
+
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:
+        return False
+    # Protobuf parses many random byte strings into an empty message; a real model has a graph.
+    return model.ir_version > 0 and len(model.graph.node) > 0
+
+
+def _short(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{', …' if len(names) > limit else ''}]"

@@ -1,0 +1,111 @@
+"""measure_model: every figure is measured on the model and checked against an independent count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nncompress.metrics import file_bytes, measure_model
+from nncompress.models.mnist import Net
+
+
+def _seed_net_counts() -> tuple[int, int]:
+    """Parameters and MACs of the seed Net, from its layer shapes (by hand, not by torch)."""
+    conv1 = 20 * 1 * 5 * 5 + 20
+    conv2 = 50 * 20 * 5 * 5 + 50
+    fc1 = 800 * 500 + 500
+    fc2 = 500 * 10 + 10
+    macs = (
+        20 * 24 * 24 * (1 * 5 * 5)  # conv1: 20 maps of 24×24, 25 MACs each
+        + 50 * 8 * 8 * (20 * 5 * 5)  # conv2: 50 maps of 8×8 over 20 input channels
+        + 800 * 500  # fc1
+        + 500 * 10  # fc2
+    )
+    return conv1 + conv2 + fc1 + fc2, macs
+
+
+@pytest.fixture
+def net() -> Net:
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def test_sizes_and_compute_match_an_independent_count(net: Net) -> None:
+    params, macs = _seed_net_counts()
+    m = measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(1,), runs=2, warmup=0)
+    assert m.params == params == 431_080
+    assert m.nonzero_params == params
+    assert m.macs == macs and m.flops == 2 * macs
+    # float32 data plus a JSON header of a few hundred bytes per tensor at most.
+    assert 4 * params < m.state_dict_bytes < 4 * params + 8 * 1024
+
+
+def test_bytes_are_the_real_serialised_size(net: Net, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(dict(net.state_dict()), str(tmp_path / "w.safetensors"))
+    m = measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(1,), runs=1, warmup=0)
+    assert m.state_dict_bytes == file_bytes(tmp_path / "w.safetensors")
+
+
+def test_zeros_show_up_as_sparsity_and_nonzero_params(net: Net) -> None:
+    with torch.no_grad():
+        net.fc1.weight[:250] = 0.0  # half of fc1's rows
+        net.conv1.weight[:5] = 0.0  # a quarter of conv1's filters
+    m = measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(1,), runs=1, warmup=0)
+    assert m.sparsity["fc1"] == pytest.approx(0.5)
+    assert m.sparsity["conv1"] == pytest.approx(0.25)
+    assert m.sparsity["conv2"] == 0.0
+    assert m.params - m.nonzero_params == 250 * 800 + 5 * 25
+
+
+def test_latency_is_timed_per_batch_size(net: Net) -> None:
+    m = measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(1, 8), runs=7, warmup=2)
+    assert [s.batch_size for s in m.latency] == [1, 8]
+    for stats in m.latency:
+        assert 0 < stats.median_ms <= stats.p90_ms
+        assert stats.runs == 7 and stats.warmup == 2
+    assert m.latency_at(8) is m.latency[1] and m.latency_at(64) is None
+    assert m.device == "cpu" and "inference_mode" in m.latency_method
+
+
+def test_measuring_leaves_the_model_alone(net: Net) -> None:
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(2,), runs=1, warmup=1)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_to_dict_is_json(net: Net) -> None:
+    m = measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(1,), runs=1, warmup=0)
+    data = json.loads(json.dumps(m.to_dict()))
+    assert data["params"] == m.params and data["latency"][0]["batch_size"] == 1
+
+
+def test_token_inputs_are_batched_too() -> None:
+    from nncompress.models import get
+
+    arch = get("lstm_classifier")
+    model = arch.build().eval()
+    m = measure_model(model, arch.example_input(1), batch_sizes=(1, 4), runs=1, warmup=0)
+    assert m.params == sum(p.numel() for p in model.parameters())
+    assert [s.batch_size for s in m.latency] == [1, 4]
+
+
+def test_bad_arguments_are_refused(net: Net) -> None:
+    with pytest.raises(ValueError, match="runs"):
+        measure_model(net, torch.randn(1, 1, 28, 28), runs=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            measure_model(net, torch.randn(1, 1, 28, 28), device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_latency_is_synchronised_and_named(net: Net) -> None:
+    m = measure_model(net, torch.randn(1, 1, 28, 28), device="cuda", batch_sizes=(1, 64), runs=20, warmup=5)
+    assert m.device.startswith("cuda:") and "synchronize" in m.latency_method
+    assert next(net.parameters()).device.type == "cpu"  # a copy was measured
