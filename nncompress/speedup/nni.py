@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from nncompress.errors import SpeedupError
 from nncompress.speedup.api import SpeedupResult, speedup
+from nncompress.speedup.masks import load_masks
 
 
 class ModelSpeedup:
@@ -24,6 +26,11 @@ class ModelSpeedup:
         dummy_input: an input the model accepts (tensor or tuple of positional tensors).
         masks_or_file: ``{module_name: {param_name: mask}}`` or a ``torch.save`` file of it (loaded with
             ``weights_only=True``).
+        map_location: device the masks file is loaded onto (as in NNI).
+        batch_dim: accepted for NNI call compatibility; must be 0 (inputs are batched on dimension 0).
+        confidence: accepted for NNI 2.x call compatibility; unused, since masks are not propagated by
+            sampling here (removal follows the dependency graph and is then verified).
+        batch_size: accepted for NNI 3.x call compatibility; unused for the same reason.
         rtol: relative verification tolerance.
         atol: absolute verification tolerance.
         verify: set False to skip the equivalence check (not recommended).
@@ -34,14 +41,22 @@ class ModelSpeedup:
         model: nn.Module,
         dummy_input: torch.Tensor | Sequence[torch.Tensor],
         masks_or_file: Mapping[str, Mapping[str, torch.Tensor]] | str | Path,
+        map_location: str | torch.device | None = None,
+        batch_dim: int = 0,
+        confidence: int | None = None,
+        batch_size: int | None = None,
         *,
         rtol: float = 1e-4,
         atol: float = 1e-5,
         verify: bool = True,
     ) -> None:
+        if batch_dim != 0:
+            raise SpeedupError(f"batch_dim={batch_dim} is not supported; inputs must be batched on dim 0")
         self.model = model
         self.dummy_input = dummy_input
-        self.masks = masks_or_file
+        self.masks = load_masks(masks_or_file)
+        if map_location is not None:
+            self.masks = {n: {p: m.to(map_location) for p, m in ps.items()} for n, ps in self.masks.items()}
         self.rtol = rtol
         self.atol = atol
         self.verify = verify

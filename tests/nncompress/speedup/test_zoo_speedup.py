@@ -97,3 +97,20 @@ def test_kept_indices_list_surviving_channels_of_each_side() -> None:
             assert module.in_channels == len(sides["in"])
         for indices in sides.values():
             assert indices == sorted(set(indices))
+
+
+def test_nni_model_speedup_shrinks_the_model_in_place() -> None:
+    from nncompress.speedup import ModelSpeedup
+
+    model, x = build("vgg_bn")
+    masks = l1_channel_masks(model, x)
+    with torch.inference_mode():
+        expected = speedup(model, masks, x).model(x)
+
+    returned = ModelSpeedup(model, x, masks).speedup_model()
+
+    assert returned is model
+    assert model.features[0].out_channels == 16
+    assert model.classifier[0].in_features == 512
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), expected)
