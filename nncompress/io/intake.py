@@ -68,11 +68,14 @@ def detect_format(path: str | Path) -> str:
         raise ModelLoadError(
             "the file is a zip archive but not one written by torch.save (no data.pkl)", path=str(p)
         )
+    # safetensors before pickle: a header length of 640–1535 bytes is stored as 0x80 0x02..0x05,
+    # which reads like a pickle PROTO opcode. The safetensors test parses the JSON header, so it
+    # cannot mistake a pickle for safetensors.
+    if _is_safetensors(p, head, size):
+        return "safetensors"
     # Pickle protocol 2+ opens with PROTO (0x80) and the protocol number.
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         return "pickle"
-    if _is_safetensors(p, head, size):
-        return "safetensors"
     if _is_onnx(p):
         return "onnx"
     raise ModelLoadError(

@@ -54,6 +54,21 @@ def test_detects_each_format_from_content_not_name(net: nn.Module, tmp_path: Pat
     assert detect_format(tmp_path / "d.pt") == "onnx"
 
 
+def test_safetensors_whose_header_length_looks_like_a_pickle(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    from safetensors.torch import load_file
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header = header.ljust(0x0280, b" ")  # length 640 is stored as 80 02 00 …: pickle PROTO 2
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<2f", 1.0, 2.0))
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    assert load_file(str(path))["w"].tolist() == [1.0, 2.0]
+    assert detect_format(path) == "safetensors"
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"hello world, not a model", b"PK\x03\x04garbage", bytes(range(256)) * 4]
 )
