@@ -101,3 +101,53 @@ def make_settings(tmp_path: Path, sqlite_url: str) -> Callable[..., Any]:
         return Settings(**{**values, **overrides})
 
     return build
+
+
+class RecordingDispatcher:
+    """A dispatcher that runs nothing: it records enqueued ids, so API tests see jobs stay queued.
+
+    ``check_error`` makes ``check()`` raise, as an unreachable broker would.
+    """
+
+    def __init__(self) -> None:
+        self.enqueued: list[str] = []
+        self.started = self.stopped = False
+        self.check_error: Exception | None = None
+
+    def enqueue(self, job_id: str) -> None:
+        self.enqueued.append(job_id)
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def check(self) -> None:
+        if self.check_error is not None:
+            raise self.check_error
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Builds a started ``TestClient`` for ``create_app(settings, dispatcher=...)``.
+
+    With no settings, ``make_settings()`` is used; with no dispatcher, a :class:`RecordingDispatcher`
+    (``client.app.state.dispatcher``). Pass ``dispatcher=`` a real one to run jobs.
+    """
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    clients: list[TestClient] = []
+
+    def build(settings: Any = None, *, dispatcher: Any = None) -> TestClient:
+        app = create_app(settings or make_settings(), dispatcher=dispatcher or RecordingDispatcher())
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -1,0 +1,72 @@
+"""The FastAPI application factory: ``uvicorn --factory app.main:create_app``.
+
+Nothing is built at import time. In embedded mode (no broker) the lifespan migrates the SQLite
+database to head and starts the local dispatcher; in distributed mode migrations are a separate
+deployment step (``alembic upgrade head``) and the dispatcher publishes to Celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.db.migrate import upgrade_to_head
+from app.db.session import make_engine, make_session_factory
+from app.deps import Dispatcher
+from app.metrics import Metrics, MetricsMiddleware
+from app.problems import install_problem_handlers
+from app.routes import artifacts, health, jobs, models
+from app.settings import Settings, get_settings
+from app.storage import Storage
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.embedded:
+        await run_in_threadpool(upgrade_to_head, settings.database_url)
+    app.state.storage.ensure_dirs()
+    if app.state.dispatcher is None:
+        from workers.dispatch import make_dispatcher  # the worker stack loads only when serving
+
+        app.state.dispatcher = make_dispatcher(settings, app.state.session_factory)
+    dispatcher: Dispatcher = app.state.dispatcher
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        dispatcher.stop()
+        app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """Builds the API for ``settings`` (default: from the environment).
+
+    Args:
+        settings: the deployment's settings; also served to routes through ``get_settings``.
+        dispatcher: hands job ids to workers; None builds ``workers.dispatch.make_dispatcher`` at start-up.
+    """
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="nncompress",
+        version="0.1.0",
+        summary="Model compression as a service: upload a model and a config_list, download a smaller model.",
+        lifespan=lifespan,
+    )
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.storage = Storage(settings.storage_dir)
+    app.state.dispatcher = dispatcher
+    app.state.metrics = Metrics(session_factory)
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_problem_handlers(app)
+    for module in (models, jobs, artifacts, health):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

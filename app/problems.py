@@ -1,0 +1,119 @@
+"""RFC 9457 problem details: every error the API returns is ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import ServiceError
+from nncompress.errors import ConfigError, NncompressError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:nncompress:problem:"
+log = logging.getLogger(__name__)
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem document with a stable ``type`` derived from ``code``."""
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def engine_error_fields(exc: NncompressError) -> list[dict[str, Any]]:
+    """The ``errors`` entry of an engine error: its message plus its context (entry, key, layer, ...)."""
+    context = {k: v for k, v in exc.context.items() if _jsonable_scalar_or_list(v)}
+    return [{"code": exc.code, "message": exc.message, **context}]
+
+
+def _jsonable_scalar_or_list(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
+    # Engine errors reaching the API are caused by the request (a config, a model file): 422.
+    assert isinstance(exc, NncompressError)
+    title = "Invalid config_list" if isinstance(exc, ConfigError) else "Invalid model or request"
+    return problem_response(
+        request, status=422, code=exc.code, title=title, detail=exc.message, errors=engine_error_fields(exc)
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "message": e.get("msg", ""), "code": e.get("type", "invalid")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['message']}" for e in errors)
+    return problem_response(
+        request, status=422, code="validation_error", title="Invalid request", detail=detail, errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    return problem_response(
+        request,
+        status=exc.status_code,
+        code=code,
+        title=title,
+        detail=str(exc.detail),
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        title="Internal server error",
+        detail="the server failed to handle the request; it has been logged",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Routes every error (domain, engine, validation, HTTP, unexpected) to a problem document."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(NncompressError, _engine_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,42 @@
+"""/healthz, /readyz and /metrics for orchestrators and Prometheus."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.deps import DispatcherDep, SessionDep
+from app.errors import NotReady
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Database or broker unreachable"}})
+def readyz(session: SessionDep, dispatcher: DispatcherDep) -> dict[str, str]:
+    """The database answers a query and the dispatcher reaches its broker (or local worker)."""
+    failures: list[dict[str, str]] = []
+    try:
+        session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        failures.append({"component": "database", "message": str(exc).splitlines()[0]})
+    try:
+        dispatcher.check()
+    except Exception as exc:  # any failure of the broker check means "not ready"
+        failures.append({"component": "dispatcher", "message": str(exc) or type(exc).__name__})
+    if failures:
+        raise NotReady("; ".join(f"{f['component']}: {f['message']}" for f in failures), errors=failures)
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text: HTTP requests by route and status, jobs by status."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

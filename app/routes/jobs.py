@@ -1,0 +1,77 @@
+"""/v1/jobs: create (idempotent), list, read, events, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from app.db.models import JobStatus
+from app.deps import CurrentJob, DispatcherDep, SessionDep, SettingsDep
+from app.schemas.jobs import EventOut, EventPage, JobIn, JobOut, JobPage, job_out
+from app.services.jobs import cancel_job, create_job, list_events, list_jobs
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
+
+
+@router.post("", status_code=202, response_model=JobOut)
+def submit_job(
+    body: JobIn,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> JobOut:
+    """Queue a compression job; the same Idempotency-Key with the same body returns the same job."""
+    job, created = create_job(
+        session=session, body=body, idempotency_key=idempotency_key, max_attempts=settings.max_attempts
+    )
+    if created:
+        try:
+            dispatcher.enqueue(job.id)
+        except Exception:  # the job is committed as queued; the reconciler publishes it later
+            log.warning("could not enqueue job %s now; the reconciler will", job.id, exc_info=True)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.get("", response_model=JobPage)
+def get_jobs(
+    session: SessionDep,
+    status: Annotated[list[JobStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    """List jobs, newest first, optionally filtered by status (repeatable); cursor-paginated."""
+    statuses = [s.value for s in status] if status else None
+    jobs, next_cursor = list_jobs(session=session, statuses=statuses, limit=limit, cursor=cursor)
+    return JobPage(items=[job_out(j) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job: CurrentJob) -> JobOut:
+    """A job's status, stage, progress, error, metrics before/after and artifacts."""
+    return job_out(job)
+
+
+@router.get("/{job_id}/events", response_model=EventPage)
+def get_job_events(
+    job: CurrentJob,
+    session: SessionDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """A job's events in order; poll with ?after=<next_cursor> for new ones."""
+    events, next_cursor = list_events(session=session, job=job, after=after, limit=limit)
+    return EventPage(items=[EventOut.model_validate(e) for e in events], next_cursor=next_cursor)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+def cancel(job: CurrentJob, session: SessionDep) -> JobOut:
+    """Cancel a job: a queued one at once, a running one as soon as its worker kills the child."""
+    return job_out(cancel_job(session=session, job=job))

@@ -1,0 +1,80 @@
+"""/v1/models: upload a model file, read it back, preflight a config against it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.db.models import Model
+from app.deps import CurrentModel, SessionDep, SettingsDep, StorageDep
+from app.errors import InvalidUpload
+from app.schemas.models import ModelOut, PreflightIn
+from app.services.models import FORMATS, create_model
+from app.services.multipart import receive_form
+from app.services.preflight import run_preflight
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "architecture": {"type": "string", "description": "registry name, e.g. mnist_net"},
+                        "format": {
+                            "type": "string",
+                            "enum": list(FORMATS),
+                            "description": "checked, not trusted",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY)
+async def upload_model(
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep, storage: StorageDep
+) -> Model:
+    """Upload a model (weights + architecture name, or ONNX); streamed to storage with its sha256."""
+    form = await receive_form(request, storage=storage, file_field="file", limit=settings.max_upload_bytes)
+    assert form.file is not None  # receive_form raises when the file part is missing
+    declared = form.fields.get("format") or None
+    if declared is not None and declared not in FORMATS:
+        form.file.discard()
+        raise InvalidUpload(
+            f"format {declared!r} is not one of {', '.join(FORMATS)}", errors=[{"field": "format"}]
+        )
+    model = await run_in_threadpool(
+        create_model,
+        session=session,
+        storage=storage,
+        upload=form.file,
+        filename=form.filename,
+        architecture=form.fields.get("architecture") or None,
+        declared_format=declared,
+        allow_pickle=settings.allow_pickle,
+    )
+    response.headers["Location"] = f"/v1/models/{model.id}"
+    return model
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def get_model(model: CurrentModel) -> Model:
+    """An uploaded model's id, hash, size, format and architecture."""
+    return model
+
+
+@router.post("/{model_id}/preflight")
+def preflight_model(model: CurrentModel, body: PreflightIn, storage: StorageDep) -> dict[str, Any]:
+    """Resolve a config_list against the model: layers, channels kept, coupled groups, unsupported ops."""
+    return run_preflight(model=model, storage=storage, body=body)

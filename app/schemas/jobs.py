@@ -1,0 +1,133 @@
+"""Bodies of the /v1/jobs endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import Job
+
+
+class JobIn(BaseModel):
+    """A compression job: which model, which pruner and config, and what to produce."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(min_length=1, max_length=64)
+    pruner: str = Field(default="l1norm", min_length=1, max_length=64, examples=["l1norm"])
+    config_list: list[Any] = Field(examples=[[{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]])
+    speedup: bool = True
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    input_shape: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        examples=[[1, 1, 28, 28]],
+        description="example input shape with batch dimension; defaults to the architecture's",
+    )
+    export_onnx: bool = True
+    verify: bool = True
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further pipeline options (fine-tuning, quantization), validated by the engine",
+    )
+
+
+class JobError(BaseModel):
+    type: str
+    message: str | None
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    size_bytes: int
+    sha256: str
+    media_type: str
+    url: str
+
+
+class JobOut(BaseModel):
+    """A job with its progress, outcome, metrics and artifacts."""
+
+    id: str
+    status: str
+    stage: str | None
+    progress: float
+    model_id: str
+    spec: dict[str, Any]
+    device: str
+    queue: str
+    error: JobError | None
+    metrics: dict[str, Any] | None = Field(description="{before: {...}, after: {...}} once measured")
+    result: dict[str, Any] | None
+    artifacts: list[ArtifactOut]
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    type: str
+    status: str
+    stage: str | None
+    progress: float | None
+    message: str | None
+    data: dict[str, Any] | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: int | None = Field(
+        description="pass as ?after= to get later events; stays at the last seen id when none are new"
+    )
+
+
+def job_out(job: Job) -> JobOut:
+    """The API view of a job row (artifacts with their download URLs)."""
+    error = JobError(type=job.error_type, message=job.error_message) if job.error_type else None
+    artifacts = [
+        ArtifactOut(
+            name=a.name,
+            size_bytes=a.size_bytes,
+            sha256=a.sha256,
+            media_type=a.media_type,
+            url=f"/v1/jobs/{job.id}/artifacts/{a.name}",
+        )
+        for a in job.artifacts
+    ]
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        stage=job.stage,
+        progress=job.progress,
+        model_id=job.model_id,
+        spec=job.spec,
+        device=job.device,
+        queue=job.queue,
+        error=error,
+        metrics=job.metrics,
+        result=job.result,
+        artifacts=artifacts,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+    )

@@ -1,0 +1,103 @@
+"""Local file storage under ``storage_dir``, addressed by keys the service generates.
+
+Keys look like ``models/<id>/upload.bin`` or ``jobs/<job_id>/<artifact name>``; no user-supplied
+file name ever becomes part of a path. Writes go to a temp file and are renamed into place, so a
+failed or oversize upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+def model_key(model_id: str) -> str:
+    return f"models/{model_id}/upload.bin"
+
+
+def artifact_key(job_id: str, name: str) -> str:
+    return f"jobs/{job_id}/{name}"
+
+
+class LimitExceeded(Exception):
+    """More bytes arrived than the writer's limit allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+@dataclass
+class TempWrite:
+    """A file being written under ``<storage>/tmp``: hashes and counts bytes, enforces a limit."""
+
+    path: Path
+    limit: int
+    size: int = 0
+    _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    def __post_init__(self) -> None:
+        self._file = open(self.path, "xb")  # noqa: SIM115 - closed by close()/discard()
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise LimitExceeded(self.limit)
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def discard(self) -> None:
+        """Closes and deletes the temp file (idempotent)."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Storage:
+    """A folder holding uploads and artifacts; ``path(key)`` refuses keys that leave it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def ensure_dirs(self) -> None:
+        for name in ("models", "jobs", "tmp"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not parts or not all(_KEY_PART.match(p) and p not in {".", ".."} for p in parts):
+            raise ValueError(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def temp_write(self, limit: int) -> TempWrite:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        return TempWrite(self.root / "tmp" / f"{uuid.uuid4().hex}.part", limit)
+
+    def commit(self, temp: TempWrite, key: str) -> Path:
+        """Moves a finished temp file to ``key`` atomically (same filesystem)."""
+        temp.close()
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp.path, target)
+        return target
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        if path.parent != self.root and not any(path.parent.iterdir()):
+            path.parent.rmdir()
