@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -102,6 +103,9 @@ class ChannelGroup:
             group must never be pruned.
         blockers: layers that make the group unprunable (recurrent hidden units, grouped convs),
             with the reason, as ``"name: reason"``.
+        block: channels must be removed in whole contiguous blocks of this size, because a reshape
+            splits them (e.g. ``(batch, tokens, heads * head_dim) -> (..., heads, head_dim)``: only
+            whole attention heads can go, or the head reshape would mix channels of different heads).
     """
 
     roots: tuple[str, ...]
@@ -110,6 +114,7 @@ class ChannelGroup:
     channels: int
     feeds_output: bool = False
     blockers: tuple[str, ...] = ()
+    block: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -361,6 +366,7 @@ def _convert(
     blockers: list[str] = []
     feeds_output = False
     channels = len(tp_group[0].idxs)
+    block = 1
     for item in tp_group.items:
         dep = item.dep
         module = dep.target.module
@@ -373,6 +379,9 @@ def _convert(
         if isinstance(module, tp.ops._OutputOp) or (is_out and not dep.target.outputs):
             feeds_output = True
         if isinstance(module, tp.ops._OutputOp):
+            continue
+        if isinstance(module, tp.ops._ReshapeOp):
+            block = math.lcm(block, _split_block(dep.target.grad_fn, channels))
             continue
         if isinstance(module, nn.Parameter):
             full = param_names.get(module)
@@ -401,7 +410,38 @@ def _convert(
         channels=channels,
         feeds_output=feeds_output,
         blockers=tuple(dict.fromkeys(blockers)),
+        block=block if channels % block == 0 else 1,
     )
+
+
+def _split_block(grad_fn: Any, channels: int) -> int:
+    """Block size a view/reshape imposes on a channel dimension of size ``channels`` (1 if none).
+
+    The forward input shape is saved on the backward node, the output shape is its input metadata.
+    If the channel dimension's elements end up spread over several output dimensions, e.g.
+    ``(B, T, 64) -> (B, T, 4, 16)``, a channel only stays in its block of 16 when whole blocks go.
+    A merge such as the flatten ``(B, 50, 4, 4) -> (B, 800)`` imposes nothing.
+    """
+    try:
+        in_shape = [int(d) for d in grad_fn._saved_self_sym_sizes]
+        out_shape = [int(d) for d in grad_fn._input_metadata[0].shape]
+    except (AttributeError, IndexError, TypeError, RuntimeError):
+        return 1  # private autograd metadata missing in this torch version: assume no split
+    block = 1
+    for cd in (i for i, d in enumerate(in_shape) if d == channels):
+        inner = math.prod(in_shape[cd + 1 :])
+        span = channels * inner
+        tail = 1
+        for j in range(len(out_shape) - 1, -1, -1):
+            tail *= out_shape[j]
+            if tail == span:
+                after = math.prod(out_shape[j + 1 :])
+                if after > inner and after % inner == 0 and channels % (after // inner) == 0:
+                    block = math.lcm(block, after // inner)
+                break
+            if tail > span:
+                break
+    return block
 
 
 def _slices(

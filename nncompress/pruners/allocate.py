@@ -14,7 +14,7 @@ keeps at least one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -38,6 +38,8 @@ class Unit:
         max_ratio: cap, if any.
         global_group_id: units sharing one are ranked together.
         cost: weight elements of the anchors removed with one channel (the global budget's unit).
+        block: channels go in whole contiguous blocks of this size (attention heads); ratios and
+            caps then count blocks.
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -48,6 +50,7 @@ class Unit:
     max_ratio: float | None
     global_group_id: str | None
     cost: int
+    block: int = 1
 
     @property
     def channels(self) -> int:
@@ -84,6 +87,26 @@ def allocate(units: list[Unit]) -> list[torch.Tensor]:
     Returns:
         For each unit (same order), a bool tensor of shape ``(channels,)``: True = pruned.
     """
+    blocked = [_as_blocks(u) for u in units]
+    return [
+        pruned.repeat_interleave(u.channels // b.channels)
+        for u, b, pruned in zip(units, blocked, _allocate(blocked), strict=True)
+    ]
+
+
+def _as_blocks(unit: Unit) -> Unit:
+    # A block of channels is ranked by its summed importance and counted as one "channel".
+    if unit.block <= 1 or unit.channels % unit.block:
+        return unit
+    return replace(
+        unit,
+        metric=unit.metric.reshape(-1, unit.block).sum(dim=1),
+        cost=unit.cost * unit.block,
+        block=1,
+    )
+
+
+def _allocate(units: list[Unit]) -> list[torch.Tensor]:
     result: list[torch.Tensor | None] = [None] * len(units)
     by_global: dict[str, list[int]] = {}
     for i, unit in enumerate(units):

@@ -20,6 +20,7 @@ if nothing else is left to prune, a :class:`~nncompress.errors.ConfigError` says
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -255,6 +256,7 @@ class ChannelPruner(Pruner):
             max_ratio=min(maxes) if maxes else None,
             global_group_id=next((t.global_group_id for t in ts if t.global_group_id is not None), None),
             cost=max(cost, 1),
+            block=group.block,
         )
 
     def _anchor_scores(self, group: ChannelGroup, anchor: str) -> torch.Tensor:
@@ -301,6 +303,7 @@ class ChannelPruner(Pruner):
                     max_ratio=min((u.max_ratio for u in parts if u.max_ratio is not None), default=None),
                     global_group_id=first.global_group_id,
                     cost=sum(u.cost for u in parts),
+                    block=math.lcm(*(u.block for u in parts)),
                 )
             )
             merged_away.update(idx)

@@ -157,3 +157,31 @@ def test_transformer_hidden_size_couples_embedding_attention_and_ffn() -> None:
     assert qkv.positions([1]) == [1, 17, 33]
     assert {s.module for s in g.members} >= {"enc.norm1", "enc.norm2", "enc.self_attn.out_proj"}
     assert ("enc.linear1",) in groups
+
+
+class HeadAttention(nn.Module):
+    """Self-attention with q/k/v Linears and a (tokens, heads, head_dim) reshape, as the zoo writes it."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.head_dim = dim // heads
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+
+        def heads(y: torch.Tensor) -> torch.Tensor:
+            return y.reshape(b, t, -1, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        ctx = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim**0.5, dim=-1) @ v
+        return self.out(ctx.transpose(1, 2).reshape(b, t, -1))
+
+
+def test_head_reshape_makes_qkv_channels_go_in_whole_heads() -> None:
+    groups = _by_root(channel_groups(HeadAttention(), torch.randn(2, 5, 32)))
+    qkv = groups[("q", "k", "v")]
+    assert qkv.channels == 32 and qkv.block == 8
+    # the merge back to (tokens, channels) and the flatten of the seed Net impose no block
+    assert groups[("out",)].block == 1
+    assert all(g.block == 1 for g in channel_groups(Net(), torch.randn(1, 1, 28, 28)))

@@ -134,3 +134,17 @@ def test_dependency_group_id_ties_independent_layers() -> None:
     result = prune(model, config, pruner="l1norm", example_inputs=torch.randn(1, 3, 8, 8))
     assert torch.equal(kept_rows(result.masks["c1"]["weight"]), kept_rows(result.masks["pw"]["weight"]))
     assert int(kept_rows(result.masks["pw"]["weight"]).sum()) == 8
+
+
+def test_attention_channels_are_pruned_in_whole_heads() -> None:
+    from tests.nncompress.test_dependency import HeadAttention
+
+    torch.manual_seed(0)
+    model = HeadAttention(dim=32, heads=4)
+    config = [{"sparsity": 0.5, "op_names": ["q", "k", "v"]}]
+    result = prune(model, config, pruner="l1norm", example_inputs=torch.randn(2, 5, 32))
+    keep = kept_rows(result.masks["q"]["weight"])
+    heads = keep.reshape(4, 8)
+    assert int(heads.all(dim=1).sum()) == 2 and int(heads.any(dim=1).sum()) == 2  # 2 whole heads left
+    for name in ("k", "v"):
+        assert torch.equal(kept_rows(result.masks[name]["weight"]), keep)
