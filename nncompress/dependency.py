@@ -177,7 +177,7 @@ class _RecurrentInputPruner(tp.pruner.BasePruningFunc):
         for suffix in ("", "_reverse") if layer.bidirectional else ("",):
             name = f"weight_ih_l0{suffix}"
             setattr(layer, name, self._prune_parameter_and_grad(getattr(layer, name), keep, 1))
-        layer.input_size = len(keep)
+        layer.input_size = len(keep)  # type: ignore[assignment]
         layer._init_flat_weights()  # type: ignore[operator]
         return layer
 

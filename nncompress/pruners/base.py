@@ -34,7 +34,7 @@ from nncompress.pruners.allocate import Unit, allocate
 from nncompress.pruners.data import Criterion, DataSource, require_data
 from nncompress.pruners.grouping import anchors_of, fallback_groups
 from nncompress.pruners.importance import Importance, L1Importance
-from nncompress.pruners.masks import Masks, apply_masks, is_masked, remove_masks
+from nncompress.pruners.masks import Masks, apply_masks, get_param, is_masked, remove_masks
 
 __all__ = ["ChannelPruner", "Pruner"]
 
@@ -243,7 +243,7 @@ class ChannelPruner(Pruner):
             mean = scores.abs().mean().item()
             metric += scores / mean if mean > 0 else scores
             s = _anchor_slice(group, anchor)
-            weight = getattr(self.model.get_submodule(s.module), s.param)
+            weight = get_param(self.model, s.module, s.param)
             cost += weight.numel() // weight.shape[s.dim] * len(s.index) // max(group.channels, 1)
         maxes = [t.max_sparse_ratio for t in ts if t.max_sparse_ratio is not None]
         mins = [t.min_sparse_ratio for t in ts if t.min_sparse_ratio is not None]
@@ -262,7 +262,7 @@ class ChannelPruner(Pruner):
     def _anchor_scores(self, group: ChannelGroup, anchor: str) -> torch.Tensor:
         """Importance of each group channel according to one targeted layer."""
         s = _anchor_slice(group, anchor)
-        weight = getattr(self.model.get_submodule(s.module), s.param)
+        weight = get_param(self.model, s.module, s.param)
         scores = self.importance(anchor, weight, s.dim).double()
         out = torch.zeros(group.channels, dtype=torch.float64)
         return out.index_add_(0, torch.tensor(s.channel), scores[list(s.index)])

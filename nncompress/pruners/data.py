@@ -127,7 +127,7 @@ def run_batches(
     device = _device(model)
     count = 0
     for _ in range(epochs):
-        for i, batch in enumerate(data):  # type: ignore[union-attr]
+        for i, batch in enumerate(data):  # type: ignore[arg-type]
             if max_batches is not None and i >= max_batches:
                 break
             inputs, targets = split_batch(batch)

@@ -19,7 +19,7 @@ import torch
 
 from nncompress.config import LayerTarget
 from nncompress.pruners.base import Pruner
-from nncompress.pruners.masks import Masks
+from nncompress.pruners.masks import Masks, get_param
 
 __all__ = ["LevelPruner"]
 
@@ -67,7 +67,7 @@ class LevelPruner(Pruner):
         return masks
 
     def _weight(self, t: LayerTarget) -> torch.Tensor:
-        return self.model.get_submodule(t.name).weight.detach()  # type: ignore[return-value]
+        return get_param(self.model, t.name, "weight").detach()
 
     def _global(self, group: list[LayerTarget]) -> Masks:
         weights = [self._weight(t) for t in group]

@@ -13,13 +13,23 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from nncompress.errors import NncompressError
 
-__all__ = ["MaskParametrization", "Masks", "apply_masks", "is_masked", "mask_sparsity", "remove_masks"]
+__all__ = [
+    "MaskParametrization",
+    "Masks",
+    "apply_masks",
+    "get_param",
+    "is_masked",
+    "mask_sparsity",
+    "remove_masks",
+]
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -103,11 +113,24 @@ def remove_masks(model: nn.Module, *, leave_masked: bool = True) -> nn.Module:
     for module in model.modules():
         if not parametrize.is_parametrized(module):
             continue
-        for param_name in list(module.parametrizations.keys()):  # type: ignore[union-attr]
-            plist = module.parametrizations[param_name]  # type: ignore[index]
+        plists: Any = module.parametrizations
+        for param_name in list(plists.keys()):
+            plist = plists[param_name]
             if all(isinstance(p, MaskParametrization) for p in plist):
                 parametrize.remove_parametrizations(module, param_name, leave_parametrized=leave_masked)
     return model
+
+
+def get_param(model: nn.Module, module: str, param: str) -> torch.Tensor:
+    """``model.<module>.<param>`` as a tensor.
+
+    Raises:
+        NncompressError: there is no such tensor.
+    """
+    value = getattr(model.get_submodule(module), param, None)
+    if not isinstance(value, torch.Tensor):
+        raise NncompressError(f"{module}.{param} is not a tensor", module=module, param=param)
+    return value
 
 
 def is_masked(model: nn.Module) -> bool:

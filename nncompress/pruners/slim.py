@@ -27,6 +27,7 @@ from nncompress.errors import ConfigError
 from nncompress.pruners.data import Criterion, DataSource, run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner
 from nncompress.pruners.grouping import following_norm
+from nncompress.pruners.masks import get_param
 
 __all__ = ["SlimPruner"]
 
@@ -94,7 +95,7 @@ class SlimPruner(DataDrivenPruner):
     def _install(self) -> list[RemovableHandle]:
         handles = []
         for norm in self._norms:
-            gamma = self.model.get_submodule(norm).weight
+            gamma = get_param(self.model, norm, "weight")
             handles.append(gamma.register_hook(self._penalty(gamma)))
         return handles
 
@@ -133,7 +134,7 @@ class SlimPruner(DataDrivenPruner):
         for s in group.members:
             if s.param != "weight" or not isinstance(self.model.get_submodule(s.module), _BN):
                 continue
-            gamma = self.model.get_submodule(s.module).weight.detach().abs().double().cpu()
+            gamma = get_param(self.model, s.module, "weight").detach().abs().double().cpu()
             out.index_add_(0, torch.tensor(s.channel), gamma[list(s.index)])
             found = True
         if not found:
