@@ -242,7 +242,7 @@ class ChannelPruner(Pruner):
             scores = self._anchor_scores(group, anchor)
             mean = scores.abs().mean().item()
             metric += scores / mean if mean > 0 else scores
-            s = _anchor_slice(group, anchor)
+            s = group.root_slice(anchor)
             weight = get_param(self.model, s.module, s.param)
             cost += weight.numel() // weight.shape[s.dim] * len(s.index) // max(group.channels, 1)
         maxes = [t.max_sparse_ratio for t in ts if t.max_sparse_ratio is not None]
@@ -261,7 +261,7 @@ class ChannelPruner(Pruner):
 
     def _anchor_scores(self, group: ChannelGroup, anchor: str) -> torch.Tensor:
         """Importance of each group channel according to one targeted layer."""
-        s = _anchor_slice(group, anchor)
+        s = group.root_slice(anchor)
         weight = get_param(self.model, s.module, s.param)
         scores = self.importance(anchor, weight, s.dim).double()
         out = torch.zeros(group.channels, dtype=torch.float64)
@@ -315,19 +315,10 @@ class ChannelPruner(Pruner):
         pruned_channels = set(torch.nonzero(pruned).flatten().tolist())
         for group in unit.groups:
             for s in group.members:
-                module = self.model.get_submodule(s.module)
-                param = getattr(module, s.param)
+                param = get_param(self.model, s.module, s.param)
                 per_module = masks.setdefault(s.module, {})
                 if s.param not in per_module:
                     per_module[s.param] = torch.ones_like(param, dtype=torch.float32)
                 positions = s.positions(pruned_channels)
                 if positions:
                     per_module[s.param].index_fill_(s.dim, torch.tensor(positions, device=param.device), 0.0)
-
-
-def _anchor_slice(group: ChannelGroup, anchor: str) -> Any:
-    for owner in (anchor, f"{anchor}.out_proj"):
-        for s in group.members:
-            if s.module == owner and s.param == "weight":
-                return s
-    raise KeyError(f"{anchor!r} has no weight slice in its channel group")
