@@ -11,7 +11,11 @@ from app.db.models import Job
 
 
 class JobIn(BaseModel):
-    """A compression job: which model, which pruner and config, and what to produce."""
+    """A compression job: which model, which pruner and config, and what to produce.
+
+    Everything but ``model_id`` becomes the job's spec (``nncompress.pipeline.JobSpec``), which the
+    worker runs; fields left out take the engine's defaults.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,10 +33,9 @@ class JobIn(BaseModel):
     )
     export_onnx: bool = True
     verify: bool = True
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="further pipeline options (fine-tuning, quantization), validated by the engine",
-    )
+    seed: int | None = Field(default=None, ge=0, description="seeds torch before pruning (default 0)")
+    latency_runs: int | None = Field(default=None, ge=1, description="timed forward passes per batch size")
+    latency_batch_sizes: list[int] | None = Field(default=None, min_length=1, examples=[[1, 64]])
 
 
 class JobError(BaseModel):

@@ -15,6 +15,7 @@ from app.errors import InvalidInputShape, InvalidJobSpec
 from app.schemas.jobs import JobIn
 from nncompress.config import parse_config_list, resolve_config
 from nncompress.models import get
+from nncompress.pipeline import JobSpec
 
 
 def default_input_shape(model: Model, requested: list[int] | None) -> list[int]:
@@ -54,13 +55,17 @@ def check_on_architecture(architecture: str, config_list: list[Any], input_shape
 
 
 def validate_job(*, model: Model, body: JobIn) -> dict[str, Any]:
-    """Returns the normalised spec stored on the job; raises 422-mapped errors naming what to fix."""
+    """Returns the spec stored on the job (``JobSpec.to_dict()``, what the worker runs).
+
+    Raises:
+        ConfigError: a spec key or a config_list entry is wrong (422 naming the entry and key).
+        UnknownLayerError, NoMatchError: the config does not fit the model's layers.
+        InvalidInputShape, InvalidJobSpec: the input shape is missing or does not fit.
+    """
+    raw = body.model_dump(mode="json", exclude={"model_id"}, exclude_none=True)
+    raw["input_shape"] = default_input_shape(model, body.input_shape)
+    spec = JobSpec.from_dict(raw)
     parse_config_list(body.config_list)
-    input_shape = default_input_shape(model, body.input_shape)
     if model.architecture is not None:
-        check_on_architecture(model.architecture, body.config_list, input_shape)
-    spec = body.model_dump(mode="json", exclude={"model_id"})
-    spec["input_shape"] = input_shape
-    spec["architecture"] = model.architecture
-    spec["model_format"] = model.format
-    return spec
+        check_on_architecture(model.architecture, body.config_list, raw["input_shape"])
+    return spec.to_dict()

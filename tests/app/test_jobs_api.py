@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.db.models import Job
+from nncompress.pipeline import JobSpec
 from tests.app.factories import finished_job, job_body, uploaded_mnist
 
 PROBLEM = "application/problem+json"
@@ -34,6 +35,7 @@ def test_create_job_queues_it_and_enqueues_the_id(client: TestClient) -> None:
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert (job["status"], job["progress"], job["queue"], job["attempt"]) == ("queued", 0.0, "gpu", 0)
     assert job["spec"]["input_shape"] == [1, 1, 28, 28] and job["spec"]["speedup"] is True
+    assert JobSpec.from_dict(job["spec"]).to_dict() == job["spec"]  # what the worker will run
     assert client.app.state.dispatcher.enqueued == [job["id"]]  # type: ignore[attr-defined]
     assert client.get(f"/v1/jobs/{job['id']}").json() == job
     events = client.get(f"/v1/jobs/{job['id']}/events").json()
@@ -75,6 +77,8 @@ def test_bad_config_is_422_naming_entry_and_key(
         ({"device": "tpu"}, 422, "validation_error"),
         ({"model_id": "f" * 32}, 404, "not_found"),
         ({"surprise": 1}, 422, "validation_error"),
+        ({"pruner": "l9norm"}, 422, "invalid_config"),
+        ({"latency_batch_sizes": [0]}, 422, "invalid_config"),
     ],
 )
 def test_bad_job_requests_are_clear_4xx(
