@@ -263,7 +263,7 @@ class ChannelPruner(Pruner):
         """Importance of each group channel according to one targeted layer."""
         s = group.root_slice(anchor)
         weight = get_param(self.model, s.module, s.param)
-        scores = self.importance(anchor, weight, s.dim).double()
+        scores = self.importance(anchor, weight, s.dim).detach().double().cpu()
         out = torch.zeros(group.channels, dtype=torch.float64)
         return out.index_add_(0, torch.tensor(s.channel), scores[list(s.index)])
 
