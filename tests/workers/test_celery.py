@@ -1,0 +1,133 @@
+"""The distributed mode under faults: real PostgreSQL, a real Redis of our own, real Celery workers.
+
+Each test reproduces one of the pitfalls of design §6 and checks the job still ends right, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+from tests.workers.conftest import FAST, Jobs, RedisServer, WorkerProcess, marker_lines, pid_alive, wait_for
+from workers.dispatch import CeleryDispatcher
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def _dispatcher(settings: Settings, jobs: Jobs) -> CeleryDispatcher:
+    return CeleryDispatcher(settings, jobs.session_factory)
+
+
+def test_job_runs_on_a_worker(celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker) -> None:
+    start_worker(celery_settings)
+    dispatcher = _dispatcher(celery_settings, pg_jobs)
+    dispatcher.check()
+    job_id = pg_jobs.create(workload="sleep", seconds=0.5)
+    dispatcher.enqueue(job_id)
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
+    assert job.status == "succeeded", job.error_message
+    dispatcher.stop()
+
+
+def test_check_raises_when_the_broker_is_down(pg_jobs: Jobs, tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=pg_jobs.url, broker_url="redis://127.0.0.1:1/0", storage_dir=tmp_path, **FAST
+    )
+    dispatcher = _dispatcher(settings, pg_jobs)
+    with pytest.raises(Exception):  # noqa: B017 - kombu raises OperationalError or a socket error
+        dispatcher.check()
+    job_id = pg_jobs.create()
+    dispatcher.enqueue(job_id)  # logs, does not raise: the job stays queued for the reconciler
+    assert pg_jobs.get(job_id).status == "queued"
+
+
+def test_sigkilled_worker_group_job_finishes_on_a_restarted_worker(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    worker = start_worker(celery_settings)
+    job_id = pg_jobs.create(workload="sleep", seconds=4, marker=str(marker))
+    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
+    ((pid, _),) = wait_for(lambda: marker_lines(marker), 60, "the job to start")
+    worker.kill_group()
+    # The job process lives in its own session; it must notice its supervisor is gone and die.
+    wait_for(lambda: not pid_alive(pid), 10, "the orphaned job process to exit")
+    assert pg_jobs.get(job_id).status == "running"
+    start_worker(celery_settings)
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 90)
+    assert job.status == "succeeded", job.error_message
+    assert [attempt for _, attempt in marker_lines(marker)] == [1, 2]
+    assert "retried" in [e.type for e in pg_jobs.events(job_id)]
+
+
+def test_sigkilled_worker_at_the_last_attempt_fails_worker_lost(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    worker = start_worker(celery_settings)
+    job_id = pg_jobs.create(workload="sleep", seconds=60, marker=str(marker), max_attempts=1)
+    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
+    wait_for(lambda: marker_lines(marker), 60, "the job to start")
+    worker.kill_group()
+    start_worker(celery_settings)  # its reconciler finds the expired lease
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed", "queued"}, 60)
+    assert (job.status, job.error_type) == ("failed", "worker_lost")
+    assert len(marker_lines(marker)) == 1
+
+
+def test_redelivery_after_visibility_timeout_does_not_run_the_job_twice(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    # Given two workers and a visibility timeout (2 s) far shorter than the job (8 s), Redis hands the
+    # unacknowledged message to the other worker while the first still runs the job.
+    settings = celery_settings.model_copy(update={"visibility_timeout_seconds": 2})
+    marker = tmp_path / "runs"
+    workers = [start_worker(settings, name="a"), start_worker(settings, name="b")]
+    job_id = pg_jobs.create(workload="sleep", seconds=8, marker=str(marker))
+    _dispatcher(settings, pg_jobs).enqueue(job_id)
+    wait_for(lambda: any("not claimable" in w.log_text() for w in workers), 60, "a duplicate delivery")
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
+    assert job.status == "succeeded", job.error_message
+    assert len(marker_lines(marker)) == 1
+    assert [e.type for e in pg_jobs.events(job_id)].count("claimed") == 1
+
+
+def test_queued_job_survives_a_redis_restart_without_persistence(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker, redis_server: RedisServer
+) -> None:
+    import redis
+
+    job_id = pg_jobs.create(workload="sleep", seconds=0.2)
+    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.llen("cpu") == 1
+    redis_server.stop()
+    redis_server.start()
+    assert client.llen("cpu") == 0  # the message is gone; the job row is still queued
+    start_worker(celery_settings)
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
+    assert job.status == "succeeded", job.error_message
+    assert "requeued" in [e.type for e in pg_jobs.events(job_id)]
+
+
+def test_cancel_a_running_job_kills_its_process(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    worker = start_worker(celery_settings)
+    job_id = pg_jobs.create(workload="sleep", seconds=60, marker=str(marker))
+    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
+    ((pid, _),) = wait_for(lambda: marker_lines(marker), 60, "the job to start")
+    pg_jobs.cancel(job_id)
+    assert pg_jobs.wait_status(job_id, {"cancelled", "failed", "succeeded"}, 30).status == "cancelled"
+    wait_for(lambda: not pid_alive(pid), 10, "the job process to be gone")
+    assert worker.proc.poll() is None  # the worker itself lives on
+    # ... and takes the next job.
+    next_id = pg_jobs.create(workload="sleep", seconds=0.2)
+    _dispatcher(celery_settings, pg_jobs).enqueue(next_id)
+    assert pg_jobs.wait_status(next_id, {"succeeded", "failed"}, 60).status == "succeeded"
