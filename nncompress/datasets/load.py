@@ -1,0 +1,157 @@
+"""One entry point over paths: :func:`load_dataset` sniffs the format and returns a validated data set."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from nncompress.datasets.archive import ArchiveLimits, sha256_of
+from nncompress.datasets.core import LabelledDataset, from_arrays
+from nncompress.datasets.errors import DatasetError
+from nncompress.datasets.formats import read_idx, read_npz
+from nncompress.datasets.imagefolder import read_image_folder_zip
+
+__all__ = ["FORMATS", "detect_format", "load_dataset", "load_mnist_idx"]
+
+FORMATS: tuple[str, ...] = ("npz", "mnist_idx", "imagefolder_zip")
+
+
+def detect_format(path: str | Path, *, labels_path: str | Path | None = None) -> str:
+    """Tells the format of an upload from its bytes (never from its name).
+
+    Args:
+        path: the file.
+        labels_path: a second file; its presence means an idx image/label pair.
+
+    Returns:
+        One of :data:`FORMATS`.
+
+    Raises:
+        DatasetError: the bytes are none of the supported formats.
+    """
+    path = Path(path)
+    if labels_path is not None:
+        return "mnist_idx"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        except zipfile.BadZipFile as exc:
+            raise DatasetError(
+                f"{path.name} looks like a zip but cannot be opened: {exc}", file=path.name
+            ) from exc
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+        return "imagefolder_zip"
+    if head[:2] == b"\x1f\x8b" or head[:2] == b"\x00\x00":
+        raise DatasetError(
+            f"{path.name} looks like an idx file: upload the images and the labels file together",
+            file=path.name,
+            expected="images + labels",
+        )
+    raise DatasetError(
+        f"{path.name} is not a supported data set (expected .npz, MNIST idx files or an ImageFolder zip)",
+        file=path.name,
+        expected=list(FORMATS),
+    )
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    labels_path: str | Path | None = None,
+    format: str | None = None,
+    num_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    normalize: tuple[Sequence[float] | float, Sequence[float] | float] | None = None,
+    limits: ArchiveLimits | None = None,
+) -> LabelledDataset:
+    """Loads and validates a labelled data set from disk.
+
+    Args:
+        path: an ``.npz`` (``x``/``y``), an ImageFolder zip, or the idx images file.
+        labels_path: the idx labels file (idx format only).
+        format: one of :data:`FORMATS`; detected from the bytes when omitted.
+        num_classes: the model's class count (labels must lie below it).
+        input_shape: the model's input shape, to check channels and size.
+        normalize: ``(mean, std)`` applied after uint8 images are scaled to ``[0, 1]``.
+        limits: archive limits; defaults of :class:`ArchiveLimits` when omitted.
+
+    Returns:
+        The validated :class:`LabelledDataset`.
+
+    Raises:
+        DatasetError: unsafe, malformed or incompatible data; the message says what and where.
+
+    Example:
+        >>> ds = load_dataset("train.npz", num_classes=10, input_shape=(1, 28, 28))
+        >>> ds.describe()["samples"]
+    """
+    path = Path(path)
+    limits = limits or ArchiveLimits()
+    fmt = format or detect_format(path, labels_path=labels_path)
+    common = {"num_classes": num_classes, "input_shape": input_shape, "normalize": normalize}
+    if fmt == "mnist_idx":
+        if labels_path is None:
+            raise DatasetError("the idx format needs labels_path (the labels file)", file=path.name)
+        return load_mnist_idx(path, labels_path, limits=limits, **common)  # type: ignore[arg-type]
+    size = path.stat().st_size
+    if fmt == "npz":
+        x, y = read_npz(path, limits)
+        return from_arrays(x, y, source_format=fmt, sha256=sha256_of(path), source_bytes=size, **common)  # type: ignore[arg-type]
+    if fmt == "imagefolder_zip":
+        x, y, classes = read_image_folder_zip(path, limits)
+        return from_arrays(
+            x,
+            y,
+            source_format=fmt,
+            sha256=sha256_of(path),
+            source_bytes=size,
+            class_names=classes,
+            **common,  # type: ignore[arg-type]
+        )
+    raise DatasetError(f"unknown data set format {fmt!r}", expected=list(FORMATS), got=fmt)
+
+
+def load_mnist_idx(
+    images: str | Path,
+    labels: str | Path,
+    *,
+    num_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    normalize: tuple[Sequence[float] | float, Sequence[float] | float] | None = None,
+    limits: ArchiveLimits | None = None,
+) -> LabelledDataset:
+    """Loads an idx images/labels pair (e.g. ``train-images-idx3-ubyte.gz``), gzip or raw.
+
+    Args:
+        images: the images file, ``(N, H, W)`` uint8.
+        labels: the labels file, ``(N,)``.
+        num_classes: the model's class count.
+        input_shape: the model's input shape.
+        normalize: ``(mean, std)`` after scaling to ``[0, 1]``; MNIST's usual is ``(0.1307, 0.3081)``.
+        limits: caps the decompressed size.
+
+    Returns:
+        The validated data set.
+
+    Raises:
+        DatasetError: a malformed file, or images and labels that do not pair up.
+    """
+    images, labels = Path(images), Path(labels)
+    limits = limits or ArchiveLimits()
+    x = read_idx(images, limits)
+    y = read_idx(labels, limits)
+    return from_arrays(
+        x,
+        y,
+        source_format="mnist_idx",
+        sha256=sha256_of(images, labels),
+        source_bytes=images.stat().st_size + labels.stat().st_size,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        normalize=normalize,
+    )
