@@ -185,3 +185,17 @@ def test_head_reshape_makes_qkv_channels_go_in_whole_heads() -> None:
     # the merge back to (tokens, channels) and the flatten of the seed Net impose no block
     assert groups[("out",)].block == 1
     assert all(g.block == 1 for g in channel_groups(Net(), torch.randn(1, 1, 28, 28)))
+
+
+def test_custom_layer_with_parameters_is_reported() -> None:
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(1, 4, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.gain
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Scale(), nn.Conv2d(4, 2, 1))
+    (op,) = unsupported_ops(model, torch.randn(1, 3, 4, 4))
+    assert (op.name, op.op_type) == ("1", "Scale") and "no pruning handler" in op.reason

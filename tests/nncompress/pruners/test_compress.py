@@ -156,3 +156,20 @@ def test_transformer_hidden_channels_are_masked_across_attention_and_still_run()
     assert any("emb" in w and "follow" in w for w in pruner.warnings)
     with torch.no_grad():
         assert model(x).shape == (2, 3)
+
+
+def test_unknown_option_of_the_functional_api_is_a_config_error() -> None:
+    from nncompress.pruners import prune
+
+    with pytest.raises(ConfigError, match=r"pruner 'l1norm'.*unexpected keyword argument 'scale'"):
+        prune(Net(), SEED_CONFIG, pruner="l1norm", scale=0.1)
+
+
+def test_normal_mode_ignores_coupling_like_nni() -> None:
+    model = tiny_resnet()
+    config = [{"sparsity": 0.5, "op_names": ["stem", "c2"]}]
+    pruner = L1NormPruner(model, config, dummy_input=torch.randn(1, 3, 8, 8), mode="normal")
+    masks = pruner.calculate_masks()
+    assert set(masks) == {"stem", "bn", "c2", "b2"}  # each conv with the BatchNorm after it, no depthwise
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        L1NormPruner(model, config, mode="fast")
