@@ -1,15 +1,17 @@
-"""/v1/jobs: create (idempotent), list, read, events, cancel."""
+"""/v1/jobs: create (idempotent), list, read, events (paged and live), cancel."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from app.db.models import JobStatus
 from app.deps import CurrentJob, DispatcherDep, SessionDep, SettingsDep
 from app.schemas.jobs import EventOut, EventPage, JobIn, JobOut, JobPage, job_out
+from app.services.event_stream import job_event_stream
 from app.services.jobs import cancel_job, create_job, list_events, list_jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -69,6 +71,26 @@ def get_job_events(
     """A job's events in order; poll with ?after=<next_cursor> for new ones."""
     events, next_cursor = list_events(session=session, job=job, after=after, limit=limit)
     return EventPage(items=[EventOut.model_validate(e) for e in events], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{job_id}/events/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
+def stream_job_events(
+    job: CurrentJob,
+    request: Request,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """A live stream (SSE) of the job's events; ends after the job finishes; resumes at Last-Event-ID."""
+    cursor = last_event_id if last_event_id is not None else (after or 0)
+    return StreamingResponse(
+        job_event_stream(request.app.state.session_factory, job.id, cursor),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)

@@ -179,3 +179,21 @@ def test_events_page_with_after(client: TestClient) -> None:
     assert len(first["items"]) == 1
     rest = client.get(f"/v1/jobs/{job_id}/events", params={"after": first["next_cursor"]}).json()
     assert rest["items"] == [] and rest["next_cursor"] == first["next_cursor"]
+
+
+def sse_ids(text: str) -> list[int]:
+    return [int(line.removeprefix("id: ")) for line in text.splitlines() if line.startswith("id: ")]
+
+
+def test_event_stream_sends_events_until_the_job_finished(client: TestClient) -> None:
+    model_id = uploaded_mnist(client)
+    job_id = client.post("/v1/jobs", json=job_body(model_id)).json()["id"]
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    events = client.get(f"/v1/jobs/{job_id}/events").json()["items"]
+    response = client.get(f"/v1/jobs/{job_id}/events/stream")  # returns: the job has finished
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert sse_ids(response.text) == [e["id"] for e in events]
+    assert "event: cancelled" in response.text
+    resumed = client.get(f"/v1/jobs/{job_id}/events/stream", headers={"Last-Event-ID": str(events[0]["id"])})
+    assert sse_ids(resumed.text) == [events[1]["id"]]
