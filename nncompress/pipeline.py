@@ -59,6 +59,8 @@ _REPORT_FILE = "report.json"
 _ONNX_FILE = "model.onnx"
 _RESUME_DIR = "_resume"
 
+EvalData = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
+
 _SPEC_KEYS = (
     "pruner",
     "config_list",
@@ -235,6 +237,7 @@ class JobResult:
         checks: verification, reload and ONNX checks that ran, with their measured differences.
         notes: plain-language remarks for the user (skipped stages, why).
         timings: wall seconds per stage.
+        accuracy: top-1 accuracy ``{"before": …, "after": …}`` on ``eval_data``, when it was given.
     """
 
     spec: JobSpec
@@ -248,6 +251,7 @@ class JobResult:
     checks: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, float] | None = None
 
     def artifact(self, name: str) -> Artifact:
         """Returns the artifact called ``name``; KeyError lists the names there are."""
@@ -261,7 +265,10 @@ class JobResult:
         return {
             "spec": self.spec.to_dict(),
             "architecture": self.architecture,
-            "metrics": {"before": self.metrics_before.to_dict(), "after": self.metrics_after.to_dict()},
+            "metrics": {
+                "before": {**self.metrics_before.to_dict(), **self._accuracy("before")},
+                "after": {**self.metrics_after.to_dict(), **self._accuracy("after")},
+            },
             "layers": [layer.to_dict() for layer in self.layers],
             "artifacts": [a.to_dict() for a in self.artifacts],
             "speedup_applied": self.speedup_applied,
@@ -270,6 +277,9 @@ class JobResult:
             "notes": list(self.notes),
             "timings": self.timings,
         }
+
+    def _accuracy(self, which: str) -> dict[str, float]:
+        return {"accuracy": self.accuracy[which]} if self.accuracy is not None else {}
 
 
 def pruner_names() -> tuple[str, ...]:
@@ -290,6 +300,7 @@ def run_job(
     resume_from: str | None = None,
     data: Iterable[Any] | Callable[[nn.Module], None] | None = None,
     criterion: Callable[[Any, Any], torch.Tensor] | None = None,
+    eval_data: EvalData | None = None,
 ) -> JobResult:
     """Runs one compression job from a loaded model to artifacts on disk.
 
@@ -311,6 +322,8 @@ def run_job(
         data: batches or a training callable for the data-driven pruners (slim, taylorfo, apoz,
             mean_activation).
         criterion: loss function ``(outputs, targets) -> loss`` for pruners that need gradients.
+        eval_data: labelled data, ``(inputs, labels)`` or an iterable of such batches; when given,
+            top-1 accuracy is measured before and after compression.
 
     Returns:
         A :class:`JobResult`; ``result.to_dict()`` is also written to ``report.json``.
@@ -412,6 +425,10 @@ def run_job(
         before = measure_model(original, **measure)
         stage.update(0.5, "measured the original model")
         after = measure_model(compressed, **measure)
+        accuracy = None
+        if eval_data is not None:
+            stage.update(0.8, "measuring accuracy")
+            accuracy = {"before": _accuracy(original, eval_data), "after": _accuracy(compressed, eval_data)}
         layers = _layer_changes(original, compressed)
 
     with run.stage("exporting") as stage:
@@ -441,6 +458,7 @@ def run_job(
             checks=checks,
             notes=tuple(notes),
             timings=dict(run.timings),
+            accuracy=accuracy,
         )
         report_path = out / _REPORT_FILE
         report_path.write_text(
@@ -580,6 +598,21 @@ def _verify(masked: nn.Module, compressed: nn.Module, example: torch.Tensor, *, 
             max_abs_diff=worst,
         )
     return {"max_abs_diff": worst, "output_scale": scale, "inputs": len(batches), "rtol": rtol, "atol": atol}
+
+
+def _accuracy(model: nn.Module, eval_data: EvalData) -> float:
+    batches = (
+        [eval_data] if isinstance(eval_data, tuple) and isinstance(eval_data[0], torch.Tensor) else eval_data
+    )
+    correct = total = 0
+    with torch.inference_mode():
+        for inputs, labels in batches:
+            predicted = model(inputs).argmax(dim=-1)
+            correct += int((predicted == labels).sum())
+            total += int(labels.numel())
+    if total == 0:
+        raise ConfigError("eval_data holds no examples", key="eval_data")
+    return correct / total
 
 
 def _layer_changes(before: nn.Module, after: nn.Module) -> tuple[LayerChange, ...]:

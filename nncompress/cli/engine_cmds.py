@@ -1,9 +1,379 @@
-"""Subcommands (added as they land)."""
+"""Engine subcommands: ``models``, ``inspect`` (preflight) and ``prune`` (the whole pipeline), run locally.
+
+They share one way of naming a model: ``--arch`` picks an architecture from the registry
+(``nncompress models`` lists them) and ``--weights`` loads trained weights onto it
+(safetensors or a ``torch.save`` state_dict); an ONNX file may be given as ``--weights`` alone.
+Without ``--weights`` the architecture's random initialisation is used, which is enough to try a
+config_list out.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncompress.errors import ConfigError, ModelLoadError
+
+_EXAMPLE_CONFIG = (
+    '[{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": true, "op_names": ["fc2"]}]'
+)
+_DATA_SOURCES = ("mnist_subset",)
+# Pruners that rank channels from activations or gradients, so they cannot run without --data.
+_DATA_DRIVEN = frozenset({"slim", "taylorfo", "apoz", "mean_activation"})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this module's subcommands to the ``nncompress`` parser."""
+    """Adds ``models``, ``inspect`` and ``prune`` to the ``nncompress`` parser."""
+    _add_models(subparsers)
+    _add_inspect(subparsers)
+    _add_prune(subparsers)
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "models",
+        help="list the architectures --arch accepts",
+        description="Lists the architectures in the registry, with the input each one expects.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from nncompress.models import get, names
+
+    rows = []
+    for name in names():
+        arch = get(name)
+        rows.append(
+            {
+                "name": name,
+                "input_shape": list(arch.input_shape),
+                "input_dtype": str(arch.input_dtype).removeprefix("torch."),
+                "description": arch.description,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [["name", "input", "description"]]
+    table += [
+        [r["name"], "×".join(map(str, r["input_shape"])) + f" {r['input_dtype']}", r["description"]]
+        for r in rows
+    ]
+    print(_render(table, numeric=False))
+    return 0
+
+
+# -- inspect ----------------------------------------------------------------------------------------
+
+
+def _add_inspect(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "inspect",
+        help="show what a config_list would prune, without pruning (preflight)",
+        description=(
+            "Resolves a config_list against a model and prints, per selected layer, its shape, the target "
+            "sparsity and the channels left; then the coupled channel groups (residual adds, concats, "
+            "depthwise convs) and any op the speedup cannot handle. Nothing is changed or written."
+        ),
+        epilog=(
+            "examples:\n"
+            "  nncompress inspect --arch mnist_net --config config.json\n"
+            f"  nncompress inspect --arch mnist_net --config '{_EXAMPLE_CONFIG}'\n"
+            "  nncompress inspect --arch resnet18_cifar --config config.json --pruner fpgm --json\n"
+            "\n"
+            f"config.json holds an NNI config_list, e.g.\n  {_EXAMPLE_CONFIG}"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(p)
+    p.add_argument("--pruner", default="l1norm", help="pruner the channel counts assume (default l1norm)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from nncompress.preflight import preflight
+
+    model, example = _load(args)
+    report = preflight(model, _read_config(args.config), example, pruner=args.pruner)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_table())
+    return 0
+
+
+# -- prune ------------------------------------------------------------------------------------------
+
+
+def _add_prune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "prune",
+        help="prune a model, shrink it, verify it and write the artifacts",
+        description=(
+            "Runs the whole pipeline: prune with the config_list, turn the masks into a smaller model "
+            "(speedup), check it computes what the masked model computes, measure both models (params, "
+            "bytes, MACs, latency) and write into --out: model.safetensors + manifest.json (reload with "
+            "nncompress.load_compressed, no pickle), model.onnx and report.json."
+        ),
+        epilog=(
+            "examples:\n"
+            "  nncompress prune --arch mnist_net --config config.json --out out/\n"
+            "  nncompress prune --arch mnist_net --weights mnist.safetensors --config config.json \\\n"
+            "      --pruner fpgm --out out/ --no-onnx\n"
+            "  nncompress prune --arch mnist_net --config config.json --pruner taylorfo --data mnist_subset "
+            "--out out/\n"
+            "\n"
+            "pruners: level (single weights, no speedup), l1norm, l2norm, fpgm (from weights);\n"
+            "slim, taylorfo, apoz, mean_activation (from data: pass --data)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(p)
+    p.add_argument("--pruner", default="l1norm", help="pruner name (default l1norm)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the artifacts (created if missing)")
+    p.add_argument(
+        "--no-speedup", action="store_true", help="keep the masked model's shapes (zeros, no shrink)"
+    )
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument("--no-verify", action="store_true", help="skip the equivalence check (not recommended)")
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where latency is measured"
+    )
+    p.add_argument("--latency-runs", type=int, default=20, help="timed passes per batch size (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed for example inputs (default 0)")
+    p.add_argument(
+        "--data",
+        choices=_DATA_SOURCES,
+        help="data for the data-driven pruners and for accuracy before/after "
+        "(mnist_subset: the 1,000 MNIST test images shipped with nncompress)",
+    )
+    p.add_argument("--json", action="store_true", help="print the full report as JSON instead of a table")
+    p.set_defaults(handler=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from nncompress.pipeline import JobSpec, run_job
+    from nncompress.progress import ConsoleProgress
+
+    if args.pruner in _DATA_DRIVEN and args.data is None:
+        raise ConfigError(
+            f"the {args.pruner} pruner ranks channels from data: add --data mnist_subset (the data set "
+            "shipped with nncompress), or call nncompress.pipeline.run_job(..., data=...) from Python",
+            key="data",
+        )
+    model, example = _load(args)
+    spec = JobSpec.from_dict(
+        {
+            "pruner": args.pruner,
+            "config_list": _read_config(args.config),
+            "speedup": not args.no_speedup,
+            "device": args.device,
+            "input_shape": list(example.shape),
+            "export_onnx": not args.no_onnx,
+            "verify": not args.no_verify,
+            "seed": args.seed,
+            "latency_runs": args.latency_runs,
+        }
+    )
+    data, eval_data = _data(args.data, example)
+    result = run_job(
+        spec,
+        model=model,
+        architecture=args.arch,
+        out_dir=args.out,
+        progress=ConsoleProgress(sys.stderr),
+        data=data,
+        criterion=torch.nn.functional.cross_entropy if data is not None else None,
+        eval_data=eval_data,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(_summary(result.to_dict()))
+    return 0
+
+
+# -- shared -----------------------------------------------------------------------------------------
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", metavar="NAME", help="architecture from the registry (see `nncompress models`)")
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        type=Path,
+        help="trained weights for --arch (safetensors or a torch.save state_dict), or an ONNX model",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="CONFIG",
+        help="config_list: a JSON file, or the JSON itself",
+    )
+    p.add_argument(
+        "--input-shape",
+        metavar="SHAPE",
+        type=_shape,
+        help="example input shape with the batch dimension, e.g. 1,1,28,28 (default: the architecture's)",
+    )
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, e.g. 1,1,28,28; got {text!r}"
+        ) from None
+    if len(dims) < 2 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"need a batch dimension and at least one more, all ≥ 1; got {text!r}"
+        )
+    return dims
+
+
+def _read_config(value: str) -> list[dict[str, Any]]:
+    text = value
+    if not value.lstrip().startswith(("[", "{")):
+        path = Path(value)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {value}: {exc.strerror}", key="config") from exc
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"the config is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", key="config"
+        ) from exc
+    if isinstance(config, dict):
+        config = [config]  # one entry without the list brackets
+    if not isinstance(config, list):
+        raise ConfigError("the config must be a JSON list of entries (an NNI config_list)", key="config")
+    return config
+
+
+def _load(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor]:
+    from nncompress.io import load_model
+    from nncompress.models import get
+
+    if args.arch is None and args.weights is None:
+        raise ConfigError(
+            "name a model: --arch NAME (see `nncompress models`) and/or --weights FILE", key="arch"
+        )
+    arch = None
+    if args.arch is not None:
+        try:
+            arch = get(args.arch)
+        except KeyError as exc:
+            raise ModelLoadError(str(exc.args[0]), architecture=args.arch) from None
+    if args.weights is not None:
+        model = load_model(args.weights, architecture=args.arch)
+    else:
+        assert arch is not None  # checked above: one of the two is given
+        model = arch.build()
+    model.eval()
+    shape = args.input_shape or (arch.input_shape if arch is not None else None)
+    if shape is None:
+        raise ConfigError(
+            "--input-shape is needed for a model without --arch, e.g. --input-shape 1,3,224,224",
+            key="input_shape",
+        )
+    generator = torch.Generator().manual_seed(getattr(args, "seed", 0))
+    if arch is not None and arch.input_dtype == torch.long:
+        vocab = int(arch.kwargs.get("vocab_size", 100))  # type: ignore[call-overload]
+        example = torch.randint(0, vocab, tuple(shape), generator=generator)
+    else:
+        example = torch.randn(tuple(shape), generator=generator)
+    return model, example
+
+
+def _data(
+    name: str | None, example: torch.Tensor
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    if name is None:
+        return None, None
+    from nncompress.data import load_mnist_subset
+
+    if tuple(example.shape[1:]) != (1, 28, 28):
+        raise ConfigError(
+            f"--data {name} holds 1×28×28 images, but the model takes {list(example.shape[1:])}", key="data"
+        )
+    images, labels = load_mnist_subset()
+    batches = [(images[i : i + 64], labels[i : i + 64]) for i in range(0, len(images), 64)]
+    return batches, (images, labels)
+
+
+def _summary(report: dict[str, Any]) -> str:
+    before, after = report["metrics"]["before"], report["metrics"]["after"]
+    rows = [["", "before", "after", "after/before"]]
+
+    def add(label: str, b: float | None, a: float | None, fmt: str) -> None:
+        if b is None or a is None:
+            return
+        ratio = f"{a / b:.3f}" if b else "-"
+        rows.append([label, format(b, fmt), format(a, fmt), ratio])
+
+    add("parameters", before["params"], after["params"], ",")
+    add("nonzero parameters", before["nonzero_params"], after["nonzero_params"], ",")
+    add("state_dict bytes", before["state_dict_bytes"], after["state_dict_bytes"], ",")
+    add("MACs (batch 1)", before["macs"], after["macs"], ",")
+    for stats_b, stats_a in zip(before["latency"], after["latency"], strict=True):
+        add(
+            f"latency ms, batch {stats_b['batch_size']} (median)",
+            stats_b["median_ms"],
+            stats_a["median_ms"],
+            ".3f",
+        )
+    add("accuracy", before.get("accuracy"), after.get("accuracy"), ".4f")
+    lines = [_render(rows), "", f"latency measured on {after['device']} ({after['latency_method']})"]
+    changed = [
+        layer
+        for layer in report["layers"]
+        if (layer["in_before"], layer["out_before"]) != (layer["in_after"], layer["out_after"])
+    ]
+    if changed:
+        lines += [
+            "",
+            _render(
+                [["layer", "in", "out"]]
+                + [
+                    [
+                        layer["name"],
+                        f"{layer['in_before']}→{layer['in_after']}",
+                        f"{layer['out_before']}→{layer['out_after']}",
+                    ]
+                    for layer in changed
+                ]
+            ),
+        ]
+    if report["notes"]:
+        lines += ["", *(f"note: {note}" for note in report["notes"])]
+    lines += ["", "artifacts:"] + [
+        f"  {a['path']}  {a['size_bytes']:,} bytes  sha256 {a['sha256'][:16]}…" for a in report["artifacts"]
+    ]
+    return "\n".join(line for line in lines).strip("\n")
+
+
+def _render(rows: list[list[Any]], *, numeric: bool = True) -> str:
+    """A plain fixed-width table; the first column (and every column unless ``numeric``) left-aligned."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for index, row in enumerate(rows):
+        cells = [
+            str(c).rjust(w) if numeric and i > 0 else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if index == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)

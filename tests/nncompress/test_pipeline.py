@@ -261,3 +261,22 @@ def test_cuda_without_cuda_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         run_job(_spec(device="cuda"), model=_net(), architecture="mnist_net", out_dir=tmp_path)
     assert info.value.context["key"] == "device"
+
+
+def test_accuracy_is_measured_on_eval_data(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    images = torch.randn(40, 1, 28, 28)
+    model = _net().eval()
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)  # the unpruned model is right on every example by construction
+    labels[:10] = (labels[:10] + 1) % 10  # …except these ten
+    result = run_job(
+        _spec(export_onnx=False),
+        model=model,
+        architecture="mnist_net",
+        out_dir=tmp_path,
+        eval_data=[(images[:25], labels[:25]), (images[25:], labels[25:])],
+    )
+    assert result.accuracy is not None and result.accuracy["before"] == pytest.approx(30 / 40)
+    assert 0.0 <= result.accuracy["after"] <= 1.0
+    assert result.to_dict()["metrics"]["before"]["accuracy"] == pytest.approx(0.75)
