@@ -7,6 +7,7 @@ fault tests finish in seconds; every wait polls with a deadline.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -27,6 +28,15 @@ from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = "tests.workers.workloads:run"
+# The seed's job: L1-norm pruning of half the channels of every layer but the classifier, with speedup.
+SEED_SPEC = {
+    "pruner": "l1norm",
+    "config_list": [
+        {"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]},
+        {"exclude": True, "op_names": ["fc2"]},
+    ],
+    "latency_runs": 3,
+}
 FAST = {
     "lease_seconds": 2,
     "heartbeat_seconds": 1,
@@ -73,21 +83,48 @@ class Jobs:
         self.engine = make_engine(self.url)
         self.session_factory = make_session_factory(self.engine)
 
-    def create(self, *, queue: str = "cpu", max_attempts: int = 3, **spec: Any) -> str:
+    def create(
+        self, *, queue: str = "cpu", max_attempts: int = 3, model_id: str | None = None, **spec: Any
+    ) -> str:
         with self.session_factory() as session:
-            model = Model(
-                sha256="0" * 64,
-                size_bytes=1,
-                format="safetensors",
-                filename="m.safetensors",
-                storage_key="models/x",
-            )
-            session.add(model)
-            session.flush()
-            job = Job(model_id=model.id, spec=spec, queue=queue, device="cpu", max_attempts=max_attempts)
+            if model_id is None:
+                model = Model(
+                    sha256="0" * 64,
+                    size_bytes=1,
+                    format="safetensors",
+                    filename="m.st",
+                    storage_key="models/x",
+                )
+                session.add(model)
+                session.flush()
+                model_id = model.id
+            job = Job(model_id=model_id, spec=spec, queue=queue, device="cpu", max_attempts=max_attempts)
             session.add(job)
             session.commit()
             return job.id
+
+    def upload_seed_model(self) -> str:
+        """Stores the shipped, trained MNIST weights as an uploaded model (what POST /v1/models does)."""
+        from nncompress.data import mnist_net_weights_path
+
+        data = mnist_net_weights_path().read_bytes()
+        with self.session_factory() as session:
+            model = Model(
+                sha256=hashlib.sha256(data).hexdigest(),
+                size_bytes=len(data),
+                format="safetensors",
+                architecture="mnist_net",
+                filename="mnist_net.safetensors",
+                storage_key="pending",
+            )
+            session.add(model)
+            session.flush()
+            model.storage_key = f"models/{model.id}/upload.bin"
+            path = self.storage / model.storage_key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            session.commit()
+            return model.id
 
     def get(self, job_id: str) -> Job:
         with self.session_factory() as session:
@@ -224,12 +261,16 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Starts Celery workers on the given settings (env ``NNCOMPRESS_*``); all are stopped at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *, name: str = "w1", queues: str = "cpu") -> WorkerProcess:
+    def start(
+        settings: Settings, *, name: str = "w1", queues: str = "cpu", target: str | None = TARGET
+    ) -> WorkerProcess:
         env = dict(os.environ)
         env.update(
             {f"NNCOMPRESS_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
         )
-        env["NNCOMPRESS_WORKER_JOB_TARGET"] = TARGET
+        env.pop("NNCOMPRESS_WORKER_JOB_TARGET", None)
+        if target:
+            env["NNCOMPRESS_WORKER_JOB_TARGET"] = target
         env["PYTHONPATH"] = str(REPO)
         log = tmp_path / f"worker-{name}-{len(started)}.log"
         with log.open("wb") as fh:
