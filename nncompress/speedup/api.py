@@ -313,7 +313,8 @@ def _plain(model: nn.Module) -> nn.Module:
     plain = copy.deepcopy(model)
     for module in plain.modules():
         if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+            names = list(module.parametrizations.keys())  # type: ignore[union-attr, operator]
+            for name in names:
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return plain
 

@@ -27,7 +27,7 @@ def gate_count(layer: RecurrentLayer) -> int:
 
 def check_supported(layer: RecurrentLayer, name: str) -> None:
     """Raises UnsupportedModelError for layouts the pruner does not handle (stacked, bidirectional, proj)."""
-    if layer.num_layers != 1 or layer.bidirectional or getattr(layer, "proj_size", 0):
+    if layer.num_layers != 1 or layer.bidirectional or int(getattr(layer, "proj_size", 0)):
         raise UnsupportedModelError(
             f"recurrent layer {name!r} has num_layers={layer.num_layers}, "
             f"bidirectional={layer.bidirectional}; "
@@ -42,7 +42,8 @@ def unit_rows(layer: RecurrentLayer, units: torch.Tensor) -> torch.Tensor:
     return torch.cat([units + gate * hidden for gate in range(gate_count(layer))])
 
 
-def _select(param: nn.Parameter, index: torch.Tensor, dim: int) -> nn.Parameter:
+def _select(param: object, index: torch.Tensor, dim: int) -> nn.Parameter:
+    assert isinstance(param, torch.Tensor)
     return nn.Parameter(
         param.detach().index_select(dim, index.to(param.device)).contiguous(), param.requires_grad
     )

@@ -43,7 +43,7 @@ def _is_view(node: fx.Node) -> bool:
 
 
 def _shape_args(node: fx.Node) -> list[object]:
-    args = list(node.args[1:])
+    args: list[object] = list(node.args[1:])
     if "shape" in node.kwargs:
         args = [node.kwargs["shape"]]
     if len(args) == 1 and isinstance(args[0], list | tuple):
@@ -196,7 +196,7 @@ def _runtime_args(
                 j = dst_dims[0]
                 if not isinstance(args[j], int) or args[j] == -1:
                     continue
-                expr: object = graph.call_method("size", (source, src_dims[0]))
+                expr: fx.Node = graph.call_method("size", (source, src_dims[0]))
                 for d in src_dims[1:]:
                     expr = graph.call_function(operator.mul, (expr, graph.call_method("size", (source, d))))
                 new_args[j] = expr

@@ -238,7 +238,12 @@ def _record(model: nn.Module) -> tuple[dict[str, object], list[str], Callable[[]
             outputs[name] = out
 
         handles.append(module.register_forward_hook(hook))
-    return outputs, order, lambda: [h.remove() for h in handles]  # type: ignore[func-returns-value]
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
+
+    return outputs, order, remove
 
 
 def _align(ref: torch.Tensor, got: torch.Tensor, kept_out: list[int] | None) -> torch.Tensor | None:

@@ -98,7 +98,7 @@ def test_verify_names_the_first_divergent_layer() -> None:
     result = speedup(model, masks, x)
     masked = apply_masks(build("resnet_bottleneck")[0], masks)
     with torch.no_grad():
-        result.model.layers[1][0].conv2.weight.mul_(1.5)
+        result.model.get_parameter("layers.1.0.conv2.weight").mul_(1.5)
 
     with pytest.raises(VerificationError, match=r"'layers\.1\.0\.conv2'") as info:
         verify_equivalence(masked, result.model, x, kept=result.kept)

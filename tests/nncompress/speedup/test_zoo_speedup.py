@@ -110,7 +110,8 @@ def test_nni_model_speedup_shrinks_the_model_in_place() -> None:
     returned = ModelSpeedup(model, x, masks).speedup_model()
 
     assert returned is model
-    assert model.features[0].out_channels == 16
-    assert model.classifier[0].in_features == 512
+    modules = dict(model.named_modules())
+    assert modules["features.0"].out_channels == 16
+    assert modules["classifier.0"].in_features == 512
     with torch.inference_mode():
         torch.testing.assert_close(model(x), expected)
