@@ -13,8 +13,9 @@ from app.db.models import Job
 class JobIn(BaseModel):
     """A compression job: which model, which pruner and config, and what to produce.
 
-    Everything but ``model_id`` becomes the job's spec (``nncompress.pipeline.JobSpec``), which the
-    worker runs; fields left out take the engine's defaults.
+    Everything but ``model_id`` becomes the job's spec (``nncompress.pipeline.JobSpec``, which the
+    worker runs): the fields below plus the keys of ``options``; left out, they take the engine's
+    defaults, and an unknown option is a 422 naming it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -33,9 +34,11 @@ class JobIn(BaseModel):
     )
     export_onnx: bool = True
     verify: bool = True
-    seed: int | None = Field(default=None, ge=0, description="seeds torch before pruning (default 0)")
-    latency_runs: int | None = Field(default=None, ge=1, description="timed forward passes per batch size")
-    latency_batch_sizes: list[int] | None = Field(default=None, min_length=1, examples=[[1, 64]])
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        examples=[{"seed": 0, "latency_runs": 20, "latency_batch_sizes": [1, 64]}],
+        description="further engine options (JobSpec keys such as seed, latency_runs, latency_batch_sizes)",
+    )
 
 
 class JobError(BaseModel):

@@ -62,9 +62,15 @@ def validate_job(*, model: Model, body: JobIn) -> dict[str, Any]:
         UnknownLayerError, NoMatchError: the config does not fit the model's layers.
         InvalidInputShape, InvalidJobSpec: the input shape is missing or does not fit.
     """
-    raw = body.model_dump(mode="json", exclude={"model_id"}, exclude_none=True)
+    raw = body.model_dump(mode="json", exclude={"model_id", "options"})
+    repeated = sorted(set(body.options) & (set(raw) | {"model_id"}))
+    if repeated:
+        raise InvalidJobSpec(
+            f"options repeats the top-level field {repeated[0]!r}; set it once, at the top level",
+            errors=[{"field": f"options.{repeated[0]}"}],
+        )
     raw["input_shape"] = default_input_shape(model, body.input_shape)
-    spec = JobSpec.from_dict(raw)
+    spec = JobSpec.from_dict({**raw, **body.options})
     parse_config_list(body.config_list)
     if model.architecture is not None:
         check_on_architecture(model.architecture, body.config_list, raw["input_shape"])

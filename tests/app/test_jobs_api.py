@@ -29,13 +29,14 @@ def set_status(client: TestClient, job_id: str, **values: Any) -> None:
 
 def test_create_job_queues_it_and_enqueues_the_id(client: TestClient) -> None:
     model_id = uploaded_mnist(client)
-    response = client.post("/v1/jobs", json=job_body(model_id, device="cuda"))
+    response = client.post("/v1/jobs", json=job_body(model_id, device="cuda", options={"latency_runs": 5}))
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert (job["status"], job["progress"], job["queue"], job["attempt"]) == ("queued", 0.0, "gpu", 0)
     assert job["spec"]["input_shape"] == [1, 1, 28, 28] and job["spec"]["speedup"] is True
     assert JobSpec.from_dict(job["spec"]).to_dict() == job["spec"]  # what the worker will run
+    assert job["spec"]["latency_runs"] == 5
     assert client.app.state.dispatcher.enqueued == [job["id"]]  # type: ignore[attr-defined]
     assert client.get(f"/v1/jobs/{job['id']}").json() == job
     events = client.get(f"/v1/jobs/{job['id']}/events").json()
@@ -78,7 +79,9 @@ def test_bad_config_is_422_naming_entry_and_key(
         ({"model_id": "f" * 32}, 404, "not_found"),
         ({"surprise": 1}, 422, "validation_error"),
         ({"pruner": "l9norm"}, 422, "invalid_config"),
-        ({"latency_batch_sizes": [0]}, 422, "invalid_config"),
+        ({"options": {"latency_batch_sizes": [0]}}, 422, "invalid_config"),
+        ({"options": {"warp_speed": True}}, 422, "invalid_config"),
+        ({"options": {"pruner": "fpgm"}}, 422, "invalid_job_spec"),
     ],
 )
 def test_bad_job_requests_are_clear_4xx(
