@@ -154,9 +154,19 @@ class Jobs:
 
 
 def marker_lines(path: Path) -> list[tuple[int, int]]:
+    """``(pid, attempt)`` of every run of a test workload, in order."""
+    return [(pid, attempt) for pid, attempt, _ in marker_runs(path)]
+
+
+def marker_runs(path: Path) -> list[tuple[int, int, str | None]]:
+    """``(pid, attempt, resume_from)`` of every run of a test workload, in order."""
     if not path.exists():
         return []
-    return [(int(p), int(a)) for p, a in (line.split() for line in path.read_text().splitlines())]
+    runs = []
+    for line in path.read_text().splitlines():
+        pid, attempt, resume = line.split()
+        runs.append((int(pid), int(attempt), None if resume == "-" else resume))
+    return runs
 
 
 @pytest.fixture

@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from tests.workers.conftest import FAST, Jobs, RedisServer, WorkerProcess, marker_lines, pid_alive, wait_for
+from tests.workers.conftest import (
+    FAST,
+    Jobs,
+    RedisServer,
+    WorkerProcess,
+    marker_lines,
+    marker_runs,
+    pid_alive,
+    wait_for,
+)
 from workers.dispatch import CeleryDispatcher
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -54,14 +63,17 @@ def test_sigkilled_worker_group_job_finishes_on_a_restarted_worker(
     job_id = pg_jobs.create(workload="sleep", seconds=4, marker=str(marker))
     _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
     ((pid, _),) = wait_for(lambda: marker_lines(marker), 60, "the job to start")
+    wait_for(lambda: pg_jobs.get(job_id).last_finished_stage, 30, "the job to finish its first stage")
     worker.kill_group()
     # The job process lives in its own session; it must notice its supervisor is gone and die.
     wait_for(lambda: not pid_alive(pid), 10, "the orphaned job process to exit")
-    assert pg_jobs.get(job_id).status == "running"
+    killed = pg_jobs.get(job_id)
+    assert killed.status == "running"
     start_worker(celery_settings)
     job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 90)
     assert job.status == "succeeded", job.error_message
-    assert [attempt for _, attempt in marker_lines(marker)] == [1, 2]
+    runs = marker_runs(marker)
+    assert [(attempt, resume) for _, attempt, resume in runs] == [(1, None), (2, killed.last_finished_stage)]
     assert "retried" in [e.type for e in pg_jobs.events(job_id)]
 
 
@@ -131,3 +143,41 @@ def test_cancel_a_running_job_kills_its_process(
     next_id = pg_jobs.create(workload="sleep", seconds=0.2)
     _dispatcher(celery_settings, pg_jobs).enqueue(next_id)
     assert pg_jobs.wait_status(next_id, {"succeeded", "failed"}, 60).status == "succeeded"
+
+
+def test_queued_job_survives_a_redis_restart_while_the_worker_is_busy(
+    celery_settings: Settings,
+    pg_jobs: Jobs,
+    start_worker: StartWorker,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    # Given a worker busy with one job and a second job waiting in Redis, when Redis restarts empty,
+    # then the worker reconnects, finishes the first job, and the reconciler re-publishes the second.
+    marker = tmp_path / "runs"
+    start_worker(celery_settings)
+    dispatcher = _dispatcher(celery_settings, pg_jobs)
+    busy = pg_jobs.create(workload="sleep", seconds=3, marker=str(marker))
+    dispatcher.enqueue(busy)
+    wait_for(lambda: marker_lines(marker), 60, "the first job to start")
+    waiting = pg_jobs.create(workload="sleep", seconds=0.2)
+    dispatcher.enqueue(waiting)
+    redis_server.stop()
+    redis_server.start()
+    for job_id in (busy, waiting):
+        job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 90)
+        assert job.status == "succeeded", job.error_message
+    assert len(marker_lines(marker)) == 1
+    assert "requeued" in [e.type for e in pg_jobs.events(waiting)]
+
+
+def test_cuda_jobs_go_to_the_gpu_queue(
+    celery_settings: Settings, pg_jobs: Jobs, redis_server: RedisServer
+) -> None:
+    import redis
+
+    dispatcher = _dispatcher(celery_settings, pg_jobs)
+    dispatcher.enqueue(pg_jobs.create(queue="gpu"))
+    dispatcher.enqueue(pg_jobs.create(queue="cpu"))
+    client = redis.Redis.from_url(redis_server.url)
+    assert (client.llen("gpu"), client.llen("cpu")) == (1, 1)

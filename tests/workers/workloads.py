@@ -2,7 +2,7 @@
 
 They stand in for the pipeline so the tests can make a job slow, crash, fail or count its runs;
 what they exercise is the machinery around them: claim, lease, child process, cancel, kill.
-The job's ``spec["workload"]`` picks one; every run appends ``<pid> <attempt>`` to
+The job's ``spec["workload"]`` picks one; every run appends ``<pid> <attempt> <resume_from>`` to
 ``spec["marker"]`` so a test can count executions and find the job process.
 """
 
@@ -41,7 +41,7 @@ def run(ctx: JobContext) -> JobOutput:
     marker = spec.get("marker")
     if marker:
         with open(marker, "a") as fh:
-            fh.write(f"{os.getpid()} {ctx.job.attempt}\n")
+            fh.write(f"{os.getpid()} {ctx.job.attempt} {ctx.resume_from or '-'}\n")
     kind = spec.get("workload", "sleep")
     if kind == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
