@@ -26,12 +26,26 @@ class _LastOp(TorchFunctionMode):
         self.name = ""
         self.args: tuple[object, ...] = ()
         self.input_shape: tuple[int, ...] | None = None
+        self.last_shape_call: str | None = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         self.name = getattr(func, "__name__", str(func))
         self.args = tuple(args[1:]) if args and isinstance(args[0], torch.Tensor) else tuple(args)
         self.input_shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
+        if self.name in _SHAPE_OPS and _has_int(self.args):
+            # A reshape with literal sizes that "succeeds" can still fold the batch (view(-1, 800) on two
+            # half-size samples); the crash then comes later, so remember it.
+            self.last_shape_call = (
+                f"{self.name}({_format_args(self.args)}) on a tensor of shape {self.input_shape}"
+            )
         return func(*args, **(kwargs or {}))
+
+
+def _has_int(args: tuple[object, ...]) -> bool:
+    return any(
+        isinstance(a, int) or (isinstance(a, list | tuple) and any(isinstance(i, int) for i in a))
+        for a in args
+    )
 
 
 def _user_frame(exc: BaseException) -> str | None:
@@ -98,6 +112,21 @@ def forward_failure(
             + ". Compute it from the tensor instead, e.g. use torch.flatten(x, 1) or x.view(x.size(0), -1) "
             "instead of x.view(-1, 800)."
         )
-    elif trace_error:
-        message += f" torch.fx could not trace the model ({trace_error}), so no shape rewrite was attempted."
-    return VerificationError(message, op=op, args=_format_args(recorder.args), source=where, cause=str(cause))
+    else:
+        if recorder.last_shape_call:
+            message += (
+                f" The last reshape before it was {recorder.last_shape_call}: if its sizes are hard-coded, "
+                "compute them from the tensor instead, e.g. torch.flatten(x, 1) instead of x.view(-1, 800)."
+            )
+        if trace_error:
+            message += (
+                f" torch.fx could not trace the model ({trace_error}), so no shape rewrite was attempted."
+            )
+    return VerificationError(
+        message,
+        op=op,
+        args=_format_args(recorder.args),
+        source=where,
+        cause=str(cause),
+        last_reshape=recorder.last_shape_call,
+    )

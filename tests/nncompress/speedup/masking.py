@@ -42,7 +42,7 @@ def _out_param_slices(module: nn.Module, channels: torch.Tensor) -> dict[str, tu
 
 def l1_channel_masks(
     model: nn.Module,
-    example_inputs: torch.Tensor,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
     ratio: float = 0.5,
     *,
     blocks: dict[str, int] | None = None,
@@ -51,7 +51,7 @@ def l1_channel_masks(
 
     Args:
         model: the model (not modified).
-        example_inputs: a dummy input.
+        example_inputs: a dummy input, or a tuple of positional inputs.
         ratio: fraction of each group's channels to mask.
         blocks: root-name substring -> block size; such groups lose whole contiguous blocks (attention heads).
 
@@ -59,7 +59,8 @@ def l1_channel_masks(
         Masks in the engine's format, one entry per producing layer of every masked group.
     """
     work = copy.deepcopy(model)
-    groups = channel_groups(build_graph(work, (example_inputs,)))
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    groups = channel_groups(build_graph(work, inputs))
     names = {id(m): n for n, m in model.named_modules()}
     work_to_orig = dict(zip([id(m) for m in work.modules()], list(model.modules()), strict=True))
     masks: Masks = {}

@@ -48,6 +48,18 @@ def test_untraceable_hard_coded_view_fails_with_the_op_and_a_fix() -> None:
     assert "x.view(-1, 8 * 6 * 6)" in (info.value.context["source"] or "")
 
 
+def test_a_batch_folding_view_is_named_when_a_later_layer_crashes() -> None:
+    # With a dummy batch of 2, view(-1, 288) still "works" after pruning (two 144-feature samples fold
+    # into one row); the crash comes in the Linear, and the error points back at the view.
+    torch.manual_seed(0)
+    model, x = UntraceableNet().eval(), torch.randn(2, 3, 14, 14)
+    with pytest.raises(VerificationError) as info:
+        speedup(model, l1_channel_masks(model, x, 0.5), x)
+    assert info.value.context["op"] == "linear"
+    assert "view(-1, 288) on a tensor of shape (2, 4, 6, 6)" in str(info.value)
+    assert "torch.flatten(x, 1)" in str(info.value)
+
+
 def test_element_masks_keep_shapes_and_are_reported_as_sparsity() -> None:
     model, x = build("vgg_bn")
     generator = torch.Generator().manual_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from nncompress.models import get
 from nncompress.speedup import apply_kept_indices, speedup
@@ -115,3 +116,42 @@ def test_nni_model_speedup_shrinks_the_model_in_place() -> None:
     assert modules["classifier.0"].in_features == 512
     with torch.inference_mode():
         torch.testing.assert_close(model(x), expected)
+
+
+class TwoInputNet(nn.Module):
+    """Two positional inputs whose convs meet in an add, then BatchNorm and a pooled head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv_b = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv_a(a) + self.conv_b(b)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_models_with_several_inputs_take_a_tuple() -> None:
+    torch.manual_seed(0)
+    model = TwoInputNet().eval()
+    inputs = (torch.randn(1, 3, 8, 8), torch.randn(1, 1, 8, 8))
+
+    result = speedup(model, l1_channel_masks(model, inputs), inputs)
+
+    assert result.kept["conv_a"]["out"] == result.kept["conv_b"]["out"] == result.kept["bn"]["out"]
+    assert len(result.kept["head"]["in"]) == 4
+    with torch.inference_mode():
+        assert result.model(torch.randn(3, 3, 8, 8), torch.randn(3, 1, 8, 8)).shape == (3, 2)
+
+
+def test_training_mode_is_kept_and_the_original_statistics_are_untouched() -> None:
+    model, x = build("resnet_bottleneck")
+    model.train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+    result = speedup(model, l1_channel_masks(model, x), x)
+
+    assert result.model.training and model.training
+    assert all(torch.equal(stats[k], v) for k, v in model.state_dict().items() if "running" in k)
