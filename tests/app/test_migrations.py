@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
 
 from app.db.migrate import downgrade_to_base, upgrade_to_head
 from app.db.models import Base
@@ -61,5 +65,23 @@ def test_sqlite_engine_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) > 0
+    finally:
+        engine.dispose()
+
+
+def test_alembic_cli_takes_the_url_from_database_url(make_pg_database: Callable[[], str]) -> None:
+    """The compose migrate step: ``alembic upgrade head`` with only DATABASE_URL set (plain postgresql://)."""
+    url = make_url(make_pg_database()).set(drivername="postgresql").render_as_string(hide_password=False)
+    env = {k: v for k, v in os.environ.items() if k not in {"NNCOMPRESS_DATABASE_URL"}}
+    root = Path(__file__).resolve().parents[2]
+    alembic = str(Path(sys.executable).with_name("alembic"))
+    for args in (["upgrade", "head"], ["check"]):
+        done = subprocess.run(
+            [alembic, *args], cwd=root, env={**env, "DATABASE_URL": url}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    engine = make_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
