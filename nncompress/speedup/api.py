@@ -311,11 +311,18 @@ def _plain(model: nn.Module) -> nn.Module:
     if not any(parametrize.is_parametrized(m) for m in model.modules()):
         return model
     plain = copy.deepcopy(model)
-    for module in plain.modules():
-        if parametrize.is_parametrized(module):
+    with torch.no_grad():
+        for module in plain.modules():
+            if not parametrize.is_parametrized(module):
+                continue
             names = list(module.parametrizations.keys())  # type: ignore[union-attr, operator]
-            for name in names:
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+            values = {name: getattr(module, name).detach().clone() for name in names}
+            # deepcopy keeps the generated Parametrized* class, which the caller's model shares, and
+            # remove_parametrizations edits that class: restore the plain class on the copy by hand.
+            module.__class__ = module.__class__.__bases__[0]
+            del module._modules["parametrizations"]
+            for name, value in values.items():
+                module.register_parameter(name, nn.Parameter(value))
     return plain
 
 

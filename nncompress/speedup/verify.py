@@ -201,7 +201,8 @@ def check_outputs(
                 masked_model(), shrunk_model, batch, rtol=rtol, atol=atol, kept=kept
             )
             where = (
-                f"first divergent layer: {layer[0]!r} (max abs diff {layer[1]:.3g})"
+                f"first divergent layer: {layer[0]!r} (max abs diff {layer[1]:.3g}, "
+                f"{layer[2]:.3g} of its output scale)"
                 if layer
                 else "no single layer diverges beyond tolerance; the difference comes from ops between layers"
             )
@@ -267,10 +268,13 @@ def first_divergent_layer(
     rtol: float,
     atol: float,
     kept: dict[str, dict[str, list[int]]],
-) -> tuple[str, float] | None:
+) -> tuple[str, float, float] | None:
     """Runs both models with hooks and returns the first layer (execution order) whose outputs diverge.
 
-    Pruned layers are compared on their kept output channels. Returns None when no layer diverges.
+    Pruned layers are compared on their kept output channels.
+
+    Returns:
+        ``(layer name, max abs diff, max abs diff / max |reference|)``, or None when no layer diverges.
     """
     ref_out, order, remove_ref = _record(masked_model)
     got_out, _, remove_got = _record(shrunk_model)
@@ -295,5 +299,5 @@ def first_divergent_layer(
         diff = (aligned.double() - got.double()).abs().max().item() if got.numel() else 0.0
         scale = aligned.double().abs().max().item() if got.numel() else 0.0
         if diff != diff or diff > atol + rtol * scale:
-            return name, diff
+            return name, diff, diff / scale if scale else float("inf")
     return None

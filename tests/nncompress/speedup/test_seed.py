@@ -93,3 +93,17 @@ def test_replaying_kept_indices_on_a_fresh_net_reruns_the_rewrite(seed: tuple[Ne
     batch = torch.randn(4, 1, 28, 28)
     with torch.inference_mode():
         torch.testing.assert_close(fresh.eval()(batch), result.model(batch))
+
+
+def test_top_level_names_work_like_nni(seed: tuple[Net, torch.Tensor]) -> None:
+    import nncompress
+    from nncompress import ModelSpeedup as TopLevelModelSpeedup
+    from nncompress import speedup as top_level_speedup
+
+    model, x = seed
+    masks = _seed_masks(model, x)
+    assert TopLevelModelSpeedup is ModelSpeedup
+    assert top_level_speedup(model, masks, x).params_after == 109_295
+    assert nncompress.speedup(model, masks, x).params_after == 109_295
+    # Speeding up a model whose masks are still attached leaves that model usable.
+    assert model.conv1.weight.shape == (20, 1, 5, 5)
