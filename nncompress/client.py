@@ -206,6 +206,7 @@ class Client:
         on_progress: Callable[[JSON], None] | None = None,
         deadline: float | None = None,
         poll_interval: float = 0.5,
+        outage_tolerance: float = 60.0,
     ) -> JSON:
         """Polls until the job is succeeded, failed or cancelled, and returns it.
 
@@ -213,17 +214,27 @@ class Client:
             on_progress: called with the job whenever its status, stage or progress changes.
             deadline: at most this many seconds to wait (``None``: forever); then :class:`WaitTimeout`.
             poll_interval: seconds between polls.
+            outage_tolerance: seconds of no answer (or 502/503/504) to wait out, e.g. an API restart
+                during a long job; the job's state lives in the database, so polling can resume.
         """
-        start = time.monotonic()
+        start = last_answer = time.monotonic()
         seen: tuple[Any, ...] | None = None
+        job: JSON = {"id": job_id, "status": "unknown"}
         while True:
-            job = self.get_job(job_id)
-            key = (job.get("status"), job.get("stage"), job.get("progress"))
-            if on_progress is not None and key != seen:
-                on_progress(job)
-            seen = key
-            if job.get("status") in TERMINAL_STATUSES:
-                return job
+            try:
+                job = self.get_job(job_id)
+                last_answer = time.monotonic()
+            except ServiceError as exc:
+                transient = isinstance(exc, ServiceUnreachable) or exc.status in (502, 503, 504)
+                if not transient or time.monotonic() - last_answer > outage_tolerance:
+                    raise
+            else:
+                key = (job.get("status"), job.get("stage"), job.get("progress"))
+                if on_progress is not None and key != seen:
+                    on_progress(job)
+                seen = key
+                if job.get("status") in TERMINAL_STATUSES:
+                    return job
             waited = time.monotonic() - start
             if deadline is not None and waited >= deadline:
                 raise WaitTimeout(job, waited)

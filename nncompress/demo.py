@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nncompress-demo-") as tmp:
         out_dir = Path(args.out) if args.out else Path(tmp) / "artifacts"
+        hint = "" if args.out else "; deleted at the end: pass --out DIR to keep them"
         try:
             if args.server:
-                summary = run(Client(args.server), out_dir, deadline=args.timeout)
+                summary = run(Client(args.server), out_dir, deadline=args.timeout, keep_hint=hint)
             else:
                 with embedded_server(Path(tmp) / "server", ready_timeout=args.ready_timeout) as client:
-                    summary = run(client, out_dir, deadline=args.timeout)
+                    summary = run(client, out_dir, deadline=args.timeout, keep_hint=hint)
         except (ServiceError, DemoError, WaitTimeout) as exc:
             print(f"\ndemo failed: {exc}", file=sys.stderr)
             return 1
@@ -76,7 +77,7 @@ class DemoError(Exception):
     """A step of the demo failed in a way the server did not describe (startup, artifacts, reload)."""
 
 
-def run(client: Client, out_dir: Path, *, deadline: float) -> dict[str, Any]:
+def run(client: Client, out_dir: Path, *, deadline: float, keep_hint: str = "") -> dict[str, Any]:
     """Steps 2-5 against a running server; returns the figures it printed (for tests and --summary)."""
     weights = mnist_net_weights_path()
     model = client.upload_model(weights, architecture=ARCHITECTURE)
@@ -104,7 +105,7 @@ def run(client: Client, out_dir: Path, *, deadline: float) -> dict[str, Any]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {a["name"]: client.download_artifact(job["id"], a["name"], out_dir) for a in job["artifacts"]}
-    print(f"downloaded {', '.join(sorted(files))} to {out_dir} (sha256 verified)")
+    print(f"downloaded {', '.join(sorted(files))} to {out_dir} (sha256 verified{keep_hint})")
 
     images, labels = load_mnist_subset()
     original = _load_original(weights)

@@ -73,7 +73,6 @@ def test_demo_script_bootstraps_then_runs_the_module() -> None:
     # scripts/demo.sh is what a newcomer runs: it must install first, then run this same module.
     script = (REPO / "scripts" / "demo.sh").read_text().splitlines()
     commands = [line for line in script if line.strip() and not line.lstrip().startswith("#")]
-    assert commands.index("scripts/bootstrap.sh") < commands.index(
-        'exec .venv/bin/python -m nncompress.demo "$@"'
-    )
+    bootstrap = next(i for i, line in enumerate(commands) if "scripts/bootstrap.sh" in line)
+    assert bootstrap < commands.index('exec .venv/bin/python -m nncompress.demo "$@"')
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "demo.sh")]).returncode == 0

@@ -36,6 +36,7 @@ class FakeState:
     honour_range: bool = True
     ranges: list[str] = field(default_factory=list)
     served_bytes: int = 0
+    outages: int = 0
 
 
 def _job(state: FakeState) -> dict[str, Any]:
@@ -91,7 +92,10 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             state.requests.append(("GET", self.path, dict(self.headers)))
-            if self.path == "/v1/jobs/j1":
+            if self.path == "/v1/jobs/j1" and state.outages > 0:
+                state.outages -= 1
+                self._problem(503, "unavailable", "restarting")
+            elif self.path == "/v1/jobs/j1":
                 state.polls += 1
                 self._send(200, _job(state))
             elif self.path.startswith("/v1/jobs?"):
@@ -249,6 +253,17 @@ def test_wait_reports_each_change_and_returns_the_final_job(server: tuple[Client
 
     assert job["status"] == "succeeded"
     assert seen == [("running", 10.0), ("running", 20.0), ("succeeded", 100.0)]
+
+
+def test_wait_rides_out_a_short_outage_but_not_a_long_one(server: tuple[Client, FakeState]) -> None:
+    client, state = server
+    state.outages, state.polls_until_done = 3, 1
+    assert client.wait("j1", poll_interval=0.01)["status"] == "succeeded"
+
+    state.outages, state.polls, state.polls_until_done = 10**9, 0, 1
+    with pytest.raises(ServiceError) as info:
+        client.wait("j1", poll_interval=0.01, outage_tolerance=0.1)
+    assert info.value.status == 503
 
 
 def test_wait_gives_up_at_the_deadline(server: tuple[Client, FakeState]) -> None:
