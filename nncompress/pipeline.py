@@ -619,32 +619,59 @@ def _layer_changes(before: nn.Module, after: nn.Module) -> tuple[LayerChange, ..
     after_modules = dict(after.named_modules())
     changes = []
     for name, module in before.named_modules():
-        weight = getattr(module, "weight", None)
-        if not name or not isinstance(weight, torch.Tensor):
-            continue
+        own = list(module.parameters(recurse=False))
         twin = after_modules.get(name)
-        twin_weight = getattr(twin, "weight", None)
-        if not isinstance(twin_weight, torch.Tensor):
+        if not name or not own or twin is None:
             continue
-        zeros = twin_weight.numel() - int(torch.count_nonzero(twin_weight.detach()))
+        in_before, out_before = _channels(module)
+        in_after, out_after = _channels(twin)
+        # Sparsity of the weight, as in ModelMetrics (biases and norm shifts start at zero anyway).
+        weight = getattr(twin, "weight", None)
+        counted = [weight] if isinstance(weight, torch.Tensor) else list(twin.parameters(recurse=False))
+        numel = sum(p.numel() for p in counted)
+        zeros = numel - sum(int(torch.count_nonzero(p.detach())) for p in counted)
         changes.append(
             LayerChange(
                 name=name,
                 type=type(module).__name__,
-                in_before=_in_channels(weight),
-                in_after=_in_channels(twin_weight),
-                out_before=int(weight.shape[0]),
-                out_after=int(twin_weight.shape[0]),
-                params_before=sum(p.numel() for p in module.parameters(recurse=False)),
-                params_after=sum(p.numel() for p in twin.parameters(recurse=False)),  # type: ignore[union-attr]
-                sparsity_after=zeros / twin_weight.numel() if twin_weight.numel() else 0.0,
+                in_before=in_before,
+                in_after=in_after,
+                out_before=out_before,
+                out_after=out_after,
+                params_before=sum(p.numel() for p in own),
+                params_after=sum(p.numel() for p in twin.parameters(recurse=False)),
+                sparsity_after=zeros / numel if numel else 0.0,
             )
         )
     return tuple(changes)
 
 
-def _in_channels(weight: torch.Tensor) -> int | None:
-    return int(weight.shape[1]) if weight.dim() > 1 else None
+# Attribute pairs (input side, output side) that name a layer's channels, by layer family.
+_CHANNEL_ATTRS: tuple[tuple[str | None, str], ...] = (
+    ("in_channels", "out_channels"),  # convolutions
+    ("in_features", "out_features"),  # Linear
+    ("input_size", "hidden_size"),  # LSTM, GRU, RNN
+    (None, "embedding_dim"),  # Embedding: the vocabulary is not a channel dimension
+    ("num_features", "num_features"),  # BatchNorm, InstanceNorm
+    ("num_channels", "num_channels"),  # GroupNorm
+    ("embed_dim", "embed_dim"),  # MultiheadAttention
+)
+
+
+def _channels(module: nn.Module) -> tuple[int | None, int | None]:
+    for in_attr, out_attr in _CHANNEL_ATTRS:
+        out = getattr(module, out_attr, None)
+        if isinstance(out, int):
+            inp = getattr(module, in_attr, None) if in_attr else None
+            return (inp if isinstance(inp, int) else None), out
+    shape = getattr(module, "normalized_shape", None)  # LayerNorm
+    if isinstance(shape, tuple) and shape:
+        return int(shape[-1]), int(shape[-1])
+    # Anything else: read the channels off the weight, output dimension first as in torch layers.
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() >= 1:
+        return (int(weight.shape[1]) if weight.dim() > 1 else None), int(weight.shape[0])
+    return None, None
 
 
 def _export(

@@ -194,6 +194,9 @@ def _export_dynamo(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path
     if dynamic:
         batch = torch.export.Dim("batch")
         dynamic_shapes = tuple({0: batch} for _ in inputs)
+        # torch.export specialises dimensions of size 0 and 1, so a batch-1 example would fix the
+        # batch at 1 in some graphs (seen with nn.LSTM); trace with two rows instead.
+        inputs = tuple(t[:1].repeat(2, *([1] * (t.dim() - 1))) for t in inputs)
     with _quiet():
         program = torch.onnx.export(
             model,

@@ -68,3 +68,15 @@ def test_export_leaves_training_mode_alone(tmp_path: Path) -> None:
     model = Net().train()
     export_onnx(model, torch.randn(1, 1, 28, 28), tmp_path / "m.onnx")
     assert model.training
+
+
+def test_recurrent_model_keeps_a_dynamic_batch(tmp_path: Path) -> None:
+    # torch.export specialises a batch of 1; traced at batch 1, nn.LSTM came out with a fixed batch.
+    from nncompress.models import get
+
+    arch = get("lstm_classifier")
+    torch.manual_seed(0)
+    model = arch.build().eval()
+    path = export_onnx(model, arch.example_input(1), tmp_path / "lstm.onnx")
+    report = check_onnx(path, model, arch.example_input(1), batch_sizes=(1, 3))
+    assert report.max_abs_diff < 1e-4
