@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, Model
-from app.errors import NotFound
+from app.errors import NotFound, Unauthorized
 from app.settings import Settings, get_settings
 from app.storage import Storage
 
@@ -40,6 +41,19 @@ def get_dispatcher(request: Request) -> Dispatcher:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """With ``settings.api_keys`` set, the request must carry ``Authorization: Bearer <one of them>``."""
+    if not settings.api_keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not any(
+        hmac.compare_digest(token.strip(), k) for k in settings.api_keys
+    ):
+        raise Unauthorized("send 'Authorization: Bearer <API key>'", headers={"WWW-Authenticate": "Bearer"})
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

@@ -37,6 +37,10 @@ class InvalidRange(ServiceError):
     code, status, title = "invalid_range", 400, "Malformed Range header"
 
 
+class Unauthorized(ServiceError):
+    code, status, title = "unauthorized", 401, "Missing or wrong API key"
+
+
 class NotFound(ServiceError):
     code, status, title = "not_found", 404, "Not found"
 

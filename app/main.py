@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
-from app.deps import Dispatcher
+from app.deps import Dispatcher, require_api_key
 from app.metrics import Metrics, MetricsMiddleware
 from app.problems import install_problem_handlers
 from app.routes import artifacts, health, jobs, models
@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.metrics = Metrics(session_factory)
     app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
-    for module in (models, jobs, artifacts, health):
-        app.include_router(module.router)
+    for module in (models, jobs, artifacts):
+        app.include_router(module.router, dependencies=[Depends(require_api_key)])
+    app.include_router(health.router)  # probes and scrapes stay open
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

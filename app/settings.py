@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+_PLACEHOLDERS = frozenset({"changeme", "changethis", "secret", "password", "apikey", "api_key"})
 
 
 def _env(name: str, *plain: str) -> AliasChoices:
@@ -41,6 +43,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     visibility_timeout_seconds: int = Field(default=3600, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="if set (comma-separated in NNCOMPRESS_API_KEYS), /v1 needs 'Authorization: Bearer <k>'",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
 
@@ -52,6 +58,21 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_placeholder_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key) < 16 or key.lower() in _PLACEHOLDERS:
+                raise ValueError(
+                    "API keys must be at least 16 characters and not a placeholder such as 'changeme'"
+                )
+        return keys
 
     @field_validator("broker_url")
     @classmethod

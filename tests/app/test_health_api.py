@@ -67,3 +67,15 @@ def test_openapi_describes_every_resource(make_client: Callable[..., Any]) -> No
     } <= set(paths)
     assert "multipart/form-data" in paths["/v1/models"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+def test_api_keys_guard_v1_but_not_the_probes(make_client: Callable[..., Any], make_settings: Any) -> None:
+    key = "k" * 24
+    client = make_client(make_settings(api_keys=f"{key}, {'o' * 20}"))
+    response = client.get("/v1/jobs")
+    assert (response.status_code, response.json()["type"]) == (401, "urn:nncompress:problem:unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong-key-wrong-key"}).status_code == 401
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {'o' * 20}"}).status_code == 200
+    assert client.get("/healthz").status_code == client.get("/readyz").status_code == 200

@@ -46,3 +46,11 @@ def test_empty_broker_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_heartbeat_must_be_shorter_than_the_lease() -> None:
     with pytest.raises(ValidationError, match="heartbeat_seconds"):
         Settings(lease_seconds=10, heartbeat_seconds=10)
+
+
+def test_api_keys_from_a_comma_list_and_no_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNCOMPRESS_API_KEYS", "a" * 16 + " , " + "b" * 20)
+    assert Settings().api_keys == ["a" * 16, "b" * 20]
+    monkeypatch.setenv("NNCOMPRESS_API_KEYS", "changeme")
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings()
