@@ -431,9 +431,10 @@ def test_api_and_worker_commands_run_a_job(pg_plain_url: str, tmp_path: Path, pr
         _argv(api_cmd), _service_env("api", database_url=pg_plain_url, storage=storage), tmp_path / "api.log"
     )
     processes.append(api)
+    # The compose file's default worker (queues gpu,cpu): it takes this CPU job as a GPU worker would.
     worker = _Proc(
-        _argv(commands["worker-cpu"]),
-        _service_env("worker-cpu", database_url=pg_plain_url, storage=storage),
+        _argv(commands["worker"]),
+        _service_env("worker", database_url=pg_plain_url, storage=storage),
         tmp_path / "worker.log",
     )
     processes.append(worker)
