@@ -24,7 +24,8 @@ from nncompress.speedup.groups import (
     removal_from_kept,
 )
 from nncompress.speedup.masks import apply_masks, layer_sparsity, load_masks, validate_masks
-from nncompress.speedup.reshape import Rewrite, ViewShapes, collect_view_shapes, rewrite_views
+from nncompress.speedup.reshape import Rewrite, ShapeAnalysis, analyse_shapes, rewrite_shapes
+from nncompress.speedup.splits import new_sections
 from nncompress.speedup.verify import (
     Inputs,
     VerificationReport,
@@ -64,7 +65,7 @@ class SpeedupResult:
         params_before: parameter count of the input model.
         params_after: parameter count of the shrunk model.
         verification: the equivalence report (None when ``verify=False``).
-        timings: seconds per phase: ``copy`` (copy + masks), ``reference`` (masked outputs), ``view_shapes``
+        timings: seconds per phase: ``copy`` (copy + masks), ``reference`` (masked outputs), ``shapes``
             (fx shape propagation), ``plan`` (dependency graph, groups), ``prune``, ``run`` (shrunk outputs,
             and the rewrite when needed), ``compare``, ``total``. Verification is reference + run + compare.
     """
@@ -152,8 +153,8 @@ def speedup(
     with torch.inference_mode():
         reference = [work(*batch) for batch in batches]
     clock.lap("reference")
-    view_shapes, trace_error = collect_view_shapes(model, inputs)
-    clock.lap("view_shapes")
+    analysis = analyse_shapes(model, inputs)
+    clock.lap("shapes")
 
     dg = build_graph(work, inputs)
     groups = channel_groups(dg)
@@ -164,7 +165,7 @@ def speedup(
     clock.lap("prune")
     # Running the shrunk model on the verification inputs doubles as the check that it runs at all;
     # only a crash or a changed output shape triggers the shape-constant rewrite.
-    shrunk, rewrites, outputs = _runnable(work, batches, output_shapes(reference), view_shapes, trace_error)
+    shrunk, rewrites, outputs = _runnable(work, batches, output_shapes(reference), analysis, kept)
     clock.lap("run")
 
     report = None
@@ -224,7 +225,7 @@ def apply_kept_indices(
     batches = verification_inputs(inputs, num_random=1)
     with torch.inference_mode():
         expected = output_shapes([model(*batch) for batch in batches])
-    view_shapes, trace_error = collect_view_shapes(model, inputs)
+    analysis = analyse_shapes(model, inputs)
     dg = build_graph(model, inputs)
     groups = channel_groups(dg)
     known = {(m.name, m.side) for g in groups for m in g.members}
@@ -240,7 +241,7 @@ def apply_kept_indices(
     except ValueError as exc:
         raise SpeedupError(str(exc)) from exc
     prune_groups(dg, groups, removed)
-    shrunk, _, _ = _runnable(model, batches, expected, view_shapes, trace_error)
+    shrunk, _, _ = _runnable(model, batches, expected, analysis, kept_indices(groups, removed))
     shrunk.train(was_training)
     return shrunk
 
@@ -249,27 +250,38 @@ def _runnable(
     model: nn.Module,
     batches: list[Inputs],
     expected: list[list[tuple[int, ...]]],
-    view_shapes: ViewShapes,
-    trace_error: str | None,
+    analysis: ShapeAnalysis,
+    kept: Kept,
 ) -> tuple[nn.Module, list[Rewrite], list[object]]:
-    """The pruned model, rewritten through torch.fx only when it crashes or changes output shapes."""
-    failure = _try_forward(model, batches, expected)
-    if not isinstance(failure, tuple):
-        return model, [], failure
+    """The pruned model, rewritten through torch.fx only where its literal shapes no longer fit.
+
+    A split whose literal sections no longer match the kept channels is rewritten up front (it would run
+    and cut in the wrong place); view/reshape constants are rewritten when the model crashes or changes
+    its output shapes.
+    """
+    split_sizes = new_sections(analysis.splits, kept)
+    failing: nn.Module = model
+    failure: list[object] | tuple[int, Exception | None] = (0, None)
+    if not split_sizes:
+        failure = _try_forward(model, batches, expected)
+        if not isinstance(failure, tuple):
+            return model, [], failure
+    if analysis.views or split_sizes:
+        gm, rewrites = rewrite_shapes(model, analysis, split_sizes)
+        outcome = _try_forward(gm, batches, expected)
+        if not isinstance(outcome, tuple):
+            return gm, rewrites, outcome
+        if split_sizes:  # the unrewritten model never ran: report the rewritten one
+            failing, failure = gm, outcome
+    assert isinstance(failure, tuple)
     index, exc = failure
-    if view_shapes:
-        gm, rewrites = rewrite_views(model, view_shapes)
-        if rewrites:
-            outcome = _try_forward(gm, batches, expected)
-            if not isinstance(outcome, tuple):
-                return gm, rewrites, outcome
     if exc is None:
-        got = output_shapes([_forward(model, batches[index])])[0]
+        got = output_shapes([_forward(failing, batches[index])])[0]
         raise VerificationError(
             f"the shrunk model returns outputs of shape {got} instead of {expected[index]} on input #{index}",
             input_index=index,
         )
-    raise forward_failure(model, batches[index], exc, trace_error=trace_error) from exc
+    raise forward_failure(failing, batches[index], exc, trace_error=analysis.trace_error) from exc
 
 
 @torch.inference_mode()

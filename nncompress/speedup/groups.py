@@ -111,7 +111,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
     was_training = model.training
     try:
         with torch.enable_grad(), opaque_recurrent_layers(model):
-            return tp.DependencyGraph().build_dependency(
+            dg = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs=inputs,
                 forward_fn=lambda m, x: m(*x),
@@ -120,6 +120,31 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
             )
     finally:
         model.train(was_training)
+    _order_split_outputs(dg)
+    return dg
+
+
+def _order_split_outputs(dg: tp.DependencyGraph) -> None:
+    """Puts each split node's consumers in section order.
+
+    Torch-Pruning maps the i-th consumer it discovered to the i-th section, but it discovers consumers
+    walking backwards from the output, so ``a, b = x.split(...)`` can map ``a``'s consumer to ``b``'s
+    channels. Autograd knows better: the consumer's grad_fn names the split output it reads.
+    """
+    for node in dg.module2node.values():
+        if node.type != tp.ops.OPTYPE.SPLIT or len(node.outputs) < 2:
+            continue
+
+        def section(consumer: object, split: object = node) -> int:
+            grad_fn = getattr(consumer, "grad_fn", None)
+            hits = [
+                nr
+                for fn, nr in getattr(grad_fn, "next_functions", ())
+                if fn is getattr(split, "grad_fn", None)
+            ]
+            return min(hits) if hits else 1 << 30
+
+        node.outputs.sort(key=section)
 
 
 def channel_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
@@ -317,7 +342,9 @@ def removal_from_kept(
     """
     removed: dict[str, list[int]] = {}
     for group in groups:
-        choices: dict[str, list[int]] = {}
+        # Each recorded member implies the removed root channels among those it covers (a branch after a
+        # split covers only its section); together they must describe one removal.
+        implied: dict[str, tuple[set[int], set[int]]] = {}
         for member in group.members:
             record = kept.get(member.name, {}).get(member.side)
             if record is None:
@@ -327,16 +354,16 @@ def removal_from_kept(
                     f"kept indices of {member.name}.{member.side} fall outside 0..{member.size - 1}"
                 )
             gone = ~torch.isin(member.idxs, torch.as_tensor(record, dtype=torch.long))
-            choices[f"{member.name}.{member.side}"] = sorted(set(member.root_idxs[gone].tolist()))
-        distinct = {tuple(v) for v in choices.values()}
-        if len(distinct) > 1:
-            raise ValueError(
-                f"kept indices disagree inside the coupled group of {group.root!r}: {sorted(choices)}"
+            implied[f"{member.name}.{member.side}"] = (
+                set(member.root_idxs.tolist()),
+                set(member.root_idxs[gone].tolist()),
             )
-        if distinct:
-            root_removed = list(distinct.pop())
-            if root_removed:
-                removed[group.root] = root_removed
+        union = set().union(*(gone for _, gone in implied.values()))
+        disagree = sorted(name for name, (covered, gone) in implied.items() if union & covered != gone)
+        if disagree:
+            raise ValueError(f"kept indices disagree inside the coupled group of {group.root!r}: {disagree}")
+        if union:
+            removed[group.root] = sorted(union)
     return removed
 
 

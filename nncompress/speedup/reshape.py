@@ -4,17 +4,20 @@
 the constant is wrong. Shape propagation on the *original* model tells which input dimensions each
 output dimension of the view was made of; the rewrite then computes every merged dimension from the
 tensor's runtime sizes (``x.size(1) * x.size(2) * x.size(3)``) and leaves split dimensions (such as a
-fixed head size) as written, so the view follows whatever the pruning did.
+fixed head size) as written, so the view follows whatever the pruning did. Channel splits with literal
+sections get their new sizes from the producing layer's kept indices (see ``splits.py``).
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from nncompress.speedup.splits import SplitSite, find_split_sites
 
 Inputs = tuple[torch.Tensor, ...]
 
@@ -98,30 +101,48 @@ def _align(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], 
 ViewShapes = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
 
 
-def collect_view_shapes(model: nn.Module, inputs: Inputs) -> tuple[ViewShapes, str | None]:
-    """Input and output shapes of every view/reshape with constant sizes, from the unpruned model.
+@dataclass
+class ShapeAnalysis:
+    """What the unpruned model's code hard-codes about shapes.
+
+    Attributes:
+        views: view/reshape nodes with literal sizes -> (input shape, output shape).
+        splits: channel splits with literal sections.
+        trace_error: why torch.fx could not trace the model (then nothing can be rewritten), or None.
+    """
+
+    views: ViewShapes = field(default_factory=dict)
+    splits: list[SplitSite] = field(default_factory=list)
+    trace_error: str | None = None
+
+
+def analyse_shapes(model: nn.Module, inputs: Inputs) -> ShapeAnalysis:
+    """Finds the literal shapes in ``model``'s forward by tracing it and propagating example shapes.
 
     Args:
         model: the model before pruning.
         inputs: example inputs.
 
     Returns:
-        ``(shapes by fx node name, None)``, or ``({}, reason)`` when torch.fx cannot trace the model.
+        A :class:`ShapeAnalysis` (empty, with ``trace_error`` set, when torch.fx cannot trace the model).
     """
     try:
         gm = trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, ... on dynamic control flow
-        return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        return ShapeAnalysis(
+            trace_error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
     constant = [n for n in gm.graph.nodes if _is_view(n) and any(isinstance(a, int) for a in _shape_args(n))]
-    if not constant:
-        return {}, None
+    has_split = any(n.target in ("split", "chunk", torch.split, torch.chunk) for n in gm.graph.nodes)
+    if not constant and not has_split:
+        return ShapeAnalysis()
     was_training = model.training
     model.eval()  # shape propagation runs the model: keep BatchNorm statistics untouched
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(*inputs)
     except Exception as exc:
-        return {}, f"shape propagation failed: {type(exc).__name__}: {exc}"
+        return ShapeAnalysis(trace_error=f"shape propagation failed: {type(exc).__name__}: {exc}")
     finally:
         model.train(was_training)
     shapes: ViewShapes = {}
@@ -129,22 +150,28 @@ def collect_view_shapes(model: nn.Module, inputs: Inputs) -> tuple[ViewShapes, s
         src, dst = _meta_shape(node.args[0]), _meta_shape(node)
         if src is not None and dst is not None:
             shapes[node.name] = (src, dst)
-    return shapes, None
+    return ShapeAnalysis(views=shapes, splits=find_split_sites(gm) if has_split else [])
 
 
-def rewrite_views(pruned: nn.Module, shapes: ViewShapes) -> tuple[fx.GraphModule, list[Rewrite]]:
-    """Traces ``pruned`` and replaces constant view/reshape sizes by expressions of the runtime sizes.
+def rewrite_shapes(
+    pruned: nn.Module, analysis: ShapeAnalysis, split_sizes: dict[str, tuple[int, ...]]
+) -> tuple[fx.GraphModule, list[Rewrite]]:
+    """Traces ``pruned`` and rewrites its literal shapes to fit the pruned channels.
+
+    View/reshape sizes become expressions of the runtime sizes; splits get their new section sizes.
 
     Args:
         pruned: the pruned model; its submodules are shared with the returned GraphModule.
-        shapes: from :func:`collect_view_shapes` on the same code before pruning (node names match
+        analysis: from :func:`analyse_shapes` on the same code before pruning (node names match
             because both traces run the same forward).
+        split_sizes: fx node name -> new sections, from :func:`nncompress.speedup.splits.new_sections`.
 
     Returns:
-        The rewritten GraphModule and the rewrites made (empty when no view had constant sizes).
+        The rewritten GraphModule and the rewrites made.
     """
     gm = trace(pruned)
-    rewrites: list[Rewrite] = []
+    shapes = analysis.views
+    rewrites = _rewrite_splits(gm.graph, split_sizes)
     for node in list(gm.graph.nodes):
         if not _is_view(node) or node.name not in shapes:
             continue
@@ -169,6 +196,23 @@ def rewrite_views(pruned: nn.Module, shapes: ViewShapes) -> tuple[fx.GraphModule
     gm.graph.lint()
     gm.recompile()
     return gm, rewrites
+
+
+def _rewrite_splits(graph: fx.Graph, split_sizes: dict[str, tuple[int, ...]]) -> list[Rewrite]:
+    rewrites = []
+    for node in list(graph.nodes):
+        sizes = split_sizes.get(node.name)
+        if sizes is None:
+            continue
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        with graph.inserting_before(node):
+            replacement = graph.call_function(torch.split, (node.args[0], list(sizes), dim))
+        node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "split")
+        before = ", ".join(str(a) for a in node.args[1:])
+        rewrites.append(Rewrite(node.name, f"{name}(x, {before})", f"split(x, {list(sizes)}, {dim})"))
+    return rewrites
 
 
 def _describe(arg: object) -> str:

@@ -155,3 +155,19 @@ def test_training_mode_is_kept_and_the_original_statistics_are_untouched() -> No
 
     assert result.model.training and model.training
     assert all(torch.equal(stats[k], v) for k, v in model.state_dict().items() if "running" in k)
+
+
+def test_kept_records_that_do_not_fit_the_architecture_are_refused() -> None:
+    from nncompress.errors import SpeedupError
+
+    model, x = build("vgg_bn")
+    kept = speedup(model, l1_channel_masks(model, x), x).kept
+    # The BatchNorm keeps one channel its conv dropped, and drops one the conv kept.
+    out = kept["features.1"]["out"]
+    dropped = next(i for i in range(32) if i not in out)
+    mismatched = {**kept, "features.1": {"out": sorted([*out[1:], dropped])}}
+
+    with pytest.raises(SpeedupError, match="disagree inside the coupled group"):
+        apply_kept_indices(get("vgg_bn").build(), mismatched, x)
+    with pytest.raises(SpeedupError, match="does not have"):
+        apply_kept_indices(get("vgg_bn").build(), {"nope": {"out": [0]}}, x)
