@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nncompress.client import Client, ServiceError, WaitTimeout
+from nncompress.client import TERMINAL_STATUSES, Client, ServiceError, WaitTimeout
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 SERVER_ENV = "NNCOMPRESS_SERVER"
@@ -340,9 +340,10 @@ def format_table(
 
 def format_job(job: dict[str, Any]) -> str:
     """A human summary of a job for `status` and `submit --wait`."""
+    running = job.get("status") not in TERMINAL_STATUSES
     lines = [
         f"job {job['id']}: {job['status']}"
-        + (f" ({job['stage']}, {float(job.get('progress') or 0):.0f}%)" if job.get("stage") else ""),
+        + (f" ({job.get('stage') or '-'}, {float(job.get('progress') or 0):.0f}%)" if running else ""),
         f"  model {job.get('model_id')}  attempt {job.get('attempt')}  created {job.get('created_at')}",
     ]
     if job.get("error"):
