@@ -84,9 +84,9 @@ class CeleryDispatcher:
         self.app.pool.force_close_all()
 
     def check(self) -> None:
-        """Connects to the broker once (2 s timeout); raises if it does not answer."""
+        """Connects to the broker (one retry, 2 s timeout); raises ``OperationalError`` if it is down."""
         with self.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
             conn.default_channel  # noqa: B018 - opening a channel is the round trip that proves the broker answers
 
 

@@ -222,14 +222,11 @@ def run_claimed_job(
         os.killpg(proc.pid, signal.SIGKILL)
     with session_factory() as session:
         if returncode == 0:
-            row = session.execute(select(Job.status, Job.lease_owner).where(Job.id == job_id)).one_or_none()
-            if row is None or row.lease_owner != worker_id:
+            end = session.execute(select(Job.status, Job.lease_owner).where(Job.id == job_id)).one_or_none()
+            if end is None or end.lease_owner != worker_id:
                 # Either the child recorded the end, or it saw the lease go elsewhere and stepped aside.
-                return (
-                    Outcome.LEASE_LOST
-                    if row is not None and row.status in state.ACTIVE_STATUSES
-                    else Outcome.FINISHED
-                )
+                lost = end is not None and end.status in state.ACTIVE_STATUSES
+                return Outcome.LEASE_LOST if lost else Outcome.FINISHED
         crashed = state.finish_failed(
             session, job_id, worker_id, error_type=state.WORKER_CRASHED, message=describe_exit(returncode)
         )

@@ -106,10 +106,11 @@ def heartbeat(session: Session, job_id: str, worker_id: str, lease_seconds: floa
         update(Job)
         .where(_owned(job_id, worker_id))
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+        .returning(Job.id)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ).scalar_one_or_none()
     session.commit()
-    return renewed == 1
+    return renewed is not None
 
 
 def set_progress(
@@ -124,7 +125,7 @@ def set_progress(
 ) -> bool:
     """Writes stage and percentage; records a ``stage`` event when the stage changes.
 
-    ``event=True`` also records a ``progress`` event (the caller throttles, see ``ProgressThrottle``).
+    ``event=True`` also records a ``progress`` event (the caller throttles: ``JobContext.progress``).
     The stage that was running before a change becomes ``last_finished_stage``, which a retry resumes
     from. Returns False when the job is no longer ours, so the job process can stop.
     """
@@ -141,9 +142,10 @@ def set_progress(
         update(Job)
         .where(_owned(job_id, worker_id))
         .values(**values)
+        .returning(Job.id)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if updated != 1:
+    ).scalar_one_or_none()
+    if updated is None:
         session.rollback()
         return False
     session.refresh(job)

@@ -1,15 +1,17 @@
-"""The embedded dispatcher: threads in the API process, the same claim/lease/child process, on SQLite."""
+"""The embedded dispatcher: threads in the API process, the same claim/lease/child process, on SQLite.
+
+Its end-to-end run with the real pipeline is in ``test_service_e2e.py``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.settings import Settings
-from tests.workers.conftest import FAST, SEED_SPEC, TARGET, Jobs, marker_lines, pid_alive, wait_for
+from tests.workers.conftest import FAST, TARGET, Jobs, marker_lines, pid_alive, wait_for
 from workers import runner
 from workers.dispatch import EmbeddedDispatcher, make_dispatcher
 
@@ -76,30 +78,3 @@ def test_stop_hands_a_running_job_back_and_kills_its_process(sqlite_jobs: Jobs, 
     finally:
         dispatcher.stop()
     assert all(not pid_alive(p) for p, _ in marker_lines(marker))
-
-
-@pytest.mark.slow
-def test_seed_mnist_job_end_to_end_with_the_real_pipeline(sqlite_jobs: Jobs) -> None:
-    from nncompress.pipeline import JobSpec
-
-    model_id = sqlite_jobs.upload_seed_model()
-    job_id = sqlite_jobs.create(model_id=model_id, **JobSpec.from_dict(SEED_SPEC).to_dict())
-    dispatcher = _embedded(sqlite_jobs, target=None)
-    dispatcher.start()
-    try:
-        dispatcher.enqueue(job_id)
-        job = sqlite_jobs.wait_status(job_id, {"failed", "succeeded", "cancelled"}, 240)
-    finally:
-        dispatcher.stop()
-    assert job.status == "succeeded", f"{job.error_type}: {job.error_message}"
-    assert job.metrics is not None
-    assert job.metrics["after"]["params"] < job.metrics["before"]["params"]
-    stages = [e.stage for e in sqlite_jobs.events(job_id) if e.type == "stage"]
-    assert stages[:3] == ["loading", "pruning", "speedup"]
-    with sqlite_jobs.session_factory() as session:
-        session.add(job)
-        artifacts = {a.name: a for a in job.artifacts}
-    assert "model.safetensors" in artifacts
-    for artifact in artifacts.values():
-        data = (sqlite_jobs.storage / artifact.storage_key).read_bytes()
-        assert (len(data), hashlib.sha256(data).hexdigest()) == (artifact.size_bytes, artifact.sha256)

@@ -117,3 +117,25 @@ def test_lost_lease_kills_the_child_and_records_nothing(db_jobs: Jobs, tmp_path:
     assert result == [runner.Outcome.LEASE_LOST]
     assert not pid_alive(pid)
     assert db_jobs.get(job_id).lease_owner == "w2"
+
+
+def test_dataloader_workers_run_in_the_job_process_and_die_with_it(sqlite_url: str, tmp_path: Path) -> None:
+    # Given a job whose DataLoader uses 2 worker processes (refused inside a daemonic Celery pool
+    # process), when it is cancelled, then the job process and both loader workers are gone.
+    jobs = Jobs(sqlite_url, tmp_path / "storage")
+    marker, pids_file = tmp_path / "runs", tmp_path / "loader-pids"
+    job_id = jobs.create(workload="dataloader", marker=str(marker), pids_file=str(pids_file))
+    thread = threading.Thread(target=_run, args=(jobs, job_id, _settings(jobs)))
+    thread.start()
+
+    def loader_pids() -> list[int]:
+        return [int(p) for p in pids_file.read_text().split()] if pids_file.exists() else []
+
+    workers = wait_for(lambda: len(loader_pids()) >= 2 and loader_pids(), 60, "two DataLoader workers")
+    ((job_pid, _),) = marker_lines(marker)
+    assert job_pid not in workers
+    jobs.cancel(job_id)
+    thread.join(30)
+    assert jobs.get(job_id).status == "cancelled"
+    wait_for(lambda: not any(pid_alive(p) for p in [job_pid, *workers]), 10, "the job's processes to exit")
+    jobs.engine.dispose()

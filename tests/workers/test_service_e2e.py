@@ -55,6 +55,9 @@ def _run_seed_job(client: TestClient, tmp_path: Path) -> dict[str, Any]:
         time.sleep(0.2)
     assert job["status"] == "succeeded", job["error"]
     assert seen_progress == sorted(seen_progress) and seen_progress[-1] == 100.0
+    events = client.get(f"{location}/events").json()["items"]
+    stages = [e["stage"] for e in events if e["type"] == "stage"]
+    assert stages[:3] == ["loading", "pruning", "speedup"] and events[-1]["type"] == "succeeded"
     out = tmp_path / "download"
     out.mkdir()
     for artifact in job["artifacts"]:

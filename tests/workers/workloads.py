@@ -36,6 +36,34 @@ class BadInput(Exception):
         self.message = message
 
 
+class SlowPids:
+    """A map-style dataset whose items are the pid of the DataLoader worker that produced them."""
+
+    def __len__(self) -> int:
+        return 1_000_000
+
+    def __getitem__(self, index: int) -> int:
+        time.sleep(0.01)
+        return os.getpid()
+
+
+def _dataloader(ctx: JobContext, pids_file: Path) -> None:
+    # DataLoader worker processes are forbidden in daemonic processes (a Celery prefork child); the
+    # job process is no daemon, so this must work there.
+    from torch.utils.data import DataLoader
+
+    seen: set[int] = set()
+    for batch in DataLoader(SlowPids(), batch_size=4, num_workers=2):
+        new = set(batch.tolist()) - seen
+        if new:
+            seen |= new
+            with pids_file.open("a") as fh:
+                fh.writelines(f"{pid}\n" for pid in new)
+        ctx.progress("pruning", 50.0, None)
+        if ctx.should_stop():
+            raise Cancelled()
+
+
 def run(ctx: JobContext) -> JobOutput:
     spec = ctx.job.spec
     marker = spec.get("marker")
@@ -51,6 +79,8 @@ def run(ctx: JobContext) -> JobOutput:
         raise BadInput("entry 0: 'sparsity' must be in (0, 1), got 2")
     if kind == "boom":
         raise RuntimeError("unexpected")
+    if kind == "dataloader":
+        _dataloader(ctx, Path(spec["pids_file"]))
     seconds = float(spec.get("seconds", 0.5))
     deadline = time.monotonic() + seconds
     stages = ["loading", "pruning", "speedup"]
