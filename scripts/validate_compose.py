@@ -326,14 +326,24 @@ def _worker_errors(name: str, svc: dict[str, Any], cmd: list[str]) -> list[str]:
             f"{where}.deploy: serves the gpu queue but reserves no device "
             "(deploy.resources.reservations.devices: driver nvidia, capabilities [gpu])"
         )
-    if "gpu" in queues:
-        args = (svc.get("build") or {}).get("args") or {} if isinstance(svc.get("build"), dict) else {}
-        variant = str(args.get("TORCH_VARIANT", "cpu")) if isinstance(args, dict) else "cpu"
-        if variant == "cpu":
-            errors.append(f"{where}.build.args.TORCH_VARIANT: a gpu worker needs a CUDA torch build, got cpu")
+    if "gpu" in queues and _build_arg(svc, "TORCH_VARIANT", default="cpu") == "cpu":
+        errors.append(f"{where}.build.args.TORCH_VARIANT: a gpu worker needs a CUDA torch build, got cpu")
     if "gpu" not in queues and gpu:
         errors.append(f"{where}.deploy: reserves a GPU but does not serve the gpu queue")
     return errors
+
+
+def _build_arg(svc: dict[str, Any], name: str, *, default: str) -> str:
+    """A build argument's value from ``build.args`` (mapping or ``NAME=value`` list form)."""
+    build = svc.get("build")
+    args = build.get("args") if isinstance(build, dict) else None
+    if isinstance(args, dict):
+        return str(args.get(name, default))
+    for item in args or []:
+        key, _, value = str(item).partition("=")
+        if key == name:
+            return value
+    return default
 
 
 def _env_keys(svc: dict[str, Any]) -> set[str]:

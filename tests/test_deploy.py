@@ -151,6 +151,10 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda d: _svc(d, "worker").pop("deploy"),
         "serves the gpu queue but reserves no device",
     ),
+    "gpu worker built with CPU torch": (
+        lambda d: _svc(d, "worker")["build"].update(args=["TORCH_VARIANT=cpu"]),
+        "a gpu worker needs a CUDA torch build",
+    ),
     "api and worker on different storage": (
         lambda d: _svc(d, "worker").update(volumes=["pgdata:/data"]),
         "must mount one named volume",
