@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +55,7 @@ __all__ = [
     "StepRecord",
     "schedule_fractions",
     "scheduled_prune",
+    "weights_bytes",
 ]
 
 SCHEDULES: tuple[str, ...] = ("linear", "agp")
@@ -107,6 +109,7 @@ class StepRecord:
         weight_sparsity: fraction of the configured layers' original weights removed or zero.
         params: parameter count of the model after this step.
         nonzero_params: parameters that are not zero (differs from ``params`` with masks).
+        weights_bytes: size of the model's state_dict serialized as safetensors (measured, not estimated).
         val: validation result after fine-tuning.
         accuracy_drop: original top-1 minus this step's, in percentage points.
         within_budget: whether the drop respects the accuracy budget (True without a budget).
@@ -120,6 +123,7 @@ class StepRecord:
     weight_sparsity: float
     params: int
     nonzero_params: int
+    weights_bytes: int
     val: EvalResult
     accuracy_drop: float
     within_budget: bool
@@ -497,12 +501,19 @@ def _record(
         weight_sparsity=weight_sparsity,
         params=params,
         nonzero_params=nonzero,
+        weights_bytes=weights_bytes(model),
         val=ft.final,
         accuracy_drop=drop,
         within_budget=budget is None or drop <= budget + _EPS,
         seconds=time.perf_counter() - started,
         finetune=[r.to_dict() for r in ft.epochs],
     )
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Bytes of ``model.state_dict()`` written as safetensors (what the artifact stores)."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return len(safetensors.torch.save(state))
 
 
 def _report(

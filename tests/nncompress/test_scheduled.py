@@ -49,11 +49,14 @@ def test_agp_steps_recorded_with_increasing_sparsity(speedup: bool) -> None:
     assert sparsity[-1] == pytest.approx(1 - (5 + 13 + 125) / 570, abs=1e-9)
     nonzero = [s.nonzero_params for s in result.steps]
     assert nonzero == sorted(nonzero, reverse=True)
+    sizes = [s.weights_bytes for s in result.steps]
     if speedup:
         assert [s.params for s in result.steps] == nonzero, "shrunk, not masked"
         assert result.masks is None
+        assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 4 * nonzero[0] / 2
     else:
         assert all(s.params == 431080 for s in result.steps) and result.masks is not None
+        assert len(set(sizes)) == 1 and sizes[0] > 4 * 431080, "masked weights are stored dense"
     assert evaluate(result.model, val) == result.steps[-1].val
     assert all(len(s.finetune) == 1 for s in result.steps)
     fractions = [p.fraction for p in seen]
