@@ -255,7 +255,7 @@ def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
         for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
             param = getattr(module, name, None)
             if param is not None:
-                per_row = param.reshape(param.shape[0], -1).eq(0).all(1)
+                per_row = param.reshape(param.shape[0], -1).eq(0).all(1).cpu()
                 zero &= per_row[unit_rows(module, units)].reshape(-1, module.hidden_size).all(0)
         return zero
     if isinstance(module, nn.PReLU):
@@ -293,7 +293,8 @@ def removable_channels(group: ChannelGroup) -> list[int]:
         if zero is None:
             continue
         has_producer = True
-        removable[member.root_idxs[~zero[member.idxs]]] = False
+        # Index bookkeeping stays on the CPU whatever device the weights live on.
+        removable[member.root_idxs[~zero.cpu()[member.idxs]]] = False
     if not has_producer:
         return []
     removed = removable.nonzero().flatten().tolist()
