@@ -72,7 +72,11 @@ _SPEC_KEYS = (
     "seed",
     "latency_runs",
     "latency_batch_sizes",
+    "dataset",
 )
+
+# Labelled data sets shipped with nncompress that a job may name (no upload needed).
+BUILTIN_DATASETS: tuple[str, ...] = ("mnist_subset",)
 
 
 class JobCancelled(NncompressError):
@@ -97,6 +101,9 @@ class JobSpec:
         seed: seeds torch before pruning, so the example inputs and any sampling are reproducible.
         latency_runs: timed forward passes per batch size.
         latency_batch_sizes: batch sizes at which latency is measured.
+        dataset: a built-in labelled data set (:data:`BUILTIN_DATASETS`) used as the data of the
+            data-driven pruners (with cross-entropy as their loss) and to measure top-1 accuracy
+            before and after; None for neither.
     """
 
     pruner: str
@@ -109,6 +116,7 @@ class JobSpec:
     seed: int = 0
     latency_runs: int = 20
     latency_batch_sizes: tuple[int, ...] = (1, 64)
+    dataset: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
@@ -170,6 +178,7 @@ class JobSpec:
             seed=_int(data, "seed", 0, minimum=0),
             latency_runs=_int(data, "latency_runs", 20, minimum=1),
             latency_batch_sizes=batch_sizes,
+            dataset=_dataset_name(data.get("dataset")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -350,6 +359,12 @@ def run_job(
         original = copy.deepcopy(model).cpu().eval()
         example, input_dtype = _example_input(spec, architecture)
         _check_runs(original, example)
+        if spec.dataset is not None and (data is None or eval_data is None):
+            batches, labelled = _builtin_dataset(spec.dataset, example)
+            data = batches if data is None else data
+            eval_data = labelled if eval_data is None else eval_data
+            if criterion is None:
+                criterion = torch.nn.functional.cross_entropy
         model_digest = _state_digest(original)
 
     masks: dict[str, dict[str, torch.Tensor]] | None = None
@@ -598,6 +613,32 @@ def _verify(masked: nn.Module, compressed: nn.Module, example: torch.Tensor, *, 
             max_abs_diff=worst,
         )
     return {"max_abs_diff": worst, "output_scale": scale, "inputs": len(batches), "rtol": rtol, "atol": atol}
+
+
+def _dataset_name(value: object) -> str | None:
+    if value is None or value in BUILTIN_DATASETS:
+        return value  # type: ignore[return-value]
+    raise ConfigError(
+        f"job spec key 'dataset' must be one of {', '.join(BUILTIN_DATASETS)} or null, got {value!r}",
+        key="dataset",
+    )
+
+
+def _builtin_dataset(
+    name: str, example: torch.Tensor
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]:
+    from nncompress.data import load_mnist_subset
+
+    images, labels = load_mnist_subset()
+    if tuple(example.shape[1:]) != tuple(images.shape[1:]):
+        raise ConfigError(
+            f"data set {name} holds inputs of shape {list(images.shape[1:])}, "
+            f"but the model takes {list(example.shape[1:])}",
+            key="dataset",
+        )
+    # Batches of 64: small enough for activation statistics on a laptop, 16 of them over 1,000 images.
+    batches = [(images[i : i + 64], labels[i : i + 64]) for i in range(0, len(images), 64)]
+    return batches, (images, labels)
 
 
 def _accuracy(model: nn.Module, eval_data: EvalData) -> float:

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from nncompress.errors import ConfigError, ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported inside the handlers: building the parser must stay cheap, because every
+# `nncompress` command (the service client ones too) builds it.
 
 _EXAMPLE_CONFIG = (
     '[{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": true, "op_names": ["fc2"]}]'
 )
-_DATA_SOURCES = ("mnist_subset",)
 # Pruners that rank channels from activations or gradients, so they cannot run without --data.
 _DATA_DRIVEN = frozenset({"slim", "taylorfo", "apoz", "mean_activation"})
 
@@ -152,7 +154,7 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--seed", type=int, default=0, help="seed for example inputs (default 0)")
     p.add_argument(
         "--data",
-        choices=_DATA_SOURCES,
+        metavar="NAME",
         help="data for the data-driven pruners and for accuracy before/after "
         "(mnist_subset: the 1,000 MNIST test images shipped with nncompress)",
     )
@@ -182,19 +184,10 @@ def _prune(args: argparse.Namespace) -> int:
             "verify": not args.no_verify,
             "seed": args.seed,
             "latency_runs": args.latency_runs,
+            "dataset": args.data,
         }
     )
-    data, eval_data = _data(args.data, example)
-    result = run_job(
-        spec,
-        model=model,
-        architecture=args.arch,
-        out_dir=args.out,
-        progress=ConsoleProgress(sys.stderr),
-        data=data,
-        criterion=torch.nn.functional.cross_entropy if data is not None else None,
-        eval_data=eval_data,
-    )
+    result = run_job(spec, model=model, architecture=args.arch, out_dir=args.out, progress=ConsoleProgress())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -263,6 +256,8 @@ def _read_config(value: str) -> list[dict[str, Any]]:
 
 
 def _load(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor]:
+    import torch
+
     from nncompress.io import load_model
     from nncompress.models import get
 
@@ -295,22 +290,6 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor]:
     else:
         example = torch.randn(tuple(shape), generator=generator)
     return model, example
-
-
-def _data(
-    name: str | None, example: torch.Tensor
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, tuple[torch.Tensor, torch.Tensor] | None]:
-    if name is None:
-        return None, None
-    from nncompress.data import load_mnist_subset
-
-    if tuple(example.shape[1:]) != (1, 28, 28):
-        raise ConfigError(
-            f"--data {name} holds 1×28×28 images, but the model takes {list(example.shape[1:])}", key="data"
-        )
-    images, labels = load_mnist_subset()
-    batches = [(images[i : i + 64], labels[i : i + 64]) for i in range(0, len(images), 64)]
-    return batches, (images, labels)
 
 
 def _summary(report: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -178,7 +179,9 @@ def _load_torch_file(p: Path, detected: str, *, architecture: str | None, allow_
     # A file object, not the path: torch.load picks its safetensors reader by file name, and the
     # name is the uploader's to choose.
     try:
-        with open(p, "rb") as fh:
+        with open(p, "rb") as fh, warnings.catch_warnings():
+            # torch warns that protocol-4 pickles may use opcodes it lacks; a failure says so anyway.
+            warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(fh, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as exc:
         weights_only_error: Exception | None = exc

@@ -78,6 +78,7 @@ def test_spec_round_trips_and_fills_defaults() -> None:
         ({"pruner": "l1norm", "config_list": [], "speedup": "yes"}, "speedup"),
         ({"pruner": "l1norm", "config_list": [], "latency_runs": 0}, "latency_runs"),
         ({"pruner": "l1norm", "config_list": [], "seed": True}, "seed"),
+        ({"pruner": "l1norm", "config_list": [], "dataset": "imagenet"}, "dataset"),
     ],
 )
 def test_spec_errors_name_the_key(data: dict[str, Any], key: str) -> None:
@@ -280,3 +281,12 @@ def test_accuracy_is_measured_on_eval_data(tmp_path: Path) -> None:
     assert result.accuracy is not None and result.accuracy["before"] == pytest.approx(30 / 40)
     assert 0.0 <= result.accuracy["after"] <= 1.0
     assert result.to_dict()["metrics"]["before"]["accuracy"] == pytest.approx(0.75)
+
+
+def test_builtin_dataset_must_fit_the_model(tmp_path: Path) -> None:
+    spec = JobSpec.from_dict(
+        {"pruner": "l1norm", "config_list": [{"sparsity": 0.5}], "dataset": "mnist_subset"}
+    )
+    with pytest.raises(ConfigError) as info:
+        run_job(spec, model=get("vgg_bn").build(), architecture="vgg_bn", out_dir=tmp_path)
+    assert info.value.context["key"] == "dataset"
