@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
+from app.body_limit import MAX_JSON_BODY_BYTES, BodyLimitMiddleware
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.deps import Dispatcher, require_api_key
@@ -69,5 +71,12 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     for module in (models, jobs, artifacts):
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
     app.include_router(health.router)  # probes and scrapes stay open
+
+    def body_limit(scope: Scope) -> int | None:
+        # The upload route limits its own stream (receive_form: file size, field count and size).
+        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/models"
+        return None if is_upload else MAX_JSON_BODY_BYTES
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

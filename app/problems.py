@@ -14,6 +14,11 @@ from app.errors import ServiceError
 from nncompress.errors import ConfigError, NncompressError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_HTTP_PROBLEMS = {
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("request_too_large", "Request body too large"),
+}
 TYPE_PREFIX = "urn:nncompress:problem:"
 log = logging.getLogger(__name__)
 
@@ -87,8 +92,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    code, title = _HTTP_PROBLEMS.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
     return problem_response(
         request,
         status=exc.status_code,

@@ -17,6 +17,7 @@ from app.errors import InvalidUpload, UploadTooLarge
 from app.storage import LimitExceeded, Storage, TempWrite
 
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 16
 # Headers and text fields around the file; a Content-Length above limit + this is refused at once.
 MULTIPART_OVERHEAD = 1024 * 1024
 
@@ -65,6 +66,8 @@ class _Collector:
             self.form.file = self.storage.temp_write(self.limit)
             self.to_file = True
         else:
+            if len(self.form.fields) >= MAX_FIELDS:
+                raise InvalidUpload(f"the form has more than {MAX_FIELDS} fields")
             self.text = bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -200,3 +200,21 @@ def test_event_stream_sends_events_until_the_job_finished(client: TestClient) ->
     assert "event: cancelled" in response.text
     resumed = client.get(f"/v1/jobs/{job_id}/events/stream", headers={"Last-Event-ID": str(events[0]["id"])})
     assert sse_ids(resumed.text) == [events[1]["id"]]
+
+
+def test_oversize_json_body_is_413_problem(client: TestClient) -> None:
+    huge = job_body("m" * 32, config_list=[{"sparse_ratio": 0.5, "op_names": ["x" * 1000] * 5000}])
+    response = client.post("/v1/jobs", json=huge)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"] == "urn:nncompress:problem:request_too_large"
+
+
+def test_oversize_chunked_json_body_is_413_problem(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies as the bytes arrive
+        yield b'{"model_id": "' + b"m" * (5 * 1024 * 1024)
+        yield b'"}'
+
+    response = client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["type"] == "urn:nncompress:problem:request_too_large"

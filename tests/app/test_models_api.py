@@ -149,6 +149,7 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(make_client: Calla
         {"data": {"architecture": "mnist_net"}},  # no file part
         {"content": b"raw bytes", "headers": {"content-type": "application/octet-stream"}},
         {"files": {"file": ("junk.bin", b"\x00\x01 not a model", "application/octet-stream")}},
+        {"files": {"file": ("m.safetensors", b"x")}, "data": {f"field{i}": "v" for i in range(20)}},
     ],
 )
 def test_bad_upload_bodies_are_clear_422(
