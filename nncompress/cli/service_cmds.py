@@ -198,11 +198,15 @@ def _add_status(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         "status",
         parents=[_client_parent()],
         help="show a job: status, stage, progress, error, metrics, artifacts",
-        epilog="examples:\n  nncompress status 0c1d...\n  nncompress status 0c1d... --json | jq .metrics",
+        epilog=(
+            "examples:\n  nncompress status 0c1d...\n  nncompress status 0c1d... --events\n"
+            "  nncompress status 0c1d... --json | jq .metrics"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("job", help="job id")
     p.add_argument("--json", action="store_true", help="print the job as the API returns it")
+    p.add_argument("--events", action="store_true", help="also list the job's recorded transitions")
     p.add_argument("--wait", action="store_true", help="show progress until the job ends")
     p.set_defaults(handler=_status)
 
@@ -213,10 +217,31 @@ def _status(args: argparse.Namespace) -> int:
         if args.wait:
             return _wait_and_report(client, args.job, None)
         job = client.get_job(args.job)
+        events = _all_events(client, args.job) if args.events else None
     except ServiceError as exc:
         return _report_error(exc)
-    print(json.dumps(job, indent=2) if args.json else format_job(job))
+    if args.json:
+        print(json.dumps({**job, "events": events} if events is not None else job, indent=2))
+        return 0
+    print(format_job(job))
+    if events is not None:
+        print("\nevents:")
+        print("\n".join(format_event(e) for e in events))
     return 0
+
+
+def _all_events(client: Client, job_id: str) -> list[dict[str, Any]]:
+    """Every recorded event, page after page (``next_cursor`` is the last id seen)."""
+    events: list[dict[str, Any]] = []
+    after: int | None = None
+    while True:
+        page = client.events(job_id, after=after)
+        if not page.get("items"):
+            return events
+        events += page["items"]
+        after = page.get("next_cursor")
+        if after is None:
+            return events
 
 
 def _add_download(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -356,6 +381,16 @@ def format_job(job: dict[str, Any]) -> str:
         for a in job["artifacts"]:
             lines.append(f"  {a['name']:<24} {a['size_bytes']:>12,} bytes  sha256 {a['sha256'][:16]}…")
     return "\n".join(lines)
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One line per recorded transition: time, status, stage, progress, type and message."""
+    progress = "" if event.get("progress") is None else f"{float(event['progress']):.0f}%"
+    what = event.get("type", "")
+    if event.get("message"):
+        what += f": {event['message']}"
+    status, stage = event.get("status") or "", event.get("stage") or "-"
+    return f"  {event.get('at')}  {status:<9}  {stage:<10} {progress:>4}  {what}"
 
 
 def _bytes(m: dict[str, Any]) -> Any:

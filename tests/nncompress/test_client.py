@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -99,7 +100,40 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                 state.polls += 1
                 self._send(200, _job(state))
             elif self.path.startswith("/v1/jobs?"):
-                self._send(200, {"items": [], "next_cursor": None, "echo": self.path})
+                # Three pages of two jobs, the cursor being the next page's number.
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                page = int(query.get("cursor", "0"))
+                items = [{"id": f"job{2 * page + i}"} for i in range(2)]
+                self._send(
+                    200,
+                    {"items": items, "next_cursor": str(page + 1) if page < 2 else None, "echo": self.path},
+                )
+            elif self.path.startswith("/v1/jobs/j1/events"):
+                after = int(
+                    dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)).get("after", "0")
+                )
+                events = [
+                    {
+                        "id": 1,
+                        "at": "2026-01-01T00:00:00Z",
+                        "type": "created",
+                        "status": "queued",
+                        "stage": None,
+                        "progress": 0.0,
+                        "message": None,
+                    },
+                    {
+                        "id": 2,
+                        "at": "2026-01-01T00:00:01Z",
+                        "type": "stage",
+                        "status": "running",
+                        "stage": "pruning",
+                        "progress": 20.0,
+                        "message": "pruning 3 layers",
+                    },
+                ]
+                items = [e for e in events if e["id"] > after]
+                self._send(200, {"items": items, "next_cursor": items[-1]["id"] if items else after})
             elif self.path == "/v1/jobs/j1/artifacts/model.safetensors":
                 start = 0
                 rng = self.headers.get("Range")
@@ -152,6 +186,8 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
                     )
                 else:
                     self._send(202, {"id": "j1", "status": "queued"})
+            elif self.path == "/v1/models/m1/preflight":
+                self._send(200, {"echo": json.loads(raw)})
             elif self.path == "/v1/jobs/j1/cancel":
                 self._send(202, {"id": "j1", "status": "cancelling"})
             else:
@@ -240,6 +276,26 @@ def test_list_jobs_drops_unset_filters(server: tuple[Client, FakeState]) -> None
     client, _ = server
     page = client.list_jobs(status="running", limit=5)
     assert page["echo"] == "/v1/jobs?status=running&limit=5"
+
+
+def test_iter_jobs_follows_the_cursor_to_the_last_page(server: tuple[Client, FakeState]) -> None:
+    client, state = server
+    assert [j["id"] for j in client.iter_jobs(status="succeeded", page_size=2)] == [
+        f"job{i}" for i in range(6)
+    ]
+    paths = [path for method, path, _ in state.requests if path.startswith("/v1/jobs?")]
+    assert paths[1:] == [
+        "/v1/jobs?status=succeeded&limit=2&cursor=1",
+        "/v1/jobs?status=succeeded&limit=2&cursor=2",
+    ]
+
+
+def test_preflight_and_events(server: tuple[Client, FakeState]) -> None:
+    client, _ = server
+    body = client.preflight("m1", [{"sparse_ratio": 0.5}], pruner="fpgm", input_shape=(1, 1, 28, 28))["echo"]
+    assert body == {"config_list": [{"sparse_ratio": 0.5}], "pruner": "fpgm", "input_shape": [1, 1, 28, 28]}
+    assert [e["id"] for e in client.events("j1")["items"]] == [1, 2]
+    assert [e["id"] for e in client.events("j1", after=1)["items"]] == [2]
 
 
 def test_wait_reports_each_change_and_returns_the_final_job(server: tuple[Client, FakeState]) -> None:
@@ -379,6 +435,18 @@ def test_cli_download_all_and_cancel(
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == ARTIFACT
     assert _cli(client, "cancel", "j1") == 0
     assert capsys.readouterr().out.splitlines()[-1] == "j1: cancelling"
+
+
+def test_cli_status_events_lists_transitions(
+    server: tuple[Client, FakeState], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, _ = server
+    assert _cli(client, "status", "j1", "--events") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [
+        "  2026-01-01T00:00:00Z  queued     -            0%  created",
+        "  2026-01-01T00:00:01Z  running    pruning     20%  stage: pruning 3 layers",
+    ]
 
 
 def test_cli_status_of_unknown_job_fails(
