@@ -8,9 +8,10 @@ import sys
 import types
 from typing import Any
 
-from nncompress.speedup.api import GroupReport, SpeedupResult, apply_kept_indices, speedup
+from nncompress.speedup.api import apply_kept_indices, speedup
 from nncompress.speedup.nni import ModelSpeedup
 from nncompress.speedup.reshape import Rewrite
+from nncompress.speedup.result import GroupReport, SpeedupResult
 from nncompress.speedup.verify import VerificationReport, verify_equivalence
 
 __all__ = [

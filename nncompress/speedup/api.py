@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,83 +24,15 @@ from nncompress.speedup.groups import (
 )
 from nncompress.speedup.masks import apply_masks, layer_sparsity, load_masks, validate_masks
 from nncompress.speedup.reshape import Rewrite, ShapeAnalysis, analyse_shapes, rewrite_shapes
+from nncompress.speedup.result import GroupReport, Kept, ShapeChanges, SpeedupResult
 from nncompress.speedup.splits import new_sections
 from nncompress.speedup.verify import (
     Inputs,
-    VerificationReport,
     check_outputs,
     normalize_inputs,
     output_shapes,
     verification_inputs,
 )
-
-Kept = dict[str, dict[str, list[int]]]
-ShapeChanges = dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]]
-
-
-@dataclass(frozen=True)
-class GroupReport:
-    """One coupled channel group: its root layer, channels before/after, and why it kept its shape."""
-
-    root: str
-    channels_before: int
-    channels_after: int
-    members: list[str]
-    skipped: str | None = None
-
-
-@dataclass
-class SpeedupResult:
-    """What :func:`speedup` produced.
-
-    Attributes:
-        model: the shrunk model (same classes as the input; a ``torch.fx.GraphModule`` only when a shape
-            constant in the forward had to be rewritten, see ``rewrites``).
-        kept: per pruned layer, the original ``"out"``/``"in"`` channel indices that were kept.
-        shape_changes: per layer and parameter, ``(shape before, shape after)``.
-        groups: every coupled channel group, including the ones left at full width and why.
-        sparsity: fraction of zero weights left in each masked layer (element masks stay as sparsity).
-        rewrites: view/reshape size arguments rewritten in the traced graph.
-        params_before: parameter count of the input model.
-        params_after: parameter count of the shrunk model.
-        verification: the equivalence report (None when ``verify=False``).
-        timings: seconds per phase: ``copy`` (copy + masks), ``reference`` (masked outputs), ``shapes``
-            (fx shape propagation), ``plan`` (dependency graph, groups), ``prune``, ``run`` (shrunk outputs,
-            and the rewrite when needed), ``compare``, ``total``. Verification is reference + run + compare.
-    """
-
-    model: nn.Module
-    kept: Kept
-    shape_changes: ShapeChanges
-    groups: list[GroupReport]
-    sparsity: dict[str, float]
-    rewrites: list[Rewrite]
-    params_before: int
-    params_after: int
-    verification: VerificationReport | None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def graph_rewritten(self) -> bool:
-        """True when ``model`` is a GraphModule because shape constants were rewritten."""
-        return bool(self.rewrites)
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-friendly summary (everything except the model itself)."""
-        return {
-            "kept": self.kept,
-            "shape_changes": {
-                k: {p: [list(a), list(b)] for p, (a, b) in v.items()} for k, v in self.shape_changes.items()
-            },
-            "groups": [g.__dict__ for g in self.groups],
-            "sparsity": self.sparsity,
-            "rewrites": [r.__dict__ for r in self.rewrites],
-            "graph_rewritten": self.graph_rewritten,
-            "params_before": self.params_before,
-            "params_after": self.params_after,
-            "verification": self.verification.to_dict() if self.verification else None,
-            "timings": self.timings,
-        }
 
 
 def speedup(

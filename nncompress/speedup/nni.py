@@ -9,8 +9,9 @@ import torch
 from torch import fx, nn
 
 from nncompress.errors import SpeedupError
-from nncompress.speedup.api import SpeedupResult, speedup
+from nncompress.speedup.api import speedup
 from nncompress.speedup.masks import load_masks
+from nncompress.speedup.result import SpeedupResult
 
 
 class ModelSpeedup:
