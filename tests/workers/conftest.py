@@ -272,30 +272,32 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(
-        settings: Settings, *, name: str = "w1", queues: str = "cpu", target: str | None = TARGET
+        settings: Settings,
+        *,
+        name: str = "w1",
+        queues: str = "cpu",
+        target: str | None = TARGET,
+        celery_cli: bool = False,
     ) -> WorkerProcess:
         env = dict(os.environ)
-        env.update(
-            {f"NNCOMPRESS_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
-        )
+        # The fields the test set, as a deployment would write them (lists comma-separated).
+        for key, value in settings.model_dump(exclude_unset=True).items():
+            if value is not None:
+                text = ",".join(value) if isinstance(value, list) else str(value)
+                env[f"NNCOMPRESS_{key.upper()}"] = text
         env.pop("NNCOMPRESS_WORKER_JOB_TARGET", None)
         if target:
             env["NNCOMPRESS_WORKER_JOB_TARGET"] = target
         env["PYTHONPATH"] = str(REPO)
         log = tmp_path / f"worker-{name}-{len(started)}.log"
         with log.open("wb") as fh:
+            node = f"{name}-{len(started)}@%h"
+            if celery_cli:  # the documented plain form, with Celery's own defaults
+                argv = ["-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues, "-n", node]
+            else:
+                argv = ["-m", "workers", "--queues", queues, "--name", node]
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "workers",
-                    "--queues",
-                    queues,
-                    "--name",
-                    f"{name}-{len(started)}@%h",
-                    "--loglevel",
-                    "INFO",
-                ],
+                [sys.executable, *argv, "--loglevel", "INFO"],
                 cwd=REPO,
                 env=env,
                 stdout=fh,

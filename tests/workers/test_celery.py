@@ -121,7 +121,7 @@ def test_queued_job_survives_a_redis_restart_without_persistence(
     redis_server.stop()
     redis_server.start()
     assert client.llen("cpu") == 0  # the message is gone; the job row is still queued
-    start_worker(celery_settings)
+    start_worker(celery_settings, celery_cli=True)  # a plain `celery -A workers.celery_app worker -Q cpu`
     job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
     assert job.status == "succeeded", job.error_message
     assert "requeued" in [e.type for e in pg_jobs.events(job_id)]
