@@ -10,6 +10,7 @@ torch 2.13 (it moved to torchao).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,15 @@ def quantize_graph(
                 )
             assert activation is not None  # static/QAT layers always quantize activations
             extra["ActivationSymmetric"] = activation.scheme == "symmetric"
-            reader = BatchReader(calibration, graph.input_names, calibration_batches)
+            stream = iter(calibration)
+            first = next(stream, None)
+            if first is None:
+                raise QuantConfigError(
+                    "calibration: the iterable gave no batch; static quantization needs at least one",
+                    key="calibration",
+                    expected="an iterable of at least one input batch",
+                )
+            reader = BatchReader(itertools.chain([first], stream), graph.input_names, calibration_batches)
             excluded = _excluded_nodes(graph, ops, layers)
             with _quiet():
                 quantize_static(
@@ -116,12 +125,6 @@ def quantize_graph(
                     extra_options=extra,
                 )
             used = reader.seen
-            if used == 0:
-                raise QuantConfigError(
-                    "calibration: the iterable gave no batch; static quantization needs at least one",
-                    key="calibration",
-                    expected="an iterable of at least one input batch",
-                )
     finally:
         pre.unlink(missing_ok=True)
     return {"calibration_batches_used": used, "onnx_nodes": nodes, "weights": weights}
