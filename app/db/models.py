@@ -104,6 +104,16 @@ class Model(Base):
     storage_key: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @property
+    def intake_format(self) -> str | None:
+        """The ``fmt`` to pass to ``nncompress.io.intake.load_model`` for this file.
+
+        ``format`` is the API's name for what the file holds; intake names containers. A
+        ``state_dict`` is a ``torch_zip``; a ``pickle`` may be a raw pickle or a ``torch_zip`` holding
+        a module, so None lets intake detect it again from the bytes.
+        """
+        return {"state_dict": "torch_zip", "pickle": None}.get(self.format, self.format)
+
 
 class Job(Base):
     """One compression job; ``status``/``lease_*`` are the claim protocol's fields."""

@@ -211,3 +211,28 @@ def test_preflight_of_a_pickled_model_is_refused_in_the_api(
     assert response.status_code == 409
     assert response.json()["type"] == "urn:nncompress:problem:preflight_unavailable"
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "expected"),
+    [(mnist_safetensors, "m.safetensors", "safetensors"), (mnist_state_dict_zip, "m.pt", "state_dict")],
+)
+def test_worker_loads_an_upload_with_its_intake_format(
+    make_client: Callable[..., Any], tmp_path: Path, data: Callable[[], bytes], filename: str, expected: str
+) -> None:
+    """What a worker does with a stored upload: intake's load_model with ``Model.intake_format``."""
+    import torch
+
+    from app.db.models import Model
+    from nncompress.io.intake import load_model
+    from nncompress.models import get
+
+    client = make_client()
+    model_id = upload(client, data(), filename=filename, architecture="mnist_net").json()["id"]
+    with client.app.state.session_factory() as session:
+        row = session.get_one(Model, model_id)
+    assert row.format == expected
+    net = load_model(
+        client.app.state.storage.path(row.storage_key), fmt=row.intake_format, architecture="mnist_net"
+    )
+    assert net(torch.zeros(2, *get("mnist_net").input_shape[1:])).shape == (2, 10)
