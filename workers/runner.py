@@ -102,7 +102,8 @@ def _spawn(
         argv += ["--target", options.target]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True, close_fds=True)
     # Settings travel on stdin, not argv/env: argv is world-readable in ``ps``, and the database URL may
-    # hold a password.
+    # hold a password. (A SecretStr field would be masked by model_dump_json; test_runner checks that
+    # the settings survive the trip.)
     assert proc.stdin is not None
     try:
         proc.stdin.write(settings.model_dump_json().encode())
@@ -120,6 +121,7 @@ def kill_group(proc: subprocess.Popen[bytes], grace_seconds: float) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_seconds)
     # Also after a clean exit on SIGTERM: DataLoader workers of the child may still be alive in the group.
+    # The group id stays ours while any member lives; once it is empty, killpg finds nothing.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     proc.wait()

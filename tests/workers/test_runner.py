@@ -139,3 +139,16 @@ def test_dataloader_workers_run_in_the_job_process_and_die_with_it(sqlite_url: s
     assert jobs.get(job_id).status == "cancelled"
     wait_for(lambda: not any(pid_alive(p) for p in [job_pid, *workers]), 10, "the job's processes to exit")
     jobs.engine.dispose()
+
+
+def test_settings_reach_the_child_unchanged(tmp_path: Path) -> None:
+    # The child rebuilds Settings from model_dump_json(); a masked or lossy field would break it.
+    settings = Settings(
+        database_url="postgresql://u:secret@db/x",
+        broker_url="redis://:pw@r:6379/1",
+        storage_dir=tmp_path,
+        allow_pickle=True,
+        api_keys=["k" * 20, "z" * 24],
+        **FAST,
+    )
+    assert Settings.model_validate_json(settings.model_dump_json()) == settings
