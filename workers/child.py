@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Job
@@ -90,16 +91,21 @@ class JobContext:
         if not stage_changed and now - self._last_write < PROGRESS_WRITE_SECONDS:
             return
         event = not stage_changed and now - self._last_event >= PROGRESS_EVENT_SECONDS
-        with self.session_factory() as session:
-            ours = state.set_progress(
-                session,
-                self.job_id,
-                self.worker_id,
-                stage=stage,
-                percent=percent,
-                message=message,
-                event=event,
-            )
+        try:
+            with self.session_factory() as session:
+                ours = state.set_progress(
+                    session,
+                    self.job_id,
+                    self.worker_id,
+                    stage=stage,
+                    percent=percent,
+                    message=message,
+                    event=event,
+                )
+        except SQLAlchemyError:
+            # A database blip must not fail an hour of work; the next report (or the end) writes again.
+            log.warning("job %s: could not write progress", self.job_id, exc_info=True)
+            return
         self._last_write = now
         self._last_stage = stage
         if event or stage_changed:
@@ -115,10 +121,14 @@ class JobContext:
         if now - self._last_poll < STOP_POLL_SECONDS:
             return False
         self._last_poll = now
-        with self.session_factory() as session:
-            row = session.execute(
-                select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == self.job_id)
-            ).one_or_none()
+        try:
+            with self.session_factory() as session:
+                row = session.execute(
+                    select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == self.job_id)
+                ).one_or_none()
+        except SQLAlchemyError:
+            log.warning("job %s: could not poll for cancellation", self.job_id, exc_info=True)
+            return False
         if row is None or row.lease_owner != self.worker_id or row.status not in state.ACTIVE_STATUSES:
             self.lease_lost = True
         self._stop = bool(row is not None and row.cancel_requested) or self.lease_lost
