@@ -91,6 +91,10 @@ def export_onnx_with_info(
     try:
         try:
             _export_dynamo(model, inputs, out, dynamic_batch)
+            if dynamic_batch and not _batch_is_dynamic(out):
+                # torch.export can pin a dimension it was asked to keep symbolic (e.g. when model code
+                # calls int() on a size) and still succeed; the file would only run at one batch size.
+                raise RuntimeError("torch.export fixed the batch dimension instead of keeping it dynamic")
             return out, f"torch.export (dynamo), opset {DYNAMO_OPSET}"
         except Exception as dynamo_exc:
             try:
@@ -227,6 +231,18 @@ def _export_legacy(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path
             output_names=["output"],
             dynamic_axes=axes if dynamic else None,
         )
+
+
+def _batch_is_dynamic(path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    return all(
+        v.type.tensor_type.shape.dim and not v.type.tensor_type.shape.dim[0].HasField("dim_value")
+        for v in inputs
+    )
 
 
 @contextlib.contextmanager

@@ -101,6 +101,10 @@ class _Builder:
         self.values: dict[str, fx.Node] = {}
         self.consts = initializers
         self.ranks = ranks
+        # ONNX values that hold tensor *dimensions* (Shape → Gather → Concat → Reshape chains). They
+        # are kept as Python ints and lists in the graph, so tracers see x.size(0) symbolically and
+        # the batch dimension stays dynamic when the converted model is exported again.
+        self.dims: set[str] = set()
         self._used_names: set[str] = set()
 
     def add_input(self, name: str) -> None:
@@ -141,6 +145,17 @@ class _Builder:
 
     def call_module(self, out: str, path: str, args: Sequence[Any]) -> None:
         self.values[out] = self.graph.call_module(path, tuple(args))
+
+    def dims_value(self, name: str) -> Any:
+        """A dimension value as the graph uses it: an fx node, or a constant as Python ints."""
+        const = self.const(name)
+        if const is not None:
+            return [int(v) for v in const.reshape(-1).tolist()] if const.dim() else int(const)
+        return self.value(name)
+
+    def call_dims(self, out: str, fn: Callable[..., Any], args: Sequence[Any]) -> None:
+        self.call(out, fn, args)
+        self.dims.add(out)
 
     def call(
         self, out: str, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any] | None = None
@@ -193,7 +208,8 @@ def onnx_reshape(
     x: torch.Tensor, shape: Sequence[int] | torch.Tensor, allowzero: bool = False
 ) -> torch.Tensor:
     """ONNX Reshape: -1 is inferred; 0 copies the input's dimension unless ``allowzero``."""
-    dims = [int(d) for d in (shape.tolist() if isinstance(shape, torch.Tensor) else shape)]
+    # No int() on list entries: they may be symbolic sizes, and int() would pin them to the traced value.
+    dims = [int(d) for d in shape.tolist()] if isinstance(shape, torch.Tensor) else list(shape)
     if not allowzero:
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
     return x.reshape(dims)
@@ -205,9 +221,44 @@ def onnx_flatten(x: torch.Tensor, axis: int) -> torch.Tensor:
     return x.reshape(math.prod(x.shape[:axis]), -1)
 
 
-def onnx_shape(x: torch.Tensor) -> torch.Tensor:
-    """ONNX Shape: the dimensions as an int64 tensor."""
-    return torch.tensor(list(x.shape), dtype=torch.int64)
+def onnx_dims(x: torch.Tensor) -> list[int]:
+    """ONNX Shape, as a list of ints (symbolic sizes when traced)."""
+    return [x.size(i) for i in range(x.dim())]
+
+
+def onnx_dims_gather(dims: list[int], index: int | list[int]) -> int | list[int]:
+    """ONNX Gather on a dimension list: a scalar index gives one int, a list gives a list."""
+    if isinstance(index, list):
+        return [dims[i] for i in index]
+    return dims[index]
+
+
+def onnx_dims_unsqueeze(value: int | list[int]) -> list[int]:
+    """ONNX Unsqueeze(axes=[0]) of a dimension: an int becomes a one-element list."""
+    return value if isinstance(value, list) else [value]
+
+
+def onnx_dims_squeeze(value: int | list[int]) -> int | list[int]:
+    """ONNX Squeeze of a one-element dimension list: back to an int."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def onnx_dims_concat(parts: list[int | list[int]]) -> list[int]:
+    """ONNX Concat(axis=0) of dimension lists."""
+    out: list[int] = []
+    for part in parts:
+        out.extend(part if isinstance(part, list) else [part])
+    return out
+
+
+def onnx_dims_arith(op: str, a: int | list[int], b: int | list[int]) -> int | list[int]:
+    """Integer Add/Sub/Mul/Div on dimensions, broadcasting a scalar (ONNX Div on ints truncates)."""
+    fn = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.floordiv}[op]
+    if isinstance(a, list) or isinstance(b, list):
+        left = a if isinstance(a, list) else [a] * len(b)  # type: ignore[arg-type]
+        right = b if isinstance(b, list) else [b] * len(left)
+        return [fn(x, y) for x, y in zip(left, right, strict=True)]
+    return fn(a, b)
 
 
 def onnx_gather(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
@@ -215,7 +266,7 @@ def onnx_gather(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor
     index = index.to(torch.int64)
     index = torch.where(index < 0, index + x.shape[axis], index)
     out = torch.index_select(x, axis, index.reshape(-1))
-    return out.reshape(*x.shape[:axis], *index.shape, *x.shape[axis + 1 :])
+    return out.reshape([*x.shape[:axis], *index.shape, *x.shape[axis + 1 :]])
 
 
 def onnx_unsqueeze(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
@@ -382,6 +433,10 @@ _ELEMENTWISE: dict[str, Callable[..., Any]] = {
 
 
 def _elementwise(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
+    if node.op_type in ("Add", "Sub", "Mul", "Div") and any(i in b.dims for i in node.input):
+        a, c = (b.dims_value(i) for i in node.input)
+        b.call_dims(node.output[0], onnx_dims_arith, [node.op_type, a, c])
+        return
     b.call(node.output[0], _ELEMENTWISE[node.op_type], [b.value(i) for i in node.input])
 
 
@@ -391,6 +446,12 @@ for _name in _ELEMENTWISE:
 
 @_op("Identity", "Dropout")
 def _identity(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
+    const = b.const(node.input[0])
+    if const is not None:
+        # Exporters alias equal initializers through Identity (a fresh BatchNorm's running_var is
+        # its weight); keep the alias a constant so layers can still take it as a parameter.
+        b.consts[node.output[0]] = const
+        return
     b.values[node.output[0]] = b.value(node.input[0])
 
 
@@ -519,6 +580,13 @@ def onnx_reverse_permute(x: torch.Tensor) -> torch.Tensor:
 
 @_op("Concat")
 def _concat(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
+    consts = [b.const(i) for i in node.input]
+    if all(c is not None for c in consts):
+        b.consts[node.output[0]] = torch.cat(consts, dim=int(attrs["axis"]))  # type: ignore[arg-type]
+        return
+    if any(i in b.dims for i in node.input):
+        b.call_dims(node.output[0], onnx_dims_concat, [[b.dims_value(i) for i in node.input]])
+        return
     b.call(node.output[0], torch.cat, [[b.value(i) for i in node.input]], {"dim": int(attrs["axis"])})
 
 
@@ -526,11 +594,15 @@ def _concat(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
 def _shape(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
     if "start" in attrs or "end" in attrs:
         raise ModelLoadError(f"Shape {node.name!r}: start/end are not supported", node=node.name)
-    b.call(node.output[0], onnx_shape, [b.value(node.input[0])])
+    b.call_dims(node.output[0], onnx_dims, [b.value(node.input[0])])
 
 
 @_op("Gather")
 def _gather(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
+    if node.input[0] in b.dims:
+        index = b.dims_value(node.input[1])
+        b.call_dims(node.output[0], onnx_dims_gather, [b.value(node.input[0]), index])
+        return
     b.call(
         node.output[0],
         onnx_gather,
@@ -542,10 +614,35 @@ def _gather(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
 def _unsqueeze(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
     axes_const = _optional_const(b, node, 1)
     axes = [int(a) for a in axes_const.tolist()] if axes_const is not None else attrs.get("axes")
+    if node.input[0] in b.dims:
+        if list(axes or [0]) != [0]:
+            raise ModelLoadError(
+                f"{node.op_type} {node.name!r}: a dimension value only takes axes [0]", node=node.name
+            )
+        fn = onnx_dims_unsqueeze if node.op_type == "Unsqueeze" else onnx_dims_squeeze
+        b.call_dims(node.output[0], fn, [b.value(node.input[0])])
+        return
+    const = b.const(node.input[0])
+    if const is not None:  # fold: shape arithmetic on constants must stay constant
+        fold = onnx_unsqueeze(const, list(axes)) if node.op_type == "Unsqueeze" else onnx_squeeze(const, axes)
+        b.consts[node.output[0]] = fold
+        return
     if node.op_type == "Unsqueeze":
         b.call(node.output[0], onnx_unsqueeze, [b.value(node.input[0]), list(axes)])
     else:
         b.call(node.output[0], onnx_squeeze, [b.value(node.input[0]), None if axes is None else list(axes)])
+
+
+@_op("Cast")
+def _cast(b: _Builder, node: Any, attrs: dict[str, Any]) -> None:
+    if node.input[0] in b.dims:  # dimensions are ints whatever integer type ONNX names
+        b.values[node.output[0]] = b.value(node.input[0])
+        b.dims.add(node.output[0])
+        return
+    from onnx import helper
+
+    dtype = torch.from_numpy(np.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(int(attrs["to"])))).dtype
+    b.call(node.output[0], torch.Tensor.to, [b.value(node.input[0]), dtype])
 
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_CONVERTERS))

@@ -290,3 +290,16 @@ def test_builtin_dataset_must_fit_the_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         run_job(spec, model=get("vgg_bn").build(), architecture="vgg_bn", out_dir=tmp_path)
     assert info.value.context["key"] == "dataset"
+
+
+def test_an_onnx_upload_is_compressed_like_the_original(tmp_path: Path) -> None:
+    from nncompress.io import export_onnx, load_model
+
+    export_onnx(_net().eval(), torch.randn(1, 1, 28, 28), tmp_path / "upload.onnx")
+    converted = load_model(tmp_path / "upload.onnx")
+    result = run_job(
+        _spec(input_shape=[1, 1, 28, 28]), model=converted, architecture=None, out_dir=tmp_path / "job"
+    )
+    # The converted graph keeps the layer names, so the seed's config selects the same layers.
+    assert result.metrics_before.params == 431_080 and result.metrics_after.params == 109_295
+    assert result.checks["onnx"]["max_abs_diff"] < 1e-4

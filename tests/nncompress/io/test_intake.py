@@ -237,3 +237,45 @@ def test_onnx_unsupported_op_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="Erf") as info:
         load_model(tmp_path / "erf.onnx")
     assert info.value.context["ops"] == ["Erf"]
+
+
+class _SizeView(nn.Module):
+    """Flattens with x.view(x.size(0), -1): the TorchScript exporter turns it into Shape→Gather→Concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_onnx_shape_arithmetic_keeps_the_batch_dynamic(tmp_path: Path) -> None:
+    import warnings
+
+    from nncompress.io import check_onnx
+
+    torch.manual_seed(0)
+    model = _SizeView().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 16, 16),),
+            str(tmp_path / "legacy.onnx"),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "legacy.onnx")).graph.node}
+    assert {"Shape", "Gather", "Concat", "Reshape"} <= ops
+    loaded = load_model(tmp_path / "legacy.onnx")
+    x = torch.randn(5, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+    # Exported again (as the pipeline does), the converted model still takes any batch size.
+    path = export_onnx(loaded, x[:1], tmp_path / "again.onnx")
+    assert check_onnx(path, loaded, x[:1], batch_sizes=(1, 3)).max_abs_diff < 1e-4

@@ -80,3 +80,19 @@ def test_recurrent_model_keeps_a_dynamic_batch(tmp_path: Path) -> None:
     path = export_onnx(model, arch.example_input(1), tmp_path / "lstm.onnx")
     report = check_onnx(path, model, arch.example_input(1), batch_sizes=(1, 3))
     assert report.max_abs_diff < 1e-4
+
+
+def test_a_model_that_pins_its_batch_is_caught(tmp_path: Path) -> None:
+    from nncompress.io.onnx_export import export_onnx_with_info
+
+    class Pinned(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(int(x.shape[0]), -1) * 2  # int() turns the batch into a constant
+
+    model = Pinned().eval()
+    path, exporter = export_onnx_with_info(model, torch.randn(1, 4, 4), tmp_path / "pinned.onnx")
+    # torch.export pins the batch and "succeeds"; that file is refused and the fallback used instead…
+    assert exporter.startswith("torchscript")
+    # …which bakes the constant too, so the check refuses the result rather than shipping it.
+    with pytest.raises(ArtifactError, match="batch 3"):
+        check_onnx(path, model, torch.randn(1, 4, 4), batch_sizes=(1, 3))
