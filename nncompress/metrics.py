@@ -11,7 +11,7 @@ import copy
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,11 @@ from nncompress.io.tensors import safetensors_state_dict
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
-__all__ = ["LatencyStats", "ModelMetrics", "file_bytes", "measure_model", "resolve_device"]
+__all__ = ["LATENCY_MODES", "LatencyStats", "ModelMetrics", "file_bytes", "measure_model", "resolve_device"]
+
+# "auto" is CUDA graphs on a GPU (eager small models are launch-bound there, which would hide what
+# pruning saves; design §3) and eager on the CPU.
+LATENCY_MODES = ("auto", "eager", "cuda_graph")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class LatencyStats:
         p90_ms: 90th percentile over the same passes.
         runs: timed passes (after ``warmup`` untimed ones).
         warmup: untimed passes run first.
+        method: how the passes ran (``"eager"``, ``"cuda_graph"``, or eager with the reason the
+            CUDA graph capture failed).
     """
 
     batch_size: int
@@ -45,6 +51,7 @@ class LatencyStats:
     p90_ms: float
     runs: int
     warmup: int
+    method: str = "eager"
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class ModelMetrics:
     device: str = "cpu"
     latency_method: str = "eager, torch.inference_mode"
     threads: int = 1
+    dtype: str = "float32"
 
     def latency_at(self, batch_size: int) -> LatencyStats | None:
         """Returns the latency entry for ``batch_size``, or None when it was not measured."""
@@ -114,6 +122,8 @@ def measure_model(
     batch_sizes: Sequence[int] = (1, 64),
     runs: int = 50,
     warmup: int = 5,
+    latency_mode: str = "auto",
+    dtype: torch.dtype | None = None,
 ) -> ModelMetrics:
     """Measures size, compute, latency and sparsity of ``model``.
 
@@ -127,6 +137,11 @@ def measure_model(
         batch_sizes: batch sizes to time.
         runs: timed forward passes per batch size (median and p90 are over these).
         warmup: untimed passes before timing.
+        latency_mode: ``"eager"``, ``"cuda_graph"`` (CUDA only: capture one forward per batch size
+            and time its replay), or ``"auto"`` (CUDA graphs on a GPU, eager on the CPU). A model
+            whose capture fails is timed eagerly, and the entry's ``method`` says why.
+        dtype: time a copy converted to this dtype (e.g. ``torch.bfloat16``; floating inputs are cast
+            too). Sizes, FLOPs and sparsity are always of the model as given.
 
     Returns:
         A frozen :class:`ModelMetrics`.
@@ -147,19 +162,28 @@ def measure_model(
     sparsity = _weight_sparsity(model)
 
     dev = resolve_device(device)
+    mode = _latency_mode(latency_mode, dev)
     current = next((p.device for p in model.parameters()), torch.device("cpu"))
-    # Measuring must not move the caller's model; deep-copy only when the device differs.
-    subject = model if current == dev else copy.deepcopy(model).to(dev)
+    current_dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    # Measuring must not move or convert the caller's model: copy when device or dtype differ.
+    subject = model
+    if current != dev or (dtype is not None and dtype != current_dtype):
+        subject = copy.deepcopy(model).to(dev)
+        if dtype is not None:
+            subject = subject.to(dtype)
     was_training = subject.training
     subject.eval()
     try:
-        flops = _count_flops(subject, _batch(inputs, 1, dev))
+        flops = _count_flops(subject, _batch(inputs, 1, dev, dtype))
         latency = tuple(
-            _time_forward(subject, _batch(inputs, bs, dev), dev, bs, runs=runs, warmup=warmup)
+            _time_forward(
+                subject, _batch(inputs, bs, dev, dtype), dev, bs, runs=runs, warmup=warmup, mode=mode
+            )
             for bs in batch_sizes
         )
     finally:
         subject.train(was_training)
+    methods = sorted({s.method for s in latency})
     return ModelMetrics(
         params=params,
         nonzero_params=nonzero,
@@ -169,12 +193,12 @@ def measure_model(
         latency=latency,
         sparsity=sparsity,
         device=_describe(dev),
-        latency_method=(
-            "eager, torch.inference_mode, torch.cuda.synchronize around each pass"
-            if dev.type == "cuda"
-            else "eager, torch.inference_mode"
+        latency_method=", ".join(
+            [*methods, "torch.inference_mode"]
+            + (["torch.cuda.synchronize around each pass"] if dev.type == "cuda" else [])
         ),
         threads=torch.get_num_threads(),
+        dtype=str(dtype or current_dtype).removeprefix("torch."),
     )
 
 
@@ -184,9 +208,24 @@ def _as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return tuple(example_inputs)
 
 
-def _batch(inputs: tuple[torch.Tensor, ...], batch_size: int, dev: torch.device) -> tuple[torch.Tensor, ...]:
+def _latency_mode(mode: str, dev: torch.device) -> str:
+    if mode not in LATENCY_MODES:
+        raise ValueError(f"latency_mode must be one of {', '.join(LATENCY_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "cuda_graph" if dev.type == "cuda" else "eager"
+    if mode == "cuda_graph" and dev.type != "cuda":
+        raise ValueError("latency_mode 'cuda_graph' needs a CUDA device")
+    return mode
+
+
+def _batch(
+    inputs: tuple[torch.Tensor, ...], batch_size: int, dev: torch.device, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, ...]:
     # Repeat the first row rather than drawing new data: the timing must not depend on values.
-    return tuple(t[:1].repeat(batch_size, *([1] * (t.dim() - 1))).to(dev) for t in inputs)
+    out = tuple(t[:1].repeat(batch_size, *([1] * (t.dim() - 1))).to(dev) for t in inputs)
+    if dtype is not None:
+        out = tuple(t.to(dtype) if t.is_floating_point() else t for t in out)
+    return out
 
 
 def _count_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
@@ -204,18 +243,26 @@ def _time_forward(
     *,
     runs: int,
     warmup: int,
+    mode: str,
 ) -> LatencyStats:
     cuda = dev.type == "cuda"
+    method = mode
+    step: Callable[[], object] = lambda: model(*inputs)  # noqa: E731 - replaced by a graph replay below
+    if mode == "cuda_graph":
+        try:
+            step = _capture_cuda_graph(model, inputs, dev)
+        except Exception as exc:  # capture refuses some models (host syncs, dynamic control flow)
+            method = f"eager (CUDA graph capture failed: {type(exc).__name__})"
     samples: list[float] = []
     with torch.inference_mode():
         for _ in range(warmup):
-            model(*inputs)
+            step()
         for _ in range(runs):
             # CUDA launches are asynchronous; without synchronising we would time the launch only.
             if cuda:
                 torch.cuda.synchronize(dev)
             start = time.perf_counter()
-            model(*inputs)
+            step()
             if cuda:
                 torch.cuda.synchronize(dev)
             samples.append((time.perf_counter() - start) * 1000.0)
@@ -227,7 +274,26 @@ def _time_forward(
         p90_ms=samples[p90_index],
         runs=runs,
         warmup=warmup,
+        method=method,
     )
+
+
+def _capture_cuda_graph(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], dev: torch.device
+) -> Callable[[], object]:
+    """Records one forward pass as a CUDA graph and returns its replay (inputs are fixed buffers)."""
+    static = tuple(t.clone() for t in inputs)
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    # Warm up on a side stream, as capture requires: lazy initialisation must not be recorded.
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(3):
+            model(*static)
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        model(*static)
+    return graph.replay
 
 
 def _weight_sparsity(model: nn.Module) -> dict[str, float]:

@@ -73,7 +73,11 @@ _SPEC_KEYS = (
     "latency_runs",
     "latency_batch_sizes",
     "dataset",
+    "latency_dtype",
 )
+
+# Dtypes latency may be measured in ("bf16 where asked", design §3); the model itself is not converted.
+LATENCY_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 # Labelled data sets shipped with nncompress that a job may name (no upload needed).
 BUILTIN_DATASETS: tuple[str, ...] = ("mnist_subset",)
@@ -104,6 +108,8 @@ class JobSpec:
         dataset: a built-in labelled data set (:data:`BUILTIN_DATASETS`) used as the data of the
             data-driven pruners (with cross-entropy as their loss) and to measure top-1 accuracy
             before and after; None for neither.
+        latency_dtype: dtype latency is measured in (a converted copy; the artifacts stay float32).
+            On a GPU latency is timed by replaying a CUDA graph, as models are served.
     """
 
     pruner: str
@@ -117,6 +123,7 @@ class JobSpec:
     latency_runs: int = 20
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     dataset: str | None = None
+    latency_dtype: str = "float32"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
@@ -179,6 +186,7 @@ class JobSpec:
             latency_runs=_int(data, "latency_runs", 20, minimum=1),
             latency_batch_sizes=batch_sizes,
             dataset=_dataset_name(data.get("dataset")),
+            latency_dtype=_latency_dtype(data.get("latency_dtype", "float32")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -436,6 +444,7 @@ def run_job(
             "batch_sizes": spec.latency_batch_sizes,
             "runs": spec.latency_runs,
             "warmup": max(1, spec.latency_runs // 10),
+            "dtype": getattr(torch, spec.latency_dtype),
         }
         before = measure_model(original, **measure)
         stage.update(0.5, "measured the original model")
@@ -613,6 +622,15 @@ def _verify(masked: nn.Module, compressed: nn.Module, example: torch.Tensor, *, 
             max_abs_diff=worst,
         )
     return {"max_abs_diff": worst, "output_scale": scale, "inputs": len(batches), "rtol": rtol, "atol": atol}
+
+
+def _latency_dtype(value: object) -> str:
+    if value in LATENCY_DTYPES:
+        return value  # type: ignore[return-value]
+    raise ConfigError(
+        f"job spec key 'latency_dtype' must be one of {', '.join(LATENCY_DTYPES)}, got {value!r}",
+        key="latency_dtype",
+    )
 
 
 def _dataset_name(value: object) -> str | None:

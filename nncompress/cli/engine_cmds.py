@@ -151,6 +151,12 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where latency is measured"
     )
     p.add_argument("--latency-runs", type=int, default=20, help="timed passes per batch size (default 20)")
+    p.add_argument(
+        "--latency-dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype latency is measured in, on a converted copy (default float32)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for example inputs (default 0)")
     p.add_argument(
         "--data",
@@ -185,6 +191,7 @@ def _prune(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "latency_runs": args.latency_runs,
             "dataset": args.data,
+            "latency_dtype": args.latency_dtype,
         }
     )
     result = run_job(spec, model=model, architecture=args.arch, out_dir=args.out, progress=ConsoleProgress())

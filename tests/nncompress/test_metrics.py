@@ -104,8 +104,31 @@ def test_bad_arguments_are_refused(net: Net) -> None:
             measure_model(net, torch.randn(1, 1, 28, 28), device="cuda")
 
 
+def test_latency_in_bfloat16_times_a_converted_copy(net: Net) -> None:
+    m = measure_model(
+        net, torch.randn(1, 1, 28, 28), batch_sizes=(2,), runs=2, warmup=1, dtype=torch.bfloat16
+    )
+    assert m.dtype == "bfloat16" and m.latency[0].median_ms > 0
+    assert next(net.parameters()).dtype == torch.float32  # the caller's model is not converted
+    assert m.state_dict_bytes > 4 * m.params  # sizes are of the model as given (float32)
+
+
+def test_cuda_graph_mode_needs_cuda(net: Net) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA"):
+        measure_model(net, torch.randn(1, 1, 28, 28), latency_mode="cuda_graph")
+    with pytest.raises(ValueError, match="latency_mode"):
+        measure_model(net, torch.randn(1, 1, 28, 28), latency_mode="fast")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_latency_is_synchronised_and_named(net: Net) -> None:
+def test_cuda_latency_replays_a_graph_and_names_the_device(net: Net) -> None:
     m = measure_model(net, torch.randn(1, 1, 28, 28), device="cuda", batch_sizes=(1, 64), runs=20, warmup=5)
     assert m.device.startswith("cuda:") and "synchronize" in m.latency_method
+    assert all(s.method == "cuda_graph" for s in m.latency), [s.method for s in m.latency]
+    eager = measure_model(
+        net, torch.randn(1, 1, 28, 28), device="cuda", batch_sizes=(64,), runs=20, latency_mode="eager"
+    )
+    assert eager.latency[0].method == "eager" and eager.macs == m.macs
     assert next(net.parameters()).device.type == "cpu"  # a copy was measured

@@ -79,6 +79,7 @@ def test_spec_round_trips_and_fills_defaults() -> None:
         ({"pruner": "l1norm", "config_list": [], "latency_runs": 0}, "latency_runs"),
         ({"pruner": "l1norm", "config_list": [], "seed": True}, "seed"),
         ({"pruner": "l1norm", "config_list": [], "dataset": "imagenet"}, "dataset"),
+        ({"pruner": "l1norm", "config_list": [], "latency_dtype": "int8"}, "latency_dtype"),
     ],
 )
 def test_spec_errors_name_the_key(data: dict[str, Any], key: str) -> None:
