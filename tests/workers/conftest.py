@@ -1,7 +1,7 @@
 """Fixtures of the worker tests: job factories, a private Redis server, real Celery worker processes.
 
 The Redis server is our own (a free port, no persistence) so a test may restart it without touching
-the shared one on 6379. Timing is shortened (lease 2 s, heartbeat 1 s, reconcile every 1 s) so the
+the shared one on 6379. Timing is shortened (lease 3 s, heartbeat 1 s, reconcile every 1 s) so the
 fault tests finish in seconds; every wait polls with a deadline.
 """
 
@@ -38,7 +38,7 @@ SEED_SPEC = {
     "latency_runs": 3,
 }
 FAST = {
-    "lease_seconds": 2,
+    "lease_seconds": 3,
     "heartbeat_seconds": 1,
     "reconcile_interval_seconds": 1,
     "job_time_limit_seconds": 60,
