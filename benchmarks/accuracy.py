@@ -34,7 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nncompress.data import MNIST_MEAN, MNIST_STD
 from nncompress.datasets import LabelledDataset, load_mnist_idx
-from nncompress.finetune import EvalResult, FinetuneSpec, evaluate, finetune
+from nncompress.finetune import (
+    DistillationSpec,
+    EvalResult,
+    FinetuneProgress,
+    FinetuneSpec,
+    evaluate,
+    finetune,
+)
 from nncompress.models.mnist import Net
 from nncompress.pruners import prune
 from nncompress.scheduled import ScheduledProgress, scheduled_prune, weights_bytes
@@ -85,6 +92,11 @@ def _agp_progress(label: str) -> Any:
             _log(f"  {label} step {r.step}: sparsity {r.sparsity:.3f} top1 {top1:.2f} ({r.seconds:.0f}s)")
 
     return show
+
+
+def _train_progress(p: FinetuneProgress) -> None:
+    if p.record is not None:
+        _log(f"  train epoch {p.epoch}: top1 {100 * p.record.val.top1:.2f}% ({p.record.seconds:.0f}s)")
 
 
 def plain_loop_throughput(
@@ -140,7 +152,7 @@ def main() -> None:
     )
     trained = finetune(
         net, train, test, train_spec,
-        progress=lambda p: p.record and _log(f"  train epoch {p.epoch}: top1 {100 * p.record.val.top1:.2f}"),
+        progress=_train_progress,
     )  # fmt: skip
     original = evaluate(net, test)
     out["train"] = {"seconds": trained.seconds, "result": trained.to_dict(), "test": original.to_dict()}
@@ -158,8 +170,8 @@ def main() -> None:
     after_prune = evaluate(small, test)
     ft_spec = FinetuneSpec(
         epochs=args.finetune_epochs, batch_size=64, lr=0.01, momentum=0.9, schedule="cosine",
-        distillation={"weight": 0.5, "temperature": 4.0}, device=args.device,
-    )  # type: ignore[arg-type]  # fmt: skip
+        distillation=DistillationSpec(weight=0.5, temperature=4.0), device=args.device,
+    )  # fmt: skip
     tuned = finetune(small, train, test, ft_spec, teacher=teacher)
     one_shot = {
         "params_before": _params(net),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from nncompress.finetune import (
     finetune,
 )
 from nncompress.pruners import Masks, apply_masks, prune, remove_masks
-from nncompress.pruners.masks import is_masked
+from nncompress.pruners.masks import get_param, is_masked
 from nncompress.speedup import speedup as speedup_masks
 
 __all__ = [
@@ -244,14 +245,18 @@ def scheduled_prune(
         teacher: the distillation teacher; default the original model.
         progress: called with a :class:`ScheduledProgress` as the work goes.
         should_stop: polled between fine-tuning steps and between schedule steps.
-        checkpoint_dir: fine-tuning checkpoints go to ``checkpoint_dir/step_<t>``.
+        checkpoint_dir: fine-tuning checkpoints go to ``checkpoint_dir/step_<t>``. Calling again with
+            the same folder after a crash resumes: finished steps are replayed from their checkpoints
+            (pruning is deterministic, their training is not repeated) and the interrupted step
+            continues from its last finished epoch.
 
     Returns:
         A :class:`ScheduledResult`.
 
     Raises:
         ConfigError: bad schedule, steps, budget, pruner or config.
-        FinetuneCancelled: ``should_stop()`` returned True.
+        FinetuneCancelled: ``should_stop()`` returned True; ``context['schedule_step']`` is the step
+            (and ``epoch``/``step`` the fine-tuning position, when it stopped inside fine-tuning).
     """
     started = time.perf_counter()
     fractions = schedule_fractions(schedule, steps)
@@ -284,7 +289,7 @@ def scheduled_prune(
     baseline = evaluate(original, val, batch_size=finetune_spec.eval_batch_size)
     totals = (
         sum(t.weight_shape[1 if t.granularity == "in_channel" else 0] for t in resolved.targets.values()),
-        sum(original.get_submodule(name).weight.numel() for name in resolved.targets),
+        sum(get_param(original, name, "weight").numel() for name in resolved.targets),
     )
     data = _pruner_batches(train, finetune_spec.batch_size)
 
@@ -295,9 +300,7 @@ def scheduled_prune(
     stopped = False
     for t, fraction in enumerate(fractions, start=1):
         if should_stop is not None and should_stop():
-            raise FinetuneCancelled(
-                f"scheduled pruning cancelled before step {t}", step=t, finished_steps=t - 1
-            )
+            raise FinetuneCancelled(f"scheduled pruning cancelled before step {t}", schedule_step=t)
         step_started = time.perf_counter()
         _report(progress, t, steps, "pruning")
         current, masks = _prune_step(
@@ -310,20 +313,22 @@ def scheduled_prune(
             options=pruner_options or {},
             speedup=speedup,
             previous=masks,
-            progress=lambda phase, t=t: _report(progress, t, steps, phase),
+            progress=functools.partial(_report, progress, t, steps),
         )
-        ft = finetune(
-            current,
-            train,
-            val,
-            finetune_spec,
-            teacher=teacher,
-            progress=(lambda p, t=t: _report(progress, t, steps, "finetuning", finetune=p))
-            if progress
-            else None,
-            should_stop=should_stop,
-            checkpoint_dir=Path(checkpoint_dir) / f"step_{t}" if checkpoint_dir is not None else None,
-        )
+        try:
+            ft = finetune(
+                current,
+                train,
+                val,
+                finetune_spec,
+                teacher=teacher,
+                progress=functools.partial(_report_finetune, progress, t, steps) if progress else None,
+                should_stop=should_stop,
+                checkpoint_dir=Path(checkpoint_dir) / f"step_{t}" if checkpoint_dir is not None else None,
+            )
+        except FinetuneCancelled as exc:
+            exc.context["schedule_step"] = t  # epoch/step in the context are the fine-tuning's
+            raise
         if masks is not None:
             # Bake the zeros in now: deep-copying a parametrized module shares its generated class,
             # so removing the parametrization from a copy would break this model.
@@ -411,13 +416,13 @@ def _relative_targets(resolved: ResolvedConfig, fraction: float, current: nn.Mod
         if t.global_group_id is not None:
             groups.setdefault(t.global_group_id, []).append(name)
     for name, t in resolved.targets.items():
-        weight = current.get_submodule(name).weight
+        weight = get_param(current, name, "weight")
         dim = 1 if t.granularity == "in_channel" else 0
         now = int(weight.shape[dim])
         if t.global_group_id is not None:
             members = groups[t.global_group_id]
             was = sum(resolved.targets[m].weight_shape[dim] for m in members)
-            now_total = sum(int(current.get_submodule(m).weight.shape[dim]) for m in members)
+            now_total = sum(int(get_param(current, m, "weight").shape[dim]) for m in members)
             ratio = _relative(t.sparse_ratio * fraction, was, now_total)
         else:
             ratio = _relative(t.sparse_ratio * fraction, t.weight_shape[dim], now)
@@ -484,7 +489,7 @@ def _record(
     channel_total, weight_total = totals
     kept_channels = kept_weights = 0
     for name, t in resolved.targets.items():
-        weight = model.get_submodule(name).weight.detach()
+        weight = get_param(model, name, "weight").detach()
         dim = 1 if t.granularity == "in_channel" else 0
         rows = weight.movedim(dim, 0).reshape(weight.shape[dim], -1)
         kept_channels += int((rows != 0).any(dim=1).sum().item())
@@ -514,6 +519,12 @@ def weights_bytes(model: nn.Module) -> int:
     """Bytes of ``model.state_dict()`` written as safetensors (what the artifact stores)."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return len(safetensors.torch.save(state))
+
+
+def _report_finetune(
+    progress: Callable[[ScheduledProgress], None] | None, step: int, steps: int, p: FinetuneProgress
+) -> None:
+    _report(progress, step, steps, "finetuning", finetune=p)
 
 
 def _report(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ __all__ = ["read_idx", "read_npz"]
 _KEY_PAIRS = (("x", "y"), ("images", "labels"))
 
 # idx type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian dtype.
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
 from nncompress.errors import ConfigError
-from nncompress.finetune import FinetuneSpec, evaluate
+from nncompress.finetune import FinetuneCancelled, FinetuneSpec, evaluate
 from nncompress.scheduled import (
     AGPPruner,
     LinearPruner,
@@ -122,3 +125,42 @@ def test_bad_budget() -> None:
             trained_net(), seed_config(0.5), steps=2, finetune_spec=FT, train=train, val=val,
             example_inputs=EXAMPLE, accuracy_budget=-1,
         )  # fmt: skip
+
+
+def test_rerun_after_a_crash_resumes_from_the_checkpoints(tmp_path: Path) -> None:
+    train, val = mnist_split(300)
+    spec = FinetuneSpec(epochs=2, batch_size=50, lr=0.01)
+    common = dict(schedule="agp", steps=2, finetune_spec=spec, train=train, val=val, example_inputs=EXAMPLE)
+    full = scheduled_prune(trained_net(), seed_config(0.6), checkpoint_dir=tmp_path / "a", **common)  # type: ignore[arg-type]
+
+    polls = 0
+    steps_per_epoch = math.ceil(len(train) / 50)
+
+    def crash_in_step_two_epoch_two() -> bool:
+        nonlocal polls
+        polls += 1
+        # Polled once before each schedule step and before every training step.
+        return polls == 1 + 2 * steps_per_epoch + 1 + steps_per_epoch + 2
+
+    with pytest.raises(FinetuneCancelled) as info:
+        scheduled_prune(
+            trained_net(), seed_config(0.6), checkpoint_dir=tmp_path / "b",
+            should_stop=crash_in_step_two_epoch_two, **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert info.value.context == {"schedule_step": 2, "epoch": 2, "step": 2, "finished_epochs": 1}
+    resumed = scheduled_prune(trained_net(), seed_config(0.6), checkpoint_dir=tmp_path / "b", **common)  # type: ignore[arg-type]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [s.val for s in resumed.steps] == [s.val for s in full.steps]
+
+
+def test_data_driven_pruner_gets_the_training_batches() -> None:
+    train, val = mnist_split(300)
+    result = scheduled_prune(
+        trained_net(), seed_config(0.5), schedule="linear", steps=2, basic_pruner="taylorfo",
+        finetune_spec=FT, train=train, val=val, example_inputs=EXAMPLE, speedup=False,
+    )  # fmt: skip
+    assert [round(s.sparsity, 3) for s in result.steps] == [
+        round(1 - (15 + 38 + 375) / 570, 3),
+        round(1 - (10 + 25 + 250) / 570, 3),
+    ]
