@@ -603,17 +603,22 @@ def _verify(masked: nn.Module, compressed: nn.Module, example: torch.Tensor, *, 
     worst, scale = 0.0, 0.0
     with torch.inference_mode():
         for batch in batches:
-            ref, got = masked(batch), compressed(batch)
-            if not (isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor)):
-                raise VerificationError("only models with a single tensor output can be verified here")
-            if ref.shape != got.shape:
+            refs, gots = _tensors(masked(batch)), _tensors(compressed(batch))
+            if len(refs) != len(gots):
                 raise VerificationError(
-                    f"the compressed model returns shape {list(got.shape)}, "
-                    f"the masked model {list(ref.shape)}",
-                    batch_shape=list(batch.shape),
+                    f"the compressed model returns {len(gots)} tensors, the masked model {len(refs)}"
                 )
-            worst = max(worst, float((ref - got).abs().max()))
-            scale = max(scale, float(ref.abs().max()))
+            for index, (ref, got) in enumerate(zip(refs, gots, strict=True)):
+                if ref.shape != got.shape:
+                    raise VerificationError(
+                        f"output {index} of the compressed model has shape {list(got.shape)}, "
+                        f"the masked model's {list(ref.shape)}",
+                        output=index,
+                        batch_shape=list(batch.shape),
+                    )
+                if ref.numel():
+                    worst = max(worst, float((ref.double() - got.double()).abs().max()))
+                    scale = max(scale, float(ref.double().abs().max()))
     rtol, atol = 1e-4, 1e-5
     if worst > rtol * scale + atol:
         raise VerificationError(
@@ -622,6 +627,17 @@ def _verify(masked: nn.Module, compressed: nn.Module, example: torch.Tensor, *, 
             max_abs_diff=worst,
         )
     return {"max_abs_diff": worst, "output_scale": scale, "inputs": len(batches), "rtol": rtol, "atol": atol}
+
+
+def _tensors(out: object) -> list[torch.Tensor]:
+    """The tensors of a model output (a tensor, or tuples/lists/dicts of them), in a stable order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _tensors(item)]
+    if isinstance(out, Mapping):
+        return [t for key in sorted(out, key=str) for t in _tensors(out[key])]
+    raise VerificationError(f"cannot compare a model output of type {type(out).__name__}")
 
 
 def _latency_dtype(value: object) -> str:
@@ -769,7 +785,8 @@ def _export(
         # exactly what the compressed model computes.
         reloaded = load_compressed(out)
         with torch.inference_mode():
-            diff = float((reloaded(example) - compressed(example)).abs().max())
+            pairs = zip(_tensors(reloaded(example)), _tensors(compressed(example)), strict=True)
+            diff = max((float((a - b).abs().max()) for a, b in pairs if a.numel()), default=0.0)
         if diff != 0.0:
             raise ArtifactError(
                 f"the reloaded artifact differs from the compressed model by {diff:.3g}", max_abs_diff=diff

@@ -304,3 +304,26 @@ def test_an_onnx_upload_is_compressed_like_the_original(tmp_path: Path) -> None:
     # The converted graph keeps the layer names, so the seed's config selects the same layers.
     assert result.metrics_before.params == 431_080 and result.metrics_after.params == 109_295
     assert result.checks["onnx"]["max_abs_diff"] < 1e-4
+
+
+def test_models_with_several_outputs_are_verified(tmp_path: Path) -> None:
+    class TwoHeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 8, 3)
+            self.a = torch.nn.Linear(8, 3)
+            self.b = torch.nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            pooled = torch.relu(self.conv(x)).mean(dim=(2, 3))
+            return {"a": self.a(pooled), "b": self.b(pooled)}
+
+    spec = _spec(
+        config_list=[{"sparsity_per_layer": 0.5, "op_names": ["conv"]}],
+        input_shape=[1, 1, 8, 8],
+        export_onnx=False,
+    )
+    result = run_job(spec, model=TwoHeads(), architecture=None, out_dir=tmp_path)
+    assert result.checks["equivalence"]["inputs"] == 3
+    layers = {layer.name: layer for layer in result.layers}
+    assert layers["conv"].out_after == 4 and layers["a"].in_after == 4 and layers["b"].in_after == 4
