@@ -11,7 +11,7 @@ Example:
     torch.Size([4, 10])
 """
 
-from nncompress.quantize.api import LayerReport, QuantResult, quantize
+from nncompress.quantize.api import LayerReport, QuantResult, plan_quantization, quantize
 from nncompress.quantize.config import (
     QuantConfigEntry,
     QuantConfigError,
@@ -42,6 +42,7 @@ __all__ = [
     "load_quantized",
     "measure_quantized",
     "parse_quant_config",
+    "plan_quantization",
     "quantize",
     "resolve_quant_config",
 ]

@@ -15,12 +15,12 @@ from torch import nn
 
 from nncompress.quantize.export import export_for_quantization
 from nncompress.quantize.measure import QuantMetrics, measure_quantized
-from nncompress.quantize.ort_backend import quantize_graph
+from nncompress.quantize.ort_backend import quantize_graph, uniform_settings
 from nncompress.quantize.qat import prepare_qat
 from nncompress.quantize.resolve import LayerQuant, resolve_quant_config
 from nncompress.quantize.spec import QuantSpec
 
-__all__ = ["LayerReport", "QuantResult", "quantize"]
+__all__ = ["LayerReport", "QuantResult", "plan_quantization", "quantize"]
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
@@ -141,6 +141,27 @@ class QuantResult:
         }
 
 
+def plan_quantization(model: nn.Module, spec: QuantSpec | Mapping[str, Any]) -> dict[str, LayerQuant]:
+    """Validates a spec against a model without exporting or running anything (milliseconds).
+
+    This is what a service checks when a job is submitted, so a bad config is refused up front.
+
+    Args:
+        model: the model the config's layer names refer to.
+        spec: a :class:`QuantSpec` or its dict form.
+
+    Returns:
+        Layer name -> the settings it will be quantized with, in module order.
+
+    Raises:
+        QuantConfigError: the same errors :func:`quantize` would raise for the spec and model.
+    """
+    spec = spec if isinstance(spec, QuantSpec) else QuantSpec.from_dict(spec)
+    layers = resolve_quant_config(model, spec.config_list, spec.mode)
+    uniform_settings(layers)
+    return layers
+
+
 def quantize(
     model: nn.Module,
     example_inputs: Inputs,
@@ -181,10 +202,10 @@ def quantize(
     from nncompress.quantize.config import QuantConfigError
 
     spec = spec if isinstance(spec, QuantSpec) else QuantSpec.from_dict(spec or {})
+    layers = plan_quantization(model, spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    layers = resolve_quant_config(model, spec.config_list, spec.mode)
 
     if spec.mode == "qat":
         if train_fn is None:

@@ -21,7 +21,7 @@ from nncompress.quantize.config import QuantConfigError
 from nncompress.quantize.export import ExportedGraph, _quiet, gemm_to_matmul, preprocess
 from nncompress.quantize.resolve import LayerQuant, TensorQuant
 
-__all__ = ["WEIGHTED_OPS", "quantize_graph"]
+__all__ = ["WEIGHTED_OPS", "quantize_graph", "uniform_settings"]
 
 # ONNX ops that carry a layer's weight; those of layers the config leaves out are excluded by name.
 WEIGHTED_OPS: frozenset[str] = frozenset(
@@ -69,7 +69,7 @@ def quantize_graph(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
-    weight, activation = _uniform_settings(layers)
+    weight, activation = uniform_settings(layers)
     pre = preprocess(graph.path, out_path.with_name(out_path.stem + ".fp32-pre.onnx"))
     if mode == "dynamic":
         gemm_to_matmul(pre)
@@ -130,7 +130,7 @@ def quantize_graph(
     return {"calibration_batches_used": used, "onnx_nodes": nodes, "weights": weights}
 
 
-def _uniform_settings(layers: dict[str, LayerQuant]) -> tuple[TensorQuant, TensorQuant | None]:
+def uniform_settings(layers: dict[str, LayerQuant]) -> tuple[TensorQuant, TensorQuant | None]:
     """The one weight setting and one activation setting every layer shares.
 
     onnxruntime's quantizer takes weight and activation types, symmetry and per-channel as global

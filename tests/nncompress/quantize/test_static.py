@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 
-from nncompress.quantize import QuantConfigError, load_quantized, quantize
+from nncompress.quantize import QuantConfigError, load_quantized, plan_quantization, quantize
 from tests.nncompress.quantize.factories import batches, mnist, tiny_resnet, top1_agreement, trained_net
 
 
@@ -97,12 +97,17 @@ def test_tiny_resnet_with_batchnorm_and_residuals(tmp_path: Path) -> None:
 def test_mixed_settings_are_refused_before_any_work(net_data, tmp_path: Path) -> None:
     net, x, _ = net_data
     spec = {"config_list": [{"op_types": ["Conv2d"]}, {"op_types": ["Linear"], "quant_dtype": "uint8"}]}
-    with pytest.raises(QuantConfigError) as caught:
-        quantize(net, x[:1], spec, calibration=[x[:8]], out_dir=tmp_path)
-    assert caught.value.message.startswith(
+    expected = (
         "config_list[1]: layer 'fc1' asks for weight uint8 symmetric per channel but layer 'conv1' "
         "(config_list[0]) for int8 symmetric per channel;"
     )
+    with pytest.raises(QuantConfigError) as caught:
+        plan_quantization(net, spec)
+    assert caught.value.message.startswith(expected)
+    with pytest.raises(QuantConfigError) as caught:
+        quantize(net, x[:1], spec, calibration=[x[:8]], out_dir=tmp_path / "out")
+    assert caught.value.message.startswith(expected)
+    assert not (tmp_path / "out").exists()  # refused before any export
 
 
 def test_static_needs_calibration(net_data, tmp_path: Path) -> None:
