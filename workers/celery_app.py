@@ -27,7 +27,6 @@ Choices, each against a pitfall of Celery on Redis (design §6):
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import uuid
@@ -40,10 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import make_engine, make_session_factory
 from app.settings import Settings, get_settings
-from workers import runner, state
+from workers import runner
 from workers.reconciler import QUEUES, Reconciler
-
-log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "nncompress.run_job"
 
@@ -131,14 +128,8 @@ def create_celery_app(settings: Settings) -> Celery:
     def run_job(job_id: str) -> str:
         """Claims the job and supervises its child process; a duplicate delivery does nothing."""
         session_factory, owner = resources.get()
-        with session_factory() as session:
-            job = state.claim(session, job_id, owner, settings.lease_seconds)
-        if job is None:
-            log.info("job %s: not claimable (duplicate delivery or no longer queued); ignored", job_id)
-            return "not_claimed"
-        outcome = runner.run_claimed_job(job_id, owner, settings=settings, session_factory=session_factory)
-        log.info("job %s: %s", job_id, outcome.value)
-        return outcome.value
+        outcome = runner.claim_and_run(job_id, owner, settings=settings, session_factory=session_factory)
+        return "not_claimed" if outcome is None else outcome.value
 
     class ReconcilerStep(bootsteps.StartStopStep):
         """Runs the reconciler thread in the worker's main process for as long as the worker runs."""

@@ -188,11 +188,7 @@ class EmbeddedDispatcher:
                 log.exception("job %s: embedded worker failed", job_id)
 
     def _run_one(self, job_id: str, owner: str) -> None:
-        with self.session_factory() as session:
-            job = state.claim(session, job_id, owner, self.options.lease_seconds)
-        if job is None:
-            return
-        outcome = runner.run_claimed_job(
+        runner.claim_and_run(
             job_id,
             owner,
             settings=self.settings,
@@ -202,7 +198,6 @@ class EmbeddedDispatcher:
             on_spawn=lambda pid: self.running.__setitem__(job_id, pid),
         )
         self.running.pop(job_id, None)
-        log.info("job %s: %s", job_id, outcome.value)
 
 
 def make_dispatcher(settings: Settings, session_factory: SessionFactory) -> Dispatcher:

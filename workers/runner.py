@@ -236,3 +236,44 @@ def run_claimed_job(
         log.error("job %s: %s", job_id, describe_exit(returncode))
         return Outcome.CRASHED
     return Outcome.FINISHED
+
+
+def claim_and_run(
+    job_id: str,
+    worker_id: str,
+    *,
+    settings: Settings,
+    session_factory: SessionFactory,
+    options: RunnerOptions | None = None,
+    stop: threading.Event | None = None,
+    on_spawn: Callable[[int], None] | None = None,
+) -> Outcome | None:
+    """What a worker does with a delivered job id, in both modes: claim, then run under supervision.
+
+    Returns None when the job was not claimable (a duplicate delivery, or no longer queued). A
+    failure of the supervision itself (the job process cannot even be started) fails the job with
+    ``internal_error`` rather than leaving it to expire and retry into the same failure.
+    """
+    options = options or RunnerOptions.from_settings(settings)
+    with session_factory() as session:
+        if state.claim(session, job_id, worker_id, options.lease_seconds) is None:
+            log.info("job %s: not claimable (duplicate delivery or no longer queued); ignored", job_id)
+            return None
+    try:
+        outcome = run_claimed_job(
+            job_id,
+            worker_id,
+            settings=settings,
+            session_factory=session_factory,
+            options=options,
+            stop=stop,
+            on_spawn=on_spawn,
+        )
+    except Exception as exc:
+        log.exception("job %s: supervising the job process failed", job_id)
+        with session_factory() as session:
+            message = f"the worker could not run the job: {type(exc).__name__}: {exc}"
+            state.finish_failed(session, job_id, worker_id, error_type=state.INTERNAL_ERROR, message=message)
+        raise
+    log.info("job %s: %s", job_id, outcome.value)
+    return outcome
