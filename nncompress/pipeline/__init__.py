@@ -1,0 +1,38 @@
+"""The compression pipeline: the one function a worker (or the CLI) calls to run a job.
+
+``run_job`` takes a loaded model and a validated :class:`JobSpec`, runs the stages
+loading → pruning → speedup → verifying → evaluating → exporting, reports progress as a percentage
+of the whole job, stops between stages when asked, and writes the artifacts (safetensors weights +
+manifest, ONNX, JSON report) into ``out_dir``. The service stays thin: it loads the job row, calls
+this, and writes the result back.
+
+Modules: ``spec`` (the validated job), ``stages`` (order, progress spans, cancellation), ``run``
+(``run_job``), ``checks`` (equivalence and accuracy), ``result`` (what a job returns),
+``checkpoint`` (resuming after an interrupted attempt).
+
+Example:
+    >>> from nncompress.models import get
+    >>> spec = JobSpec.from_dict({"pruner": "l1norm", "config_list": [{"sparsity": 0.5}]})
+    >>> result = run_job(spec, model=get("mnist_net").build(), architecture="mnist_net",
+    ...                  out_dir="out/")  # doctest: +SKIP
+    >>> [a.name for a in result.artifacts]  # doctest: +SKIP
+    ['model.safetensors', 'manifest.json', 'model.onnx', 'report.json']
+"""
+
+from nncompress.pipeline.result import Artifact, JobResult, LayerChange
+from nncompress.pipeline.run import run_job
+from nncompress.pipeline.spec import BUILTIN_DATASETS, LATENCY_DTYPES, JobSpec, pruner_names
+from nncompress.pipeline.stages import STAGES, JobCancelled
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "LATENCY_DTYPES",
+    "STAGES",
+    "Artifact",
+    "JobCancelled",
+    "JobResult",
+    "JobSpec",
+    "LayerChange",
+    "pruner_names",
+    "run_job",
+]

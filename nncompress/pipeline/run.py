@@ -1,0 +1,360 @@
+"""``run_job``: the one function a worker (or the CLI) calls to run a compression job."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncompress.errors import ArtifactError, ConfigError
+from nncompress.io.artifacts import MANIFEST_FILE, WEIGHTS_FILE, load_compressed, save_compressed
+from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
+from nncompress.metrics import ModelMetrics, measure_model, resolve_device
+from nncompress.pipeline.checkpoint import load_masks, remove_checkpoint, save_masks, state_digest
+from nncompress.pipeline.checks import (
+    EvalData,
+    builtin_dataset,
+    output_tensors,
+    top1_accuracy,
+    verify_outputs,
+)
+from nncompress.pipeline.result import Artifact, JobResult, file_artifact, layer_changes
+from nncompress.pipeline.spec import JobSpec
+from nncompress.pipeline.stages import STAGES, Stage, StageRunner
+from nncompress.progress import ProgressFn, noop_progress
+
+__all__ = ["run_job"]
+
+# Pruners whose masks are element-wise: they become sparsity, never a smaller shape.
+_UNSTRUCTURED = frozenset({"level"})
+
+
+_REPORT_FILE = "report.json"
+
+
+_ONNX_FILE = "model.onnx"
+
+
+_RESUME_DIR = "_resume"
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    model: nn.Module,
+    architecture: str | None,
+    out_dir: str | Path,
+    progress: ProgressFn = noop_progress,
+    should_stop: Callable[[], bool] = lambda: False,
+    resume_from: str | None = None,
+    data: Iterable[Any] | Callable[[nn.Module], None] | None = None,
+    criterion: Callable[[Any, Any], torch.Tensor] | None = None,
+    eval_data: EvalData | None = None,
+) -> JobResult:
+    """Runs one compression job from a loaded model to artifacts on disk.
+
+    The model passed in is never modified. Pruning and the speedup run on the CPU (deterministic,
+    and the verification compares like with like); latency is measured on ``spec.device``.
+
+    Args:
+        spec: the validated job.
+        model: the model to compress (e.g. from :func:`nncompress.io.load_model`).
+        architecture: its registry name, which makes the artifact reloadable without pickle; None
+            for models that came from ONNX or a pickle (the weights are still saved, with a note).
+        out_dir: the job's folder; created when missing.
+        progress: called as ``progress(stage, percent_of_job, message)``; percent never decreases
+            and the last call reports 100.
+        should_stop: polled before each stage; when it returns True, :class:`JobCancelled` is raised.
+        resume_from: a stage name from a previous, interrupted attempt in the same ``out_dir``; the
+            masks that attempt saved are reused when they belong to the same spec and model, so
+            pruning (the expensive, data-driven step) is not repeated. Otherwise the job starts over.
+        data: batches or a training callable for the data-driven pruners (slim, taylorfo, apoz,
+            mean_activation).
+        criterion: loss function ``(outputs, targets) -> loss`` for pruners that need gradients.
+        eval_data: labelled data, ``(inputs, labels)`` or an iterable of such batches; when given,
+            top-1 accuracy is measured before and after compression.
+
+    Returns:
+        A :class:`JobResult`; ``result.to_dict()`` is also written to ``report.json``.
+
+    Raises:
+        JobCancelled: ``should_stop()`` returned True between stages.
+        ConfigError: the config, pruner options or input shape do not fit the model.
+        SpeedupError / VerificationError: the compressed model is not equivalent.
+        ArtifactError: an artifact failed its reload or ONNX check.
+    """
+    if resume_from is not None and resume_from not in STAGES:
+        raise ConfigError(
+            f"resume_from must be one of {', '.join(STAGES)}, got {resume_from!r}", key="resume_from"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = StageRunner(progress, should_stop)
+    notes: list[str] = []
+    checks: dict[str, Any] = {}
+
+    with run.stage("loading"):
+        torch.manual_seed(spec.seed)
+        device = _device(spec.device)
+        original = copy.deepcopy(model).cpu().eval()
+        example, input_dtype = _example_input(spec, architecture)
+        _check_runs(original, example)
+        if spec.dataset is not None and (data is None or eval_data is None):
+            batches, labelled = builtin_dataset(spec.dataset, example)
+            data = batches if data is None else data
+            eval_data = labelled if eval_data is None else eval_data
+            if criterion is None:
+                criterion = torch.nn.functional.cross_entropy
+        model_digest = state_digest(original)
+
+    masks: dict[str, dict[str, torch.Tensor]] | None = None
+    resume = out / _RESUME_DIR
+    if resume_from is not None and STAGES.index(resume_from) >= STAGES.index("speedup"):
+        masks = load_masks(resume, spec, model_digest)
+        notes.append(
+            "resumed: reused the masks the interrupted attempt saved"
+            if masks is not None
+            else f"resume from {resume_from!r} was asked, but no matching checkpoint was found; started over"
+        )
+
+    with run.stage("pruning", "reused saved masks" if masks is not None else spec.pruner):
+        if masks is None:
+            from nncompress.pruners import prune
+
+            result = prune(
+                copy.deepcopy(original),
+                list(spec.config_list),
+                pruner=spec.pruner,
+                example_inputs=example,
+                data=data,
+                criterion=criterion,
+            )
+            masks = {
+                m: {p: t.detach().cpu() for p, t in params.items()} for m, params in result.masks.items()
+            }
+            save_masks(resume, spec, model_digest, masks)
+        masked = _apply_masks(copy.deepcopy(original), masks)
+
+    kept: dict[str, dict[str, list[int]]] = {}
+    structured = spec.pruner not in _UNSTRUCTURED
+    with run.stage("speedup"):
+        if spec.speedup and structured:
+            from nncompress.speedup import speedup
+
+            sped = speedup(original, masks, example, verify=spec.verify)
+            compressed = sped.model.eval()
+            kept = {m: {d: list(i) for d, i in dims.items()} for m, dims in sped.kept.items()}
+            checks["speedup"] = _jsonable(sped.to_dict())
+            if not kept:
+                notes.append(
+                    "the masks emptied no whole channel, so no layer changed shape; "
+                    "the zeros are kept as sparsity"
+                )
+        else:
+            compressed = masked
+            reason = (
+                f"{spec.pruner} prunes single weights, which cannot shrink a layer"
+                if not structured
+                else "speedup was turned off for this job"
+            )
+            notes.append(
+                f"no speedup: {reason}; the saved weights are the masked model's "
+                "(same shapes, pruned weights are zero) and the manifest has no kept indices"
+            )
+    speedup_applied = bool(kept)
+
+    with run.stage("verifying"):
+        if spec.verify:
+            checks["equivalence"] = verify_outputs(masked, compressed, example, seed=spec.seed)
+        else:
+            notes.append("verification was turned off for this job")
+
+    with run.stage("evaluating") as stage:
+        measure = {
+            "example_inputs": example,
+            "device": str(device),
+            "batch_sizes": spec.latency_batch_sizes,
+            "runs": spec.latency_runs,
+            "warmup": max(1, spec.latency_runs // 10),
+            "dtype": getattr(torch, spec.latency_dtype),
+        }
+        before = measure_model(original, **measure)
+        stage.update(0.5, "measured the original model")
+        after = measure_model(compressed, **measure)
+        accuracy = None
+        if eval_data is not None:
+            stage.update(0.8, "measuring accuracy")
+            accuracy = {
+                "before": top1_accuracy(original, eval_data),
+                "after": top1_accuracy(compressed, eval_data),
+            }
+        layers = layer_changes(original, compressed)
+
+    with run.stage("exporting") as stage:
+        artifacts = _export(
+            spec,
+            out,
+            compressed,
+            architecture,
+            kept,
+            example,
+            input_dtype,
+            before,
+            after,
+            notes,
+            checks,
+            stage,
+        )
+        result = JobResult(
+            spec=spec,
+            architecture=architecture,
+            metrics_before=before,
+            metrics_after=after,
+            layers=layers,
+            artifacts=tuple(artifacts),
+            speedup_applied=speedup_applied,
+            kept=kept,
+            checks=checks,
+            notes=tuple(notes),
+            timings=dict(run.timings),
+            accuracy=accuracy,
+        )
+        report_path = out / _REPORT_FILE
+        report_path.write_text(
+            json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        report = file_artifact(report_path, "application/json")
+        remove_checkpoint(resume)
+    return JobResult(**{**result.__dict__, "artifacts": (*artifacts, report), "timings": dict(run.timings)})
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="device", value=name) from exc
+
+
+def _example_input(spec: JobSpec, architecture: str | None) -> tuple[torch.Tensor, torch.dtype]:
+    generator = torch.Generator().manual_seed(spec.seed)
+    arch = None
+    if architecture is not None:
+        from nncompress.models import get
+
+        try:
+            arch = get(architecture)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0]), key="architecture") from exc
+    shape = spec.input_shape or (arch.input_shape if arch is not None else None)
+    if shape is None:
+        raise ConfigError(
+            "input_shape is required when the model has no registry architecture", key="input_shape"
+        )
+    if arch is not None and arch.input_dtype == torch.long:
+        vocab = int(arch.kwargs.get("vocab_size", 100))  # type: ignore[call-overload]
+        return torch.randint(0, vocab, tuple(shape), generator=generator), torch.long
+    return torch.randn(tuple(shape), generator=generator), torch.float32
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    try:
+        with torch.inference_mode():
+            model(example)
+    except Exception as exc:  # any failure here means the input does not fit the model
+        raise ConfigError(
+            f"the model does not accept an input of shape {list(example.shape)}: {exc}",
+            key="input_shape",
+            shape=list(example.shape),
+        ) from exc
+
+
+def _apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor]]) -> nn.Module:
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, params in masks.items():
+            module = modules.get(name)
+            if module is None:
+                raise ConfigError(
+                    f"the pruner returned a mask for {name!r}, which the model does not have", layer=name
+                )
+            for param_name, mask in params.items():
+                tensor = getattr(module, param_name)
+                tensor.mul_(mask.to(dtype=tensor.dtype, device=tensor.device))
+    return model.eval()
+
+
+def _export(
+    spec: JobSpec,
+    out: Path,
+    compressed: nn.Module,
+    architecture: str | None,
+    kept: dict[str, dict[str, list[int]]],
+    example: torch.Tensor,
+    input_dtype: torch.dtype,
+    before: ModelMetrics,
+    after: ModelMetrics,
+    notes: list[str],
+    checks: dict[str, Any],
+    stage: Stage,
+) -> list[Artifact]:
+    save_compressed(
+        compressed,
+        out,
+        architecture=architecture,
+        kept=kept,
+        config_list=spec.config_list,
+        pruner=spec.pruner,
+        input_shape=list(example.shape),
+        input_dtype=input_dtype,
+        metrics={"before": before.to_dict(), "after": after.to_dict()},
+        extra={"speedup_applied": bool(kept), "notes": list(notes)},
+    )
+    artifacts = [
+        file_artifact(out / WEIGHTS_FILE, "application/octet-stream"),
+        file_artifact(out / MANIFEST_FILE, "application/json"),
+    ]
+    stage.update(0.3, "saved weights and manifest")
+    if architecture is not None:
+        # Prove the artifact is what we claim: rebuilt from the registry without pickle, it computes
+        # exactly what the compressed model computes.
+        reloaded = load_compressed(out)
+        with torch.inference_mode():
+            pairs = zip(output_tensors(reloaded(example)), output_tensors(compressed(example)), strict=True)
+            diff = max((float((a - b).abs().max()) for a, b in pairs if a.numel()), default=0.0)
+        if diff != 0.0:
+            raise ArtifactError(
+                f"the reloaded artifact differs from the compressed model by {diff:.3g}", max_abs_diff=diff
+            )
+        checks["reload"] = {"max_abs_diff": diff, "architecture": architecture}
+    else:
+        notes.append(
+            "the model has no registry architecture, so model.safetensors cannot be rebuilt "
+            "without the original code; use model.onnx to run it"
+        )
+    stage.update(0.5, "reloaded the artifact")
+    if spec.export_onnx:
+        path, exporter = export_onnx_with_info(compressed, example, out / _ONNX_FILE)
+        onnx_check = check_onnx(path, compressed, example, rtol=1e-4, atol=1e-4)
+        checks["onnx"] = {"exporter": exporter, **asdict(onnx_check)}
+        artifacts.append(file_artifact(path, "application/onnx"))
+    else:
+        notes.append("ONNX export was turned off for this job")
+    return artifacts
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
