@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from torch import nn
 from nncompress.errors import ArtifactError, ConfigError
 from nncompress.io.artifacts import MANIFEST_FILE, WEIGHTS_FILE, load_compressed, save_compressed
 from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
-from nncompress.metrics import ModelMetrics, measure_model, resolve_device
+from nncompress.metrics import measure_model, resolve_device
 from nncompress.pipeline.checkpoint import load_masks, remove_checkpoint, save_masks, state_digest
 from nncompress.pipeline.checks import (
     EvalData,
@@ -26,7 +27,7 @@ from nncompress.pipeline.checks import (
 )
 from nncompress.pipeline.result import Artifact, JobResult, file_artifact, layer_changes
 from nncompress.pipeline.spec import JobSpec
-from nncompress.pipeline.stages import STAGES, Stage, StageRunner
+from nncompress.pipeline.stages import STAGES, StageRunner
 from nncompress.progress import ProgressFn, noop_progress
 
 __all__ = ["run_job"]
@@ -197,20 +198,31 @@ def run_job(
         layers = layer_changes(original, compressed)
 
     with run.stage("exporting") as stage:
-        artifacts = _export(
-            spec,
+        artifacts = _save_weights(
             out,
             compressed,
-            architecture,
-            kept,
-            example,
-            input_dtype,
-            before,
-            after,
-            notes,
-            checks,
-            stage,
+            spec=spec,
+            architecture=architecture,
+            kept=kept,
+            example=example,
+            input_dtype=input_dtype,
+            metrics={"before": before.to_dict(), "after": after.to_dict()},
+            notes=notes,
         )
+        stage.update(0.3, "saved weights and manifest")
+        if architecture is not None:
+            checks["reload"] = _check_reload(out, compressed, example, architecture=architecture)
+        else:
+            notes.append(
+                "the model has no registry architecture, so model.safetensors cannot be rebuilt "
+                "without the original code; use model.onnx to run it"
+            )
+        stage.update(0.5, "reloaded the artifact")
+        if spec.export_onnx:
+            onnx_artifact, checks["onnx"] = _export_onnx(out / _ONNX_FILE, compressed, example)
+            artifacts.append(onnx_artifact)
+        else:
+            notes.append("ONNX export was turned off for this job")
         result = JobResult(
             spec=spec,
             architecture=architecture,
@@ -225,13 +237,14 @@ def run_job(
             timings=dict(run.timings),
             accuracy=accuracy,
         )
+        # The report lists every other artifact; it cannot list its own hash.
         report_path = out / _REPORT_FILE
         report_path.write_text(
             json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
         report = file_artifact(report_path, "application/json")
         remove_checkpoint(resume)
-    return JobResult(**{**result.__dict__, "artifacts": (*artifacts, report), "timings": dict(run.timings)})
+    return dataclasses.replace(result, artifacts=(*artifacts, report), timings=dict(run.timings))
 
 
 def _device(name: str) -> torch.device:
@@ -289,19 +302,17 @@ def _apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor
     return model.eval()
 
 
-def _export(
-    spec: JobSpec,
+def _save_weights(
     out: Path,
     compressed: nn.Module,
+    *,
+    spec: JobSpec,
     architecture: str | None,
     kept: dict[str, dict[str, list[int]]],
     example: torch.Tensor,
     input_dtype: torch.dtype,
-    before: ModelMetrics,
-    after: ModelMetrics,
+    metrics: dict[str, Any],
     notes: list[str],
-    checks: dict[str, Any],
-    stage: Stage,
 ) -> list[Artifact]:
     save_compressed(
         compressed,
@@ -312,40 +323,35 @@ def _export(
         pruner=spec.pruner,
         input_shape=list(example.shape),
         input_dtype=input_dtype,
-        metrics={"before": before.to_dict(), "after": after.to_dict()},
+        metrics=metrics,
         extra={"speedup_applied": bool(kept), "notes": list(notes)},
     )
-    artifacts = [
+    return [
         file_artifact(out / WEIGHTS_FILE, "application/octet-stream"),
         file_artifact(out / MANIFEST_FILE, "application/json"),
     ]
-    stage.update(0.3, "saved weights and manifest")
-    if architecture is not None:
-        # Prove the artifact is what we claim: rebuilt from the registry without pickle, it computes
-        # exactly what the compressed model computes.
-        reloaded = load_compressed(out)
-        with torch.inference_mode():
-            pairs = zip(output_tensors(reloaded(example)), output_tensors(compressed(example)), strict=True)
-            diff = max((float((a - b).abs().max()) for a, b in pairs if a.numel()), default=0.0)
-        if diff != 0.0:
-            raise ArtifactError(
-                f"the reloaded artifact differs from the compressed model by {diff:.3g}", max_abs_diff=diff
-            )
-        checks["reload"] = {"max_abs_diff": diff, "architecture": architecture}
-    else:
-        notes.append(
-            "the model has no registry architecture, so model.safetensors cannot be rebuilt "
-            "without the original code; use model.onnx to run it"
+
+
+def _check_reload(
+    out: Path, compressed: nn.Module, example: torch.Tensor, *, architecture: str
+) -> dict[str, Any]:
+    # Prove the artifact is what we claim: rebuilt from the registry without pickle, it computes
+    # exactly what the compressed model computes (same ops on the same device: bit-identical).
+    reloaded = load_compressed(out)
+    with torch.inference_mode():
+        pairs = zip(output_tensors(reloaded(example)), output_tensors(compressed(example)), strict=True)
+        diff = max((float((a - b).abs().max()) for a, b in pairs if a.numel()), default=0.0)
+    if diff != 0.0:
+        raise ArtifactError(
+            f"the reloaded artifact differs from the compressed model by {diff:.3g}", max_abs_diff=diff
         )
-    stage.update(0.5, "reloaded the artifact")
-    if spec.export_onnx:
-        path, exporter = export_onnx_with_info(compressed, example, out / _ONNX_FILE)
-        onnx_check = check_onnx(path, compressed, example, rtol=1e-4, atol=1e-4)
-        checks["onnx"] = {"exporter": exporter, **asdict(onnx_check)}
-        artifacts.append(file_artifact(path, "application/onnx"))
-    else:
-        notes.append("ONNX export was turned off for this job")
-    return artifacts
+    return {"max_abs_diff": diff, "architecture": architecture}
+
+
+def _export_onnx(path: Path, compressed: nn.Module, example: torch.Tensor) -> tuple[Artifact, dict[str, Any]]:
+    written, exporter = export_onnx_with_info(compressed, example, path)
+    check = check_onnx(written, compressed, example, rtol=1e-4, atol=1e-4)
+    return file_artifact(written, "application/onnx"), {"exporter": exporter, **asdict(check)}
 
 
 def _jsonable(value: Any) -> Any:
