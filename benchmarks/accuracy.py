@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -135,6 +136,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
     parser.add_argument("--plain-baseline", action="store_true", help="also time a plain PyTorch loop")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    parser.add_argument("--save-trained", type=Path, default=None, help="save the trained Net (safetensors)")
+    parser.add_argument("--trained", type=Path, default=None, help="load a trained Net instead of training")
+    parser.add_argument("--ft-lr", type=float, default=0.01, help="fine-tuning learning rate")
+    parser.add_argument("--kd-weight", type=float, default=0.5, help="distillation weight")
+    parser.add_argument("--skip-agp", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"device": args.device, "threads": args.threads}
@@ -144,19 +150,28 @@ def main() -> None:
     out["load_seconds"] = time.perf_counter() - t
     _log(f"loaded {len(train)} train / {len(test)} test images in {out['load_seconds']:.1f}s")
 
-    # 1. Train the seed Net.
+    # 1. Train the seed Net (or load one).
     torch.manual_seed(0)
     net = Net()
-    train_spec = FinetuneSpec(
-        epochs=args.train_epochs, batch_size=64, lr=0.02, momentum=0.9, schedule="cosine", device=args.device
-    )
-    trained = finetune(
-        net, train, test, train_spec,
-        progress=_train_progress,
-    )  # fmt: skip
+    if args.trained is not None:
+        net.load_state_dict(load_file(str(args.trained)))
+        out["train"] = {"seconds": 0.0, "loaded": str(args.trained)}
+    else:
+        train_spec = FinetuneSpec(
+            epochs=args.train_epochs,
+            batch_size=64,
+            lr=0.02,
+            momentum=0.9,
+            schedule="cosine",
+            device=args.device,
+        )
+        trained = finetune(net, train, test, train_spec, progress=_train_progress)
+        out["train"] = {"seconds": trained.seconds, "result": trained.to_dict()}
+        if args.save_trained is not None:
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(args.save_trained))
     original = evaluate(net, test)
-    out["train"] = {"seconds": trained.seconds, "result": trained.to_dict(), "test": original.to_dict()}
-    _log(f"trained: {_pct(original)}% in {trained.seconds:.0f}s")
+    out["train"]["test"] = original.to_dict()
+    _log(f"trained: {_pct(original)}% in {out['train']['seconds']:.0f}s")
 
     # 2. One-shot seed config + speedup + fine-tuning with distillation.
     teacher = copy.deepcopy(net).eval().cpu()
@@ -169,8 +184,8 @@ def main() -> None:
     speedup_s = time.perf_counter() - t
     after_prune = evaluate(small, test)
     ft_spec = FinetuneSpec(
-        epochs=args.finetune_epochs, batch_size=64, lr=0.01, momentum=0.9, schedule="cosine",
-        distillation=DistillationSpec(weight=0.5, temperature=4.0), device=args.device,
+        epochs=args.finetune_epochs, batch_size=64, lr=args.ft_lr, momentum=0.9, schedule="cosine",
+        distillation=DistillationSpec(weight=args.kd_weight, temperature=4.0), device=args.device,
     )  # fmt: skip
     tuned = finetune(small, train, test, ft_spec, teacher=teacher)
     one_shot = {
@@ -191,7 +206,7 @@ def main() -> None:
 
     # 3. AGP.
     agp: dict[str, Any] = {}
-    for target in args.agp_targets:
+    for target in [] if args.skip_agp else args.agp_targets:
         result = scheduled_prune(
             teacher, _config(target), schedule="agp", steps=args.agp_steps, basic_pruner="l1norm",
             finetune_spec=ft_spec, train=train, val=test, example_inputs=EXAMPLE,
@@ -217,8 +232,13 @@ def main() -> None:
 def _print_tables(out: dict[str, Any], args: argparse.Namespace) -> None:
     o = out["one_shot"]
     print(f"\n## Seed Net on MNIST ({args.device}, {args.threads} thread(s))\n")
-    print(f"Training: {args.train_epochs} epochs, {out['train']['seconds']:.0f} s, test top-1 "
-          f"{100 * o['top1_original']:.2f}%\n")  # fmt: skip
+    how = (
+        f"loaded from {args.trained}"
+        if args.trained
+        else f"{args.train_epochs} epochs (SGD 0.02, cosine), {out['train']['seconds']:.0f} s"
+    )
+    print(f"Training: {how}; test top-1 {100 * o['top1_original']:.2f}%")
+    print(f"Fine-tuning: SGD lr {args.ft_lr} cosine, batch 64, KD weight {args.kd_weight}, T 4\n")
     print("| | top-1 (test) | params | bytes (safetensors) |")
     print("|---|---|---|---|")
     print(f"| original | {100 * o['top1_original']:.2f}% | {o['params_before']:,} | {o['bytes_before']:,} |")
