@@ -291,7 +291,7 @@ def scheduled_prune(
         sum(t.weight_shape[1 if t.granularity == "in_channel" else 0] for t in resolved.targets.values()),
         sum(get_param(original, name, "weight").numel() for name in resolved.targets),
     )
-    data = _pruner_batches(train, finetune_spec.batch_size)
+    data = train.batches(finetune_spec.batch_size, limit=_PRUNER_BATCHES)
 
     current = copy.deepcopy(original)
     masks: Masks | None = None
@@ -467,11 +467,6 @@ def _combine(new: Masks, previous: Masks | None) -> Masks:
 
 def _has_element_targets(resolved: ResolvedConfig) -> bool:
     return any(t.granularity == "element" for t in resolved.targets.values())
-
-
-def _pruner_batches(data: LabelledDataset, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    n = min(len(data), _PRUNER_BATCHES * batch_size)
-    return [(data.x[s : s + batch_size], data.y[s : s + batch_size]) for s in range(0, n, batch_size)]
 
 
 def _record(

@@ -74,6 +74,21 @@ class LabelledDataset:
             class_names=self.class_names,
         )
 
+    def batches(
+        self, batch_size: int, *, limit: int | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The samples in order as ``(x, y)`` batches (views, no copy): the ``data=`` of the pruners.
+
+        Args:
+            batch_size: samples per batch.
+            limit: at most this many batches.
+
+        Returns:
+            A list of ``(inputs, labels)`` pairs.
+        """
+        n = len(self) if limit is None else min(len(self), limit * batch_size)
+        return [(self.x[s : s + batch_size], self.y[s : s + batch_size]) for s in range(0, n, batch_size)]
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: sample count, classes, shapes, sizes and the source digest."""
         counts = torch.bincount(self.y, minlength=self.num_classes).tolist()

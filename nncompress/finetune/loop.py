@@ -130,6 +130,7 @@ class FinetuneResult:
         distillation: whether a teacher was distilled from.
         seconds: wall time of this call.
         samples_per_second: training throughput of this call (training steps only).
+        notes: what was adjusted or ignored, in plain words.
     """
 
     model: nn.Module

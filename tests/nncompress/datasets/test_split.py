@@ -53,3 +53,11 @@ def test_too_small_to_split() -> None:
 def test_more_classes_than_model_outputs() -> None:
     with pytest.raises(DatasetError, match="5 classes but the model outputs 3"):
         check_compatible(_dataset(), input_shape=(4,), num_classes=3)
+
+
+def test_batches_in_order_with_limit() -> None:
+    ds = _dataset(10)
+    batches = ds.batches(4)
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([x for x, _ in batches]), ds.x)
+    assert [len(y) for _, y in ds.batches(4, limit=2)] == [4, 4]
