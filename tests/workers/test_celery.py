@@ -13,6 +13,7 @@ import pytest
 from app.settings import Settings
 from tests.workers.conftest import (
     FAST,
+    SEED_SPEC,
     Jobs,
     RedisServer,
     WorkerProcess,
@@ -181,3 +182,33 @@ def test_cuda_jobs_go_to_the_gpu_queue(
     dispatcher.enqueue(pg_jobs.create(queue="cpu"))
     client = redis.Redis.from_url(redis_server.url)
     assert (client.llen("gpu"), client.llen("cpu")) == (1, 1)
+
+
+def test_killed_worker_resumes_the_real_pipeline_from_its_saved_masks(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker
+) -> None:
+    # Given the seed job on the real pipeline, when its worker is SIGKILLed after pruning finished,
+    # then the retry on a new worker reuses the masks the first attempt saved instead of pruning again.
+    from nncompress.pipeline import JobSpec
+
+    worker = start_worker(celery_settings, target=None)
+    model_id = pg_jobs.upload_seed_model()
+    spec = JobSpec.from_dict({**SEED_SPEC, "latency_runs": 20}).to_dict()
+    job_id = pg_jobs.create(model_id=model_id, **spec)
+    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
+
+    def pruned() -> bool:
+        job = pg_jobs.get(job_id)
+        assert job.status == "running" or job.attempt == 0, f"the job ended before the kill: {job.status}"
+        return job.last_finished_stage not in (None, "loading")
+
+    wait_for(pruned, 120, "pruning to finish")
+    worker.kill_group()
+    start_worker(celery_settings, target=None)
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 180)
+    assert job.status == "succeeded", job.error_message
+    assert job.attempt == 2
+    assert job.result is not None
+    assert any(note.startswith("resumed: reused the masks") for note in job.result["notes"]), job.result[
+        "notes"
+    ]
