@@ -7,6 +7,7 @@ same runtime is the fair baseline for the speedup; eager torch is shown next to 
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -127,11 +128,11 @@ def measure_quantized(
             arrays = input_arrays(batch, len(batch))
             runners: dict[str, Callable[[], object]] = {}
             if model is not None:
-                runners["fp32_torch"] = lambda b=batch: _torch_forward(model, b)
-            runners["fp32_onnx"] = lambda a=arrays: fp32.run(*a)
-            runners["int8_onnx"] = lambda a=arrays: int8.run(*a)
+                runners["fp32_torch"] = functools.partial(_torch_forward, model, batch)
+            runners["fp32_onnx"] = functools.partial(fp32.run, *arrays)
+            runners["int8_onnx"] = functools.partial(int8.run, *arrays)
             if scripted is not None:
-                runners["int8_torch"] = lambda b=batch: _torch_forward(scripted, b)
+                runners["int8_torch"] = functools.partial(_torch_forward, scripted, batch)
             latency[bs] = _round_robin(runners, runs=runs, warmup=warmup)
         accuracy = _accuracy(model, fp32, int8, data) if data is not None else None
     finally:

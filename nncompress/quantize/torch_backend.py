@@ -1,12 +1,13 @@
 """PyTorch's own int8 model, next to the ONNX one: ``torch.ao`` FX graph mode on the x86 backend.
 
 What torch 2.13 offers, checked here: ``torch.ao.quantization.quantize_fx`` (deprecated but present)
-converts to ``quantized::conv2d``/``linear`` kernels of the x86 backend (FBGEMM + oneDNN, which use this
-CPU's VNNI/AMX int8 instructions); ``quantize_dynamic`` handles Linear and LSTM; ``quantize_pt2e`` is
-gone from torch (it lives in torchao now, not installed: see the issue note). The converted model is
-saved as TorchScript (``torch.jit.load`` reads it without unpickling Python objects). FX tracing fails
-on models with data-dependent control flow; then no torch artifact is written and the reason is
-returned, the ONNX artifact stands alone.
+converts to ``quantized::conv2d``/``linear`` kernels of the x86 backend (FBGEMM + oneDNN, which use
+this CPU's VNNI/AMX int8 instructions); ``quantize_dynamic`` handles Linear and LSTM;
+``quantize_pt2e`` is gone from torch (it lives in torchao now; its figures are in
+:mod:`nncompress.quantize.ort_backend`). The converted model is saved as TorchScript
+(``torch.jit.load`` reads it without unpickling Python objects). FX tracing or TorchScript fails on
+some models (the seed Net's ``x.view`` on a channels-last output); then no torch artifact is written,
+the reason is returned, and the ONNX artifact stands alone.
 """
 
 from __future__ import annotations
