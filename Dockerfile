@@ -1,7 +1,9 @@
 # nncompress: one image for the API, the Celery workers and the migration step (docker-compose.yml).
 #
-#   docker build -t nncompress:cpu .                                  # CPU torch (API, CPU workers)
-#   docker build -t nncompress:cuda --build-arg TORCH_VARIANT=cu128 .  # CUDA torch (GPU workers)
+#   docker build -t nncompress:cpu --build-arg TORCH_INDEX_URL=<PyTorch CPU wheel index> .
+#   docker build -t nncompress:cuda --build-arg TORCH_VARIANT=cu128 \
+#       --build-arg TORCH_INDEX_URL=<PyTorch cu128 wheel index> .
+# Without TORCH_INDEX_URL, torch comes from the default index (on Linux that is a CUDA build).
 #
 # The default command is the API; compose runs the worker and `alembic upgrade head` from the same image.
 # Settings come from the environment: DATABASE_URL, BROKER_URL, NNCOMPRESS_STORAGE_DIR, NNCOMPRESS_*.
@@ -14,13 +16,17 @@ FROM ${PYTHON_IMAGE} AS builder
 # CUDA libraries; the host only needs the NVIDIA driver and container toolkit.
 ARG TORCH_VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # torch first, from the index of the chosen variant, so resolving the project never pulls another build.
-RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "torch==${TORCH_VERSION}"
+# TORCH_VARIANT labels the build (compose checks that GPU workers get a CUDA one).
+RUN if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_INDEX_URL="${TORCH_INDEX_URL}"; fi \
+    && echo "torch ${TORCH_VERSION} (${TORCH_VARIANT})" \
+    && pip install "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY nncompress ./nncompress
 COPY app ./app
