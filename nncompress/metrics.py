@@ -8,6 +8,7 @@ state_dict really serialised as safetensors, MACs/FLOPs come from running the mo
 from __future__ import annotations
 
 import copy
+import math
 import os
 import statistics
 import time
@@ -131,8 +132,9 @@ def measure_model(
 
     Args:
         model: the model to measure (its train/eval mode is restored afterwards).
-        example_inputs: one input tensor or a sequence of them; the first row of each is
-            repeated to build batches of each size in ``batch_sizes``.
+        example_inputs: one input tensor or a sequence of them, batch dimension first; the first
+            row of each is repeated to build batches of each size in ``batch_sizes`` (FLOPs are
+            counted at batch 1).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         batch_sizes: batch sizes to time.
         runs: timed forward passes per batch size (median and p90 are over these).
@@ -228,8 +230,44 @@ def _batch(
     return out
 
 
+def _recurrent_flops(
+    input_shape: Sequence[int],
+    hx: object,
+    params: Sequence[Sequence[int]],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    train: bool,
+    bidirectional: bool,
+    batch_first: bool,
+    *args: object,
+    out_shape: object = None,
+    **kwargs: object,
+) -> int:
+    """FLOPs of ``aten.lstm`` / ``aten.gru`` / ``aten.rnn_*`` (``.input`` overloads), from shapes.
+
+    Every time step multiplies the input by each layer's ``weight_ih`` and the hidden state by its
+    ``weight_hh``: 2 × steps × batch × (elements of all weight matrices). Gate nonlinearities and
+    bias adds are elementwise and, as everywhere in FlopCounterMode, not counted. GRU measured by
+    its decomposition into ``addmm`` gives exactly this count.
+    """
+    steps, batch = (input_shape[1], input_shape[0]) if batch_first else (input_shape[0], input_shape[1])
+    matrices = sum(math.prod(shape) for shape in params if len(shape) == 2)
+    return 2 * steps * batch * matrices
+
+
+# CPU torch runs nn.LSTM as one fused aten.lstm op, which FlopCounterMode has no formula for (it
+# counted 0 FLOPs for the LSTM layer of lstm_classifier); these give the recurrent layers their due.
+_RECURRENT_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
 def _count_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    counter = FlopCounterMode(display=False)
+    # FlopCounterMode counts by op packet (aten.lstm) but decides whether to decompose an op by its
+    # overload (aten.lstm.input): register both, or the fused op is decomposed into ops it ignores.
+    packets = [getattr(torch.ops.aten, name) for name in _RECURRENT_OPS]
+    mapping: dict[Any, Any] = {p: _recurrent_flops for p in packets}
+    mapping.update({p.input: _recurrent_flops for p in packets})
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with torch.inference_mode(), counter:
         model(*inputs)
     return int(counter.get_total_flops())

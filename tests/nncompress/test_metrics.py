@@ -132,3 +132,26 @@ def test_cuda_latency_replays_a_graph_and_names_the_device(net: Net) -> None:
     )
     assert eager.latency[0].method == "eager" and eager.macs == m.macs
     assert next(net.parameters()).device.type == "cpu"  # a copy was measured
+
+
+@pytest.mark.parametrize(("cell", "gates"), [(torch.nn.LSTM, 4), (torch.nn.GRU, 3)])
+def test_recurrent_layers_are_counted(cell: type[torch.nn.Module], gates: int) -> None:
+    # CPU torch runs nn.LSTM as one fused op that FlopCounterMode alone counts as zero.
+    rnn = cell(8, 16, num_layers=2, bidirectional=True, batch_first=True).eval()
+    steps = 5
+    x = torch.randn(3, steps, 8)
+    # Per step: weight_ih and weight_hh of each direction; layer 2 reads both directions (2 × 16).
+    per_step = 2 * gates * 16 * (8 + 16) + 2 * gates * 16 * (2 * 16 + 16)
+    m = measure_model(rnn, x, batch_sizes=(1,), runs=1, warmup=0)
+    assert m.macs == steps * per_step  # counted at batch 1
+
+
+def test_gru_count_matches_its_decomposition() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gru = torch.nn.GRU(8, 16, batch_first=True).eval()
+    x = torch.randn(1, 7, 8)
+    plain = FlopCounterMode(display=False)  # no formula for aten.gru: it decomposes into addmm
+    with torch.inference_mode(), plain:
+        gru(x)
+    assert measure_model(gru, x, batch_sizes=(1,), runs=1, warmup=0).flops == plain.get_total_flops() > 0
