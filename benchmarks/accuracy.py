@@ -138,7 +138,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     parser.add_argument("--save-trained", type=Path, default=None, help="save the trained Net (safetensors)")
     parser.add_argument("--trained", type=Path, default=None, help="load a trained Net instead of training")
-    parser.add_argument("--ft-lr", type=float, default=0.01, help="fine-tuning learning rate")
+    # 0.02 is the training lr. Measured on one run (seed 0, 1 thread): ft lr 0.005 / 0.01 / 0.02 with KD 0.5
+    # gave 99.18 / 99.18 / 99.25 % (original 99.29 %); KD weight 0.9 at lr 0.01 gave 99.22 %.
+    parser.add_argument("--ft-lr", type=float, default=0.02, help="fine-tuning learning rate")
     parser.add_argument("--kd-weight", type=float, default=0.5, help="distillation weight")
     parser.add_argument("--skip-agp", action="store_true")
     args = parser.parse_args()
