@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# The dashboard's browser test needs Debian's Chromium (no browser download from a test tool).
+if [ -x scripts/install_browser.sh ]; then scripts/install_browser.sh; fi
 .venv/bin/python scripts/check_services.py
 .venv/bin/ruff check .
 scripts/lint_deploy.sh
