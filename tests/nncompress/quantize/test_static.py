@@ -80,7 +80,9 @@ def test_per_tensor_granularity_gives_one_scale(net_data, tmp_path: Path) -> Non
 def test_tiny_resnet_with_batchnorm_and_residuals(tmp_path: Path) -> None:
     model = tiny_resnet()
     x = torch.randn(96, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    result = quantize(model, x[:1], {}, calibration=batches(x[:64], 32), out_dir=tmp_path)
+    result = quantize(model, x[:16], {}, calibration=batches(x[:64], 32), out_dir=tmp_path)
+    assert result.fidelity["examples"] == 16 and result.fidelity["top1_agreement"] >= 0.9
+    assert result.fidelity["max_abs_error"] <= 0.1 * result.fidelity["fp32_max_abs"]
     names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert result.quantized_layers == names  # shortcut convs included: layers.1.0.shortcut.0 ...
     assert "layers.1.0.shortcut.0" in names
