@@ -96,3 +96,24 @@ def test_a_model_that_pins_its_batch_is_caught(tmp_path: Path) -> None:
     # …which bakes the constant too, so the check refuses the result rather than shipping it.
     with pytest.raises(ArtifactError, match="batch 3"):
         check_onnx(path, model, torch.randn(1, 4, 4), batch_sizes=(1, 3))
+
+
+def test_exporter_can_be_chosen_and_is_reported(tmp_path: Path) -> None:
+    from nncompress.io.onnx_export import export_onnx_with_info
+    from nncompress.models import get
+
+    model, x = Net().eval(), torch.randn(1, 1, 28, 28)
+    for exporter, label in [
+        ("dynamo", "torch.export"),
+        ("torchscript", "torchscript"),
+        ("auto", "torch.export"),
+    ]:
+        path, used = export_onnx_with_info(model, x, tmp_path / f"{exporter}.onnx", exporter=exporter)
+        assert used.startswith(label)
+        assert check_onnx(path, model, x).max_abs_diff < 1e-4
+    # Recurrent models go to the TorchScript exporter first (torch.export took 12-38 s on them).
+    gru = get("gru_classifier").build().eval()
+    _, used = export_onnx_with_info(gru, get("gru_classifier").example_input(1), tmp_path / "gru.onnx")
+    assert used.startswith("torchscript")
+    with pytest.raises(ValueError, match="exporter"):
+        export_onnx(model, x, tmp_path / "x.onnx", exporter="tflite")
