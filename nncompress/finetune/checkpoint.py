@@ -29,15 +29,21 @@ _VERSION = 1
 def fingerprint(
     model: nn.Module, train: LabelledDataset, val: LabelledDataset, spec: FinetuneSpec, *, teacher: bool
 ) -> str:
-    """A digest of everything a resumed run must share with the interrupted one.
+    """A digest of everything a resumed run must share with the interrupted one: spec, starting weights, data.
 
     The device is left out on purpose: a job retried on another worker may resume on another device.
     """
     spec_data = spec.to_dict()
     spec_data.pop("device")
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        # The starting weights too: a checkpoint of another model with the same shapes must not be resumed.
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     data = {
         "spec": spec_data,
         "params": [[name, list(p.shape)] for name, p in model.state_dict().items()],
+        "weights": weights.hexdigest(),
         "train": [len(train), train.sha256, list(train.sample_shape)],
         "val": [len(val), val.sha256],
         "teacher": teacher,

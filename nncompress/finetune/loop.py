@@ -205,11 +205,11 @@ def finetune(
     if teacher is not None and spec.distillation is None:
         notes.append("a teacher was given but finetune.distillation is not set: trained on labels only")
         teacher = None
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    print_ = fingerprint(model, train, val, spec, teacher=teacher is not None) if folder is not None else ""
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    print_ = fingerprint(model, train, val, spec, teacher=teacher is not None)
     with _deterministic(device):
         run = _Run(model, train, val, spec, device, dtype, teacher, progress, should_stop)
         state = load_checkpoint(folder, print_) if folder is not None and resume else None

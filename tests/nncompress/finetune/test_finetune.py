@@ -107,22 +107,23 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path: Pat
 
 def test_checkpoint_of_another_run_is_ignored(tmp_path: Path) -> None:
     train, val = mnist_split(200)
-    finetune(pruned_net(), train, val, FinetuneSpec(epochs=1, batch_size=50, seed=1), checkpoint_dir=tmp_path)
-    other = finetune(
-        pruned_net(), train, val, FinetuneSpec(epochs=1, batch_size=50, seed=2), checkpoint_dir=tmp_path
+    spec1, spec2 = (
+        FinetuneSpec(epochs=1, batch_size=50, seed=1),
+        FinetuneSpec(epochs=1, batch_size=50, seed=2),
     )
-    assert other.resumed_from_epoch == 0
-    finished = finetune(
-        pruned_net(), train, val, FinetuneSpec(epochs=1, batch_size=50, seed=2), checkpoint_dir=tmp_path
-    )
+    finetune(pruned_net(), train, val, spec1, checkpoint_dir=tmp_path)
+    other = finetune(pruned_net(), train, val, spec2, checkpoint_dir=tmp_path)
+    assert other.resumed_from_epoch == 0, "another spec"
+    finished = finetune(pruned_net(), train, val, spec2, checkpoint_dir=tmp_path)
     assert finished.resumed_from_epoch == 1 and _equal_weights(finished.model, other.model)
-    (tmp_path / CHECKPOINT_FILE).write_bytes(b"garbage")
-    assert (
-        finetune(
-            pruned_net(), train, val, FinetuneSpec(epochs=1, batch_size=50, seed=2), checkpoint_dir=tmp_path
-        ).resumed_from_epoch
-        == 0
+    changed = pruned_net()
+    with torch.no_grad():
+        changed.fc2.bias.add_(1.0)
+    assert finetune(changed, train, val, spec2, checkpoint_dir=tmp_path).resumed_from_epoch == 0, (
+        "same shapes, other starting weights"
     )
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"garbage")
+    assert finetune(pruned_net(), train, val, spec2, checkpoint_dir=tmp_path).resumed_from_epoch == 0
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
