@@ -72,6 +72,8 @@ class QuantResult:
         bytes: ``{'fp32_onnx': n, 'int8_onnx': n[, 'torch_int8': n]}`` file sizes.
         layers: per selected layer, what the int8 file holds.
         calibration_batches_used: batches read for calibration (0 for dynamic mode).
+        float_layers: layers with weights that stay float (not selected, or of a type the mode
+            cannot quantize), so a report shows what was left out as well as what was quantized.
         fidelity: int8 vs fp32 on the example inputs (a first sanity figure; ``measure`` gives accuracy):
             ``{'examples': n, 'top1_agreement': f, 'max_abs_error': f, 'fp32_max_abs': f}``.
     """
@@ -84,6 +86,7 @@ class QuantResult:
     layers: tuple[LayerReport, ...]
     calibration_batches_used: int
     fidelity: dict[str, float]
+    float_layers: tuple[str, ...] = ()
     torch_path: Path | None = None
     torch_error: str | None = None
     _model: nn.Module | None = field(default=None, repr=False, compare=False)
@@ -142,6 +145,7 @@ class QuantResult:
             "layers": [layer.to_dict() for layer in self.layers],
             "calibration_batches_used": self.calibration_batches_used,
             "fidelity": dict(self.fidelity),
+            "float_layers": list(self.float_layers),
         }
 
 
@@ -272,11 +276,21 @@ def quantize(
         layers=reports,
         calibration_batches_used=info["calibration_batches_used"],
         fidelity=_fidelity(model, int8_path, inputs),
+        float_layers=tuple(
+            n for n, m in model.named_modules() if n and n not in layers and _has_own_weight(m)
+        ),
         torch_path=torch_path,
         torch_error=torch_error,
         _model=model,
         _example=inputs,
     )
+
+
+def _has_own_weight(module: nn.Module) -> bool:
+    # Normalisation layers are folded or kept float by design; list the layers a user would quantize.
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+        return False
+    return any(isinstance(p, torch.Tensor) for p in module.parameters(recurse=False))
 
 
 def _fidelity(model: nn.Module, int8_path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:

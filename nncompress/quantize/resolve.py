@@ -192,9 +192,14 @@ def _select(entry: QuantConfigEntry, modules: dict[str, nn.Module], mode: str) -
     matched = [n for n in modules if n in names and type_of[n] in supported]
     if not matched:
         present = sorted({t for t in type_of.values() if t in supported})
+        found = (
+            f"the model's layers of those types are {', '.join(present)}"
+            if present
+            else "the model has none of those layers"
+        )
         raise QuantNoMatchError(
-            f"{entry.label}: matches no layer that mode {mode!r} can quantize; the model's quantizable "
-            f"layers are of types {', '.join(present) or 'none'}",
+            f"{entry.label}: matches no layer that mode {mode!r} can quantize ({', '.join(supported)}); "
+            + found,
             entry=entry.index,
             key=None,
             value=jsonable(entry.to_dict()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from nncompress.errors import ConfigError, UnknownLayerError
 from nncompress.quantize import (
@@ -213,3 +214,15 @@ def test_spec_round_trips_and_refuses_bad_values() -> None:
         QuantSpec.from_dict({"modee": "static"})
     with pytest.raises(QuantConfigError, match=r"config_list\[0\]\['quant_dtype'\]"):
         QuantSpec.from_dict({"config_list": [{"op_types": ["Linear"], "quant_dtype": "fp8"}]})
+
+
+def test_entry_matching_nothing_says_what_the_model_has() -> None:
+    with pytest.raises(QuantNoMatchError) as caught:
+        resolve_quant_config(trained_net(), [{"op_types": ["LSTM"]}], "dynamic")
+    assert caught.value.message == (
+        "config_list[0]: matches no layer that mode 'dynamic' can quantize (Linear, LSTM); "
+        "the model's layers of those types are Linear"
+    )
+    conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    with pytest.raises(QuantNoMatchError, match=r"the model has none of those layers$"):
+        resolve_quant_config(conv_only, [{"op_types": ["default"]}], "dynamic")

@@ -57,6 +57,7 @@ def test_dynamic_only_the_named_layer(tmp_path: Path) -> None:
         model, tokens(2), {"mode": "dynamic", "config_list": [{"op_names": ["rnn"]}]}, out_dir=tmp_path
     )
     assert [layer.name for layer in result.layers] == ["rnn"]
+    assert result.float_layers == ("embed", "head")
     inits = {i.name for i in onnx.load(str(result.onnx_path)).graph.initializer}
     assert not [name for name in inits if name.startswith("head.") and name.endswith("_quantized")]
     assert any(name.startswith("onnx::LSTM") and name.endswith("_quantized") for name in inits)

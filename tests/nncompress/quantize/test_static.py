@@ -65,6 +65,7 @@ def test_excluded_layer_stays_float(net_data, tmp_path: Path) -> None:
     result = quantize(net, x[:1], spec, calibration=[x[:64]], out_dir=tmp_path)
     assert result.quantized_layers == ["conv1", "conv2", "fc1"]
     assert [layer.name for layer in result.layers] == ["conv1", "conv2", "fc1"]
+    assert result.float_layers == ("fc2",)
     graph = onnx.load(str(result.onnx_path)).graph
     assert "fc2.weight" in {i.name for i in graph.initializer}  # still the float initializer
     assert "fc2.weight_quantized" not in {i.name for i in graph.initializer}
