@@ -258,7 +258,7 @@ def load_compressed(path: str | Path, *, map_location: str = "cpu") -> nn.Module
 
     Args:
         path: the artifact folder (or its ``manifest.json``).
-        map_location: device the tensors are loaded onto.
+        map_location: device the returned model lives on (the rebuild itself runs on the CPU).
 
     Returns:
         The model in eval mode. It may be a ``torch.fx.GraphModule`` when the speedup had to
@@ -289,12 +289,12 @@ def load_compressed(path: str | Path, *, map_location: str = "cpu") -> nn.Module
         )
     model = _rebuild(manifest)
     try:
-        state = load_file(str(weights_path), device=map_location)
+        state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights_path.name} cannot be read: {exc}", field="weights_file") from exc
     _check_tensors(manifest, state, model)
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.to(map_location).eval()
 
 
 def _manifest_path(path: str | Path) -> Path:

@@ -207,3 +207,28 @@ def test_console_progress_bar_on_a_tty_and_lines_otherwise() -> None:
     text = bar.getvalue()
     assert "\r" in text and "[#####-----]  50%" in text and "[##########] 100%" in text
     assert text.endswith("exporting: done\n")
+
+
+def test_inspect_and_prune_an_onnx_file_without_arch(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nncompress.io import export_onnx
+
+    torch.manual_seed(0)
+    export_onnx(Net().eval(), torch.randn(1, 1, 28, 28), tmp_path / "net.onnx")
+    base = [
+        "--weights",
+        str(tmp_path / "net.onnx"),
+        "--config",
+        str(config_file),
+        "--input-shape",
+        "1,1,28,28",
+    ]
+    assert main(["inspect", *base]) == 0
+    assert "500→250" in capsys.readouterr().out
+    assert main(["prune", *base, "--out", str(tmp_path / "out"), "--latency-runs", "1", "--no-onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "109,295" in out and "no registry architecture" in out
+    # Without --arch the input shape cannot be guessed.
+    assert main(["inspect", "--weights", str(tmp_path / "net.onnx"), "--config", str(config_file)]) == 1
+    assert "--input-shape" in capsys.readouterr().err
