@@ -61,6 +61,8 @@ __all__ = [
 
 SCHEDULES: tuple[str, ...] = ("linear", "agp")
 
+Kept = dict[str, dict[str, list[int]]]
+
 _EPS = 1e-9
 # Batches of the training set handed to data-driven pruners (TaylorFO, APoZ, mean activation, Slim).
 _PRUNER_BATCHES = 16
@@ -171,6 +173,10 @@ class ScheduledResult:
     Attributes:
         model: the model of the chosen step (the original, copied, when no step met the budget).
         masks: with ``speedup=False``, the chosen step's masks (already applied as zeros); else None.
+        kept: with ``speedup=True``, the channel indices of the *original* model that the chosen model
+            keeps, composed over all steps (``{layer: {"out"|"in": [...]}}``, the format of
+            ``SpeedupResult.kept``): ``apply_kept_indices(fresh_original, kept, example_inputs)`` rebuilds
+            the shrunk architecture for loading the weights; else None.
         steps: every step that ran, in order.
         chosen_step: the step whose model is returned (0 = none met the budget).
         baseline: validation result of the original model.
@@ -183,6 +189,7 @@ class ScheduledResult:
 
     model: nn.Module
     masks: Masks | None
+    kept: Kept | None
     steps: list[StepRecord]
     chosen_step: int
     baseline: EvalResult
@@ -295,7 +302,9 @@ def scheduled_prune(
 
     current = copy.deepcopy(original)
     masks: Masks | None = None
+    kept: Kept = {}
     chosen_model, chosen_masks, chosen_step = copy.deepcopy(original), None, 0
+    chosen_kept: Kept = {}
     records: list[StepRecord] = []
     stopped = False
     for t, fraction in enumerate(fractions, start=1):
@@ -303,7 +312,7 @@ def scheduled_prune(
             raise FinetuneCancelled(f"scheduled pruning cancelled before step {t}", schedule_step=t)
         step_started = time.perf_counter()
         _report(progress, t, steps, "pruning")
-        current, masks = _prune_step(
+        current, masks, step_kept = _prune_step(
             current,
             resolved,
             fraction,
@@ -329,6 +338,7 @@ def scheduled_prune(
         except FinetuneCancelled as exc:
             exc.context["schedule_step"] = t  # epoch/step in the context are the fine-tuning's
             raise
+        kept = _compose_kept(kept, step_kept)
         if masks is not None:
             # Bake the zeros in now: deep-copying a parametrized module shares its generated class,
             # so removing the parametrization from a copy would break this model.
@@ -343,9 +353,11 @@ def scheduled_prune(
             break
         chosen_model, chosen_step = copy.deepcopy(current), t
         chosen_masks = copy.deepcopy(masks) if masks is not None else None
+        chosen_kept = copy.deepcopy(kept)
     return ScheduledResult(
         model=chosen_model.eval(),
         masks=chosen_masks,
+        kept=chosen_kept if speedup else None,
         steps=records,
         chosen_step=chosen_step,
         baseline=baseline,
@@ -372,19 +384,20 @@ def _prune_step(
     speedup: bool,
     previous: Masks | None,
     progress: Callable[[str], None],
-) -> tuple[nn.Module, Masks | None]:
+) -> tuple[nn.Module, Masks | None, Kept]:
     device = next(current.parameters()).device
     current.to("cpu")  # pruning and speedup trace on CPU; fine-tuning moves the model back
     if speedup:
         targets = _relative_targets(resolved, fraction, current)
         if not targets.targets:
-            return current, None  # every layer already at this step's goal
+            return current, None, {}  # every layer already at this step's goal
         result = prune(
             current, targets, pruner=basic_pruner, example_inputs=example_inputs, data=data,
             criterion=F.cross_entropy, **options,
         )  # fmt: skip
         progress("speedup")
-        return speedup_masks(current, result.masks, example_inputs).model.to(device), None
+        shrunk = speedup_masks(current, result.masks, example_inputs)
+        return shrunk.model.to(device), None, shrunk.kept
     # Masks: rank the weights as they are now (earlier steps left zeros, which rank lowest) and keep
     # every earlier mask, so a pruned weight never comes back.
     result = prune(
@@ -393,7 +406,7 @@ def _prune_step(
     )  # fmt: skip
     masks = _combine(result.masks, previous)
     apply_masks(current, masks)
-    return current.to(device), masks
+    return current.to(device), masks, {}
 
 
 def _scaled_targets(resolved: ResolvedConfig, fraction: float) -> ResolvedConfig:
@@ -452,6 +465,17 @@ def _relative(goal: float, original: int, now: int) -> float:
     # Keep what a one-shot prune to `goal` keeps: original − int(goal · original) channels.
     keep = original - min(int(goal * original + _EPS), original - 1)
     return max(0.0, (now - keep) / now) if now > 0 else 0.0
+
+
+def _compose_kept(total: Kept, step: Kept) -> Kept:
+    """Kept indices of the original model after one more speedup (``step`` indexes the current model)."""
+    out = {layer: dict(sides) for layer, sides in total.items()}
+    for layer, sides in step.items():
+        for side, idx in sides.items():
+            before = out.get(layer, {}).get(side)
+            # A side never shrunk before still has its original numbering.
+            out.setdefault(layer, {})[side] = [before[i] for i in idx] if before is not None else list(idx)
+    return out
 
 
 def _combine(new: Masks, previous: Masks | None) -> Masks:

@@ -17,6 +17,7 @@ from nncompress.scheduled import (
     schedule_fractions,
     scheduled_prune,
 )
+from nncompress.speedup import apply_kept_indices
 from tests.nncompress.finetune.factories import EXAMPLE, mnist_split, seed_config, trained_net
 
 FT = FinetuneSpec(epochs=1, batch_size=32, lr=0.01)
@@ -57,8 +58,15 @@ def test_agp_steps_recorded_with_increasing_sparsity(speedup: bool) -> None:
         assert [s.params for s in result.steps] == nonzero, "shrunk, not masked"
         assert result.masks is None
         assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 4 * nonzero[0] / 2
+        # The composed kept indices rebuild the final shapes on a fresh original: the artifact path.
+        assert result.kept is not None
+        rebuilt = apply_kept_indices(trained_net(), result.kept, EXAMPLE)
+        rebuilt.load_state_dict(result.model.state_dict())
+        with torch.no_grad():
+            assert torch.equal(rebuilt.eval()(val.x[:16]), result.model(val.x[:16]))
     else:
         assert all(s.params == 431080 for s in result.steps) and result.masks is not None
+        assert result.kept is None
         assert len(set(sizes)) == 1 and sizes[0] > 4 * 431080, "masked weights are stored dense"
     assert evaluate(result.model, val) == result.steps[-1].val
     assert all(len(s.finetune) == 1 for s in result.steps)
