@@ -166,7 +166,7 @@ def plan_quantization(model: nn.Module, spec: QuantSpec | Mapping[str, Any]) -> 
     """
     spec = spec if isinstance(spec, QuantSpec) else QuantSpec.from_dict(spec)
     layers = resolve_quant_config(model, spec.config_list, spec.mode)
-    uniform_settings(layers)
+    uniform_settings(layers, mixed_weights=spec.mode != "dynamic" and spec.format == "qdq")
     return layers
 
 

@@ -19,6 +19,7 @@ read it. With int8 instead of uint8 activations the CPU kernels were slower than
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ def quantize_graph(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
-    weight, activation = uniform_settings(layers)
+    mixed = mode != "dynamic" and quant_format == "qdq"
+    weight, activation = uniform_settings(layers, mixed_weights=mixed)
     pre = preprocess(graph.path, out_path.with_name(out_path.stem + ".fp32-pre.onnx"))
     if mode == "dynamic":
         gemm_to_matmul(pre)
@@ -109,6 +111,8 @@ def quantize_graph(
                 )
             assert activation is not None  # static/QAT layers always quantize activations
             extra["ActivationSymmetric"] = activation.scheme == "symmetric"
+            if mixed:
+                extra["TensorQuantOverrides"] = _weight_overrides(pre, layers, nodes, weight)
             stream = iter(calibration)
             first = next(stream, None)
             if first is None:
@@ -138,29 +142,75 @@ def quantize_graph(
     return {"calibration_batches_used": used, "onnx_nodes": nodes, "weights": weights}
 
 
-def uniform_settings(layers: dict[str, LayerQuant]) -> tuple[TensorQuant, TensorQuant | None]:
-    """The one weight setting and one activation setting every layer shares.
+def uniform_settings(
+    layers: dict[str, LayerQuant], *, mixed_weights: bool = False
+) -> tuple[TensorQuant, TensorQuant | None]:
+    """The model-wide weight and activation settings, refusing mixes onnxruntime cannot write.
 
     onnxruntime's quantizer takes weight and activation types, symmetry and per-channel as global
-    options, so layers asking for different ones cannot be honoured in one model; the error names the
-    two entries that disagree instead of quietly applying one of them.
+    options. Per-tensor overrides lift that for *weights* in the QDQ format (``mixed_weights``); the
+    global weight setting is then the one most layers ask for. Activations must agree: a uint8 and an
+    int8 activation meeting at one tensor would need conversion nodes. The error names the two entries
+    that disagree instead of quietly applying one of them.
+
+    Args:
+        layers: the resolved layers.
+        mixed_weights: allow layers to differ in their weight setting (QDQ format, static or QAT).
+
+    Returns:
+        ``(weight, activation)``: the global settings.
+
+    Raises:
+        QuantConfigError: two layers ask for settings that cannot coexist.
     """
     first = next(iter(layers.values()))
+    kinds = ("activation",) if mixed_weights else ("weight", "activation")
     for layer in layers.values():
-        for kind in ("weight", "activation"):
+        for kind in kinds:
             mine, theirs = getattr(layer, kind), getattr(first, kind)
             if mine != theirs:
+                scope = (
+                    "one activation setting to the whole model"
+                    if kind == "activation"
+                    else "one weight setting to the whole model unless the format is 'qdq' in mode 'static' "
+                    "or 'qat'"
+                )
                 raise QuantConfigError(
                     f"{where(layer.entry_index)}: layer {layer.name!r} asks for {kind} {_describe(mine)} but "
                     f"layer {first.name!r} (config_list[{first.entry_index}]) for {_describe(theirs)}; the "
-                    "onnxruntime quantizer applies one setting per tensor kind to the whole model, so give "
-                    "these entries the same quant_dtype, quant_scheme and granularity",
+                    f"onnxruntime quantizer applies {scope}, so give these entries the same quant_dtype "
+                    "and quant_scheme",
                     entry=layer.entry_index,
                     key=None,
                     value=layer.name,
                     expected=f"{kind} {_describe(theirs)}",
                 )
-    return first.weight, first.activation
+    weights = Counter(layer.weight for layer in layers.values())
+    return weights.most_common(1)[0][0], first.activation
+
+
+def _weight_overrides(
+    pre: Path, layers: dict[str, LayerQuant], nodes: dict[str, list[str]], weight: TensorQuant
+) -> dict[str, list[dict[str, Any]]]:
+    """``TensorQuantOverrides`` for the weights of layers whose setting differs from the global one."""
+    import onnx
+
+    by_name = {n.name: n for n in onnx.load(str(pre)).graph.node}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for name, layer in layers.items():
+        if layer.weight == weight:
+            continue
+        for node_name in nodes[name]:
+            node = by_name[node_name]
+            override: dict[str, Any] = {
+                "quant_type": _qtype(layer.weight.dtype),
+                "symmetric": layer.weight.scheme == "symmetric",
+            }
+            if layer.weight.per_channel:
+                # Output channels: dim 0 of Conv and Gemm(transB=1) weights, dim 1 of a MatMul's (in, out).
+                override["axis"] = 1 if node.op_type == "MatMul" else 0
+            overrides[node.input[1]] = [override]
+    return overrides
 
 
 def _describe(setting: TensorQuant | None) -> str:

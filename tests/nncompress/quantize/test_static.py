@@ -97,20 +97,57 @@ def test_tiny_resnet_with_batchnorm_and_residuals(tmp_path: Path) -> None:
     assert fp32 / int8 >= 3.5
 
 
-def test_mixed_settings_are_refused_before_any_work(net_data, tmp_path: Path) -> None:
+def test_per_layer_weight_settings_in_qdq(net_data, tmp_path: Path) -> None:
     net, x, _ = net_data
-    spec = {"config_list": [{"op_types": ["Conv2d"]}, {"op_types": ["Linear"], "quant_dtype": "uint8"}]}
-    expected = (
-        "config_list[1]: layer 'fc1' asks for weight uint8 symmetric per channel but layer 'conv1' "
-        "(config_list[0]) for int8 symmetric per channel;"
-    )
-    with pytest.raises(QuantConfigError) as caught:
-        plan_quantization(net, spec)
-    assert caught.value.message.startswith(expected)
-    with pytest.raises(QuantConfigError) as caught:
-        quantize(net, x[:1], spec, calibration=[x[:8]], out_dir=tmp_path / "out")
-    assert caught.value.message.startswith(expected)
-    assert not (tmp_path / "out").exists()  # refused before any export
+    spec = {
+        "config_list": [
+            {"op_types": ["default"]},
+            {"op_names": ["fc1"], "granularity": "per_tensor"},
+            {"op_names": ["fc2"], "quant_dtype": "uint8"},  # uint8 activations are the default anyway
+        ]
+    }
+    result = quantize(net, x[:1], spec, calibration=[x[:64]], out_dir=tmp_path)
+    got = {layer.name: (layer.weight_dtype, layer.per_channel) for layer in result.layers}
+    assert got == {
+        "conv1": ("int8", True),
+        "conv2": ("int8", True),
+        "fc1": ("int8", False),
+        "fc2": ("uint8", True),
+    }
+    with torch.no_grad():
+        ref = net(x)
+    assert top1_agreement(load_quantized(result.onnx_path)(x), ref) >= 0.98
+
+
+def test_mixed_settings_onnxruntime_cannot_write_are_refused_before_any_work(
+    net_data, tmp_path: Path
+) -> None:
+    net, x, _ = net_data
+    weights = {"config_list": [{"op_types": ["Conv2d"]}, {"op_types": ["Linear"], "quant_dtype": "uint8"}]}
+    activations = {"config_list": [{"op_types": ["Conv2d"]}, {"op_types": ["Linear"], "quant_dtype": "int8"}]}
+    cases = [
+        (
+            {**weights, "format": "qoperator"},
+            "config_list[1]: layer 'fc1' asks for weight uint8 symmetric per channel but layer 'conv1' "
+            "(config_list[0]) for int8 symmetric per channel; the onnxruntime quantizer applies one weight "
+            "setting to the whole model unless the format is 'qdq' in mode 'static' or 'qat', so give these "
+            "entries the same quant_dtype and quant_scheme",
+        ),
+        (
+            activations,
+            "config_list[1]: layer 'fc1' asks for activation int8 affine per tensor but layer 'conv1' "
+            "(config_list[0]) for uint8 affine per tensor; the onnxruntime quantizer applies one activation "
+            "setting to the whole model, so give these entries the same quant_dtype and quant_scheme",
+        ),
+    ]
+    for spec, message in cases:
+        with pytest.raises(QuantConfigError) as caught:
+            plan_quantization(net, spec)
+        assert caught.value.message == message
+        with pytest.raises(QuantConfigError) as caught:
+            quantize(net, x[:1], spec, calibration=[x[:8]], out_dir=tmp_path / "out")
+        assert caught.value.message == message
+        assert not (tmp_path / "out").exists()  # refused before any export
 
 
 def test_static_needs_calibration(net_data, tmp_path: Path) -> None:
