@@ -53,7 +53,7 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 def _models(args: argparse.Namespace) -> int:
     from nncompress.models import get, names
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names():
         arch = get(name)
         rows.append(

@@ -128,7 +128,7 @@ def run_job(
         if masks is None:
             from nncompress.pruners import prune
 
-            result = prune(
+            pruned = prune(
                 copy.deepcopy(original),
                 list(spec.config_list),
                 pruner=spec.pruner,
@@ -137,7 +137,7 @@ def run_job(
                 criterion=criterion,
             )
             masks = {
-                m: {p: t.detach().cpu() for p, t in params.items()} for m, params in result.masks.items()
+                m: {p: t.detach().cpu() for p, t in params.items()} for m, params in pruned.masks.items()
             }
             save_masks(resume, spec, model_digest, masks)
         masked = _apply_masks(copy.deepcopy(original), masks)

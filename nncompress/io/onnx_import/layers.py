@@ -27,19 +27,16 @@ def _conv(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         raise ModelLoadError(f"Conv {node.name!r}: auto_pad is not supported", node=node.name)
     groups = int(attrs.get("group", 1))
     cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
-    conv = cls(
-        weight.shape[1] * groups,
-        weight.shape[0],
-        tuple(weight.shape[2:]),
-        stride=tuple(attrs.get("strides", [1] * dims)),
-        padding=symmetric_pads(node, attrs.get("pads", [0] * 2 * dims), dims),
-        dilation=tuple(attrs.get("dilations", [1] * dims)),
-        groups=groups,
-        bias=bias is not None,
-    )
+    geometry: dict[str, Any] = {
+        "kernel_size": tuple(weight.shape[2:]),
+        "stride": tuple(attrs.get("strides", [1] * dims)),
+        "padding": symmetric_pads(node, attrs.get("pads", [0] * 2 * dims), dims),
+        "dilation": tuple(attrs.get("dilations", [1] * dims)),
+    }
+    conv = cls(weight.shape[1] * groups, weight.shape[0], groups=groups, bias=bias is not None, **geometry)
     with torch.no_grad():
         conv.weight.copy_(weight)
-        if bias is not None:
+        if bias is not None and conv.bias is not None:
             conv.bias.copy_(bias)
     path = b.add_module(node.input[1], node.name or "conv", conv)
     b.call_module(node.output[0], path, [b.value(node.input[0])])
@@ -94,6 +91,8 @@ def _batchnorm(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     with torch.no_grad():
         bn.weight.copy_(scale)
         bn.bias.copy_(shift)
+        # Buffers typed Optional by torch; a BatchNorm built with track_running_stats has both.
+        assert bn.running_mean is not None and bn.running_var is not None
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
     path = b.add_module(node.input[1], node.name or "bn", bn)

@@ -225,7 +225,10 @@ def _gather(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
 @converts("Unsqueeze", "Squeeze")
 def _unsqueeze(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     axes_const = optional_const(b, node, 1)
-    axes = [int(a) for a in axes_const.tolist()] if axes_const is not None else attrs.get("axes")
+    raw_axes = axes_const.tolist() if axes_const is not None else attrs.get("axes")
+    axes: list[int] | None = None if raw_axes is None else [int(a) for a in raw_axes]
+    if node.op_type == "Unsqueeze" and axes is None:
+        raise ModelLoadError(f"Unsqueeze {node.name!r} names no axes", node=node.name)
     if node.input[0] in b.dims:
         if list(axes or [0]) != [0]:
             raise ModelLoadError(
@@ -236,13 +239,13 @@ def _unsqueeze(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         return
     const = b.const(node.input[0])
     if const is not None:  # fold: shape arithmetic on constants must stay constant
-        fold = onnx_unsqueeze(const, list(axes)) if node.op_type == "Unsqueeze" else onnx_squeeze(const, axes)
+        fold = onnx_unsqueeze(const, axes or []) if node.op_type == "Unsqueeze" else onnx_squeeze(const, axes)
         b.consts[node.output[0]] = fold
         return
     if node.op_type == "Unsqueeze":
-        b.call(node.output[0], onnx_unsqueeze, [b.value(node.input[0]), list(axes)])
+        b.call(node.output[0], onnx_unsqueeze, [b.value(node.input[0]), axes])
     else:
-        b.call(node.output[0], onnx_squeeze, [b.value(node.input[0]), None if axes is None else list(axes)])
+        b.call(node.output[0], onnx_squeeze, [b.value(node.input[0]), axes])
 
 
 @converts("Cast")
