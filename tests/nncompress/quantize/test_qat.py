@@ -15,7 +15,7 @@ from torch.nn.utils import parametrize
 from nncompress.quantize import QuantConfigError, load_quantized, quantize
 from nncompress.quantize.qat import FakeQuantWeight
 from nncompress.quantize.resolve import TensorQuant
-from tests.nncompress.quantize.factories import batches, mnist, top1_agreement, trained_net
+from tests.nncompress.quantize.factories import batches, mnist, tiny_resnet, top1_agreement, trained_net
 
 
 def test_fake_quant_weight_lands_on_onnxruntime_grid() -> None:
@@ -80,3 +80,29 @@ def test_qat_needs_a_train_fn_and_other_modes_refuse_one(tmp_path: Path) -> None
         quantize(net, x[:1], {"mode": "qat"}, calibration=[x], out_dir=tmp_path)
     with pytest.raises(QuantConfigError, match="train_fn: only mode 'qat' trains"):
         quantize(net, x[:1], {"mode": "static"}, calibration=[x], train_fn=lambda m: None, out_dir=tmp_path)
+
+
+def test_qat_through_batchnorm_and_residuals(tmp_path: Path) -> None:
+    model = tiny_resnet()
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(96, 3, 32, 32, generator=generator)
+    y = torch.randint(0, 10, (96,), generator=generator)
+
+    def train_fn(m: nn.Module) -> None:
+        optimizer = torch.optim.SGD(m.parameters(), lr=0.01)
+        for xb, yb in zip(batches(x[:64], 32), batches(y[:64], 32), strict=True):
+            optimizer.zero_grad()
+            F.cross_entropy(m(xb), yb).backward()
+            optimizer.step()
+
+    result = quantize(
+        model, x[:1], {"mode": "qat"}, calibration=batches(x[:64], 32), train_fn=train_fn, out_dir=tmp_path
+    )
+    assert len(result.quantized_layers) == len(result.layers) == 10
+    trained = result._model
+    assert trained is not None
+    with torch.no_grad():
+        ref = trained(x[64:])
+    out = load_quantized(result.onnx_path)(x[64:])
+    assert top1_agreement(out, ref) >= 0.9
+    assert (out - ref).abs().max().item() <= 0.1 * ref.abs().max().item()
