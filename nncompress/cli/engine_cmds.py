@@ -135,13 +135,17 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
             "--out out/\n"
             "\n"
             "pruners: level (single weights, no speedup), l1norm, l2norm, fpgm (from weights);\n"
-            "slim, taylorfo, apoz, mean_activation (from data: pass --data)."
+            "slim, taylorfo, apoz, mean_activation (from data: pass --data).\n"
+            "\n"
+            f"config.json holds an NNI config_list, e.g.\n  {_EXAMPLE_CONFIG}"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_arguments(p)
     p.add_argument("--pruner", default="l1norm", help="pruner name (default l1norm)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the artifacts (created if missing)")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for the artifacts (created if missing)"
+    )
     p.add_argument(
         "--no-speedup", action="store_true", help="keep the masked model's shapes (zeros, no shrink)"
     )
@@ -150,14 +154,16 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where latency is measured"
     )
-    p.add_argument("--latency-runs", type=int, default=20, help="timed passes per batch size (default 20)")
+    p.add_argument(
+        "--latency-runs", type=int, default=20, metavar="N", help="timed passes per batch size (default 20)"
+    )
     p.add_argument(
         "--latency-dtype",
         default="float32",
         choices=["float32", "bfloat16", "float16"],
         help="dtype latency is measured in, on a converted copy (default float32)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for example inputs (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for example inputs (default 0)")
     p.add_argument(
         "--data",
         metavar="NAME",
