@@ -327,3 +327,14 @@ def test_models_with_several_outputs_are_verified(tmp_path: Path) -> None:
     assert result.checks["equivalence"]["inputs"] == 3
     layers = {layer.name: layer for layer in result.layers}
     assert layers["conv"].out_after == 4 and layers["a"].in_after == 4 and layers["b"].in_after == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_job_measures_latency_on_the_gpu(tmp_path: Path) -> None:
+    spec = _spec(device="cuda", latency_runs=20, latency_batch_sizes=[1, 64], latency_dtype="bfloat16")
+    result = run_job(spec, model=_net(), architecture="mnist_net", out_dir=tmp_path)
+    for metrics in (result.metrics_before, result.metrics_after):
+        assert metrics.device.startswith("cuda:") and metrics.dtype == "bfloat16"
+        assert {s.method for s in metrics.latency} == {"cuda_graph"}
+    # The artifacts are the float32 CPU model, reloadable anywhere.
+    assert result.checks["reload"]["max_abs_diff"] == 0.0
