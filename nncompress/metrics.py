@@ -28,8 +28,10 @@ Inputs = torch.Tensor | Sequence[torch.Tensor]
 
 __all__ = ["LATENCY_MODES", "LatencyStats", "ModelMetrics", "file_bytes", "measure_model", "resolve_device"]
 
-# "auto" is CUDA graphs on a GPU (eager small models are launch-bound there, which would hide what
-# pruning saves; design §3) and eager on the CPU.
+# "auto" is CUDA graphs on a GPU and eager on the CPU. Eager small models are launch-bound on a GPU,
+# which hides what pruning saves (design §3). Measured on an H200 (torch 2.11): the CIFAR ResNet-18
+# at batch 1 took 1.28 ms eager and 0.44 ms replayed as a graph; pruned to half its channels, eager
+# showed no gain (1.00x) where the graph showed 1.42x.
 LATENCY_MODES = ("auto", "eager", "cuda_graph")
 
 
