@@ -35,6 +35,8 @@ FORMATS = ("safetensors", "torch_zip", "pickle", "onnx")
 # A safetensors header above this is not a real model file (the format itself caps it at 100 MB).
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
+_MAX_ONNX_BYTES = 2 * 1024**3
+
 PICKLE_DISABLED = (
     "pickled modules are disabled on this deployment: loading a pickle runs arbitrary code. "
     "Upload the weights as safetensors or a state_dict with an architecture name, or as ONNX"
@@ -77,7 +79,10 @@ def detect_format(path: str | Path) -> str:
     # Pickle protocol 2+ opens with PROTO (0x80) and the protocol number.
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         return "pickle"
-    if _is_onnx(p):
+    # A serialised ModelProto opens with field 1 (ir_version, a varint): tag byte 0x08. Checking it
+    # first keeps arbitrary large files from being handed to the protobuf parser whole; protobuf
+    # itself caps a message at 2 GiB (bigger models need external data, which is refused anyway).
+    if head[0] == 0x08 and size < _MAX_ONNX_BYTES and _is_onnx(p):
         return "onnx"
     raise ModelLoadError(
         "unrecognised model format: expected safetensors, a torch.save file, or ONNX", path=str(p)

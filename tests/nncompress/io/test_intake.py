@@ -70,7 +70,14 @@ def test_safetensors_whose_header_length_looks_like_a_pickle(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"hello world, not a model", b"PK\x03\x04garbage", bytes(range(256)) * 4]
+    "content",
+    [
+        b"",
+        b"hello world, not a model",
+        b"PK\x03\x04garbage",
+        bytes(range(256)) * 4,
+        b"\x08\x07" + b"\xff" * 64,
+    ],
 )
 def test_unknown_content_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "model.bin"
