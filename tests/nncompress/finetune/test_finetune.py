@@ -153,3 +153,11 @@ def test_distillation_without_teacher_is_a_config_error() -> None:
     train, val = mnist_split(100)
     with pytest.raises(ConfigError, match="needs the teacher"):
         finetune(pruned_net(), train, val, FinetuneSpec(distillation=KD))  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_asked_without_cuda_is_a_config_error() -> None:
+    train, val = mnist_split(100)
+    with pytest.raises(ConfigError, match="CUDA is not available") as info:
+        finetune(pruned_net(), train, val, FinetuneSpec(device="cuda"))
+    assert info.value.context["key"] == "device"
