@@ -338,3 +338,14 @@ def test_cuda_job_measures_latency_on_the_gpu(tmp_path: Path) -> None:
         assert {s.method for s in metrics.latency} == {"cuda_graph"}
     # The artifacts are the float32 CPU model, reloadable anywhere.
     assert result.checks["reload"]["max_abs_diff"] == 0.0
+
+
+def test_both_artifacts_reload_and_agree(finished: tuple[JobResult, _Recorder, Path, Any]) -> None:
+    from nncompress.io import load_model
+
+    out = finished[2]
+    from_weights = load_compressed(out)  # registry architecture + kept indices + safetensors
+    from_onnx = load_model(out / "model.onnx")  # the ONNX file, converted back to a module
+    x = torch.randn(6, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(from_onnx(x), from_weights(x), atol=1e-5)
