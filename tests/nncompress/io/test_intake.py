@@ -86,6 +86,23 @@ def test_unknown_content_is_refused(tmp_path: Path, content: bytes) -> None:
         detect_format(path)
 
 
+def test_onnx_sniffing_reads_only_field_headers(net: nn.Module, tmp_path: Path) -> None:
+    # A large file that opens like a ModelProto (ir_version) but is junk after it must be refused
+    # without being parsed whole; a real export truncated by one byte no longer tiles its fields.
+    junk = tmp_path / "junk.bin"
+    with open(junk, "wb") as fh:
+        fh.write(b"\x08\x08")  # field 1 (ir_version) = 8
+        fh.write(b"\x3a\xff\xff\xff\x7f")  # field 7 (graph), claimed length 256 MiB: past the end
+        fh.write(bytes(32 * 1024 * 1024))
+    with pytest.raises(ModelLoadError):
+        detect_format(junk)
+    export_onnx(net, torch.randn(1, 1, 28, 28), tmp_path / "m.onnx")
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes((tmp_path / "m.onnx").read_bytes()[:-1])
+    with pytest.raises(ModelLoadError):
+        detect_format(truncated)
+
+
 # --- safe weights onto a registry architecture -------------------------------------------------
 
 
