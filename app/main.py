@@ -20,7 +20,7 @@ from app.db.session import make_engine, make_session_factory
 from app.deps import Dispatcher, require_api_key
 from app.metrics import Metrics, MetricsMiddleware
 from app.problems import install_problem_handlers
-from app.routes import artifacts, health, jobs, models
+from app.routes import architectures, artifacts, dashboard, health, jobs, models
 from app.settings import Settings, get_settings
 from app.storage import Storage
 
@@ -68,9 +68,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.metrics = Metrics(session_factory)
     app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
-    for module in (models, jobs, artifacts):
+    for module in (models, jobs, artifacts, architectures):
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
     app.include_router(health.router)  # probes and scrapes stay open
+    app.include_router(dashboard.router)  # static pages; their /v1 calls carry the key
 
     def body_limit(scope: Scope) -> int | None:
         # The upload route limits its own stream (receive_form: file size, field count and size).

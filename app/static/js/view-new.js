@@ -1,0 +1,419 @@
+// #/new: upload a model, compose a job (pruner, config_list, options), see the server's preflight
+// of the config on that model, and submit. Errors from the server (422 problem details) are shown
+// next to the field they name.
+
+import { api, ApiError, idempotencyKey } from "./api.js";
+import { bytes, fill, h, pct } from "./dom.js";
+
+// The engine's pruner registry (nncompress.pruners.PRUNERS); tests/app/test_dashboard_static.py
+// fails when the two drift apart.
+export const PRUNERS = [
+  ["l1norm", "L1 norm of filters (structured)"],
+  ["l2norm", "L2 norm of filters (structured)"],
+  ["fpgm", "Geometric median of filters (structured)"],
+  ["level", "Weight magnitude (unstructured, no speedup)"],
+  ["slim", "BatchNorm scaling factors (needs data)"],
+  ["taylorfo", "First-order Taylor importance (needs data)"],
+  ["apoz", "Average percentage of zero activations (needs data)"],
+  ["mean_activation", "Mean activation (needs data)"],
+];
+const DATA_PRUNERS = new Set(["slim", "taylorfo", "apoz", "mean_activation"]);
+// nncompress.pipeline.BUILTIN_DATASETS, checked by the same test.
+export const DATASETS = ["mnist_subset"];
+
+const EXAMPLE_CONFIG = `[
+  {"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]},
+  {"exclude": true, "op_names": ["fc2"]}
+]`;
+
+// Remembered across visits to this view in the tab, so "New job" after a job keeps the model.
+const draft = { model: null, config: EXAMPLE_CONFIG, pruner: "l1norm" };
+
+function field(id, labelText, control, hint) {
+  const error = h("div", { id: `${id}-error`, class: "field-error", role: "alert" });
+  control.setAttribute("aria-describedby", [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "));
+  return {
+    el: h("div", { class: "field" }, h("label", { for: id }, labelText), control, hint ? h("div", { id: `${id}-hint`, class: "hint" }, hint) : null, error),
+    error,
+    control,
+  };
+}
+
+function showError(f, message, code) {
+  f.control.setAttribute("aria-invalid", "true");
+  f.el.querySelector(".field-ok")?.replaceChildren();
+  fill(f.error, code ? h("span", { class: "problem-type" }, code) : null, message);
+}
+
+function clearError(f) {
+  f.control.removeAttribute("aria-invalid");
+  f.error.replaceChildren();
+}
+
+/** Client-side check of the config_list text: JSON, a list, of objects. Returns [value, message]. */
+export function parseConfigList(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    return [null, `Not valid JSON: ${e.message}`];
+  }
+  if (!Array.isArray(value)) return [null, "config_list must be a JSON list: [ {…}, {…} ]"];
+  if (!value.length) return [null, "config_list is empty: add at least one entry"];
+  const bad = value.findIndex((e) => e === null || typeof e !== "object" || Array.isArray(e));
+  if (bad >= 0) return [null, `config_list[${bad}] must be an object like {"sparse_ratio": 0.5, "op_types": ["Conv2d"]}`];
+  return [value, null];
+}
+
+export async function renderNew(ctx) {
+  const { main, signal } = ctx;
+  let architectures = [];
+  try {
+    architectures = (await api("/v1/architectures", { signal })).items;
+  } catch (error) {
+    if (signal.aborted) return;
+    main.append(h("p", { class: "notice warn" }, `The architecture list is unavailable (${error.message}); ONNX uploads still work.`));
+  }
+
+  // ---- Step 1: the model -------------------------------------------------------------------
+  const fileInput = h("input", { id: "model-file", type: "file", name: "file", accept: ".safetensors,.pt,.pth,.bin,.onnx" });
+  const archSelect = h(
+    "select",
+    { id: "architecture", name: "architecture" },
+    h("option", { value: "" }, "None: the file is ONNX"),
+    architectures.map((a) => h("option", { value: a.name }, `${a.name} — ${a.description}`)),
+  );
+  if (architectures.some((a) => a.name === "mnist_net")) archSelect.value = "mnist_net";
+  const archInfo = h("span");
+  const fFile = field("model-file", "Model file", fileInput, "safetensors or a weights-only state_dict for a registry architecture, or an ONNX file");
+  const fArch = field("architecture", "Architecture", archSelect);
+  fArch.el.insertBefore(h("div", { class: "hint", id: "architecture-hint" }, archInfo), fArch.error);
+  archSelect.setAttribute("aria-describedby", "architecture-hint architecture-error");
+  const describeArch = () => {
+    const a = architectures.find((x) => x.name === archSelect.value);
+    archInfo.textContent = a
+      ? `Input ${a.input_dtype} [${a.input_shape.join(", ")}]${a.num_classes ? `, ${a.num_classes} classes` : ""}`
+      : "The layers come from the ONNX graph.";
+  };
+  archSelect.addEventListener("change", describeArch);
+  describeArch();
+  const uploadButton = h("button", { type: "submit", class: "primary", id: "upload" }, "Upload model");
+  const uploadState = h("div", { role: "status", "aria-live": "polite", class: "subtle" });
+  const modelSummary = h("div", { id: "model-summary" });
+  const uploadForm = h(
+    "form",
+    { "aria-labelledby": "step-model" },
+    h("div", { class: "row" }, fFile.el, fArch.el),
+    h("div", { class: "actions-row" }, uploadButton, uploadState),
+  );
+
+  // ---- Step 2: the job ---------------------------------------------------------------------
+  const prunerSelect = h(
+    "select",
+    { id: "pruner", name: "pruner" },
+    PRUNERS.map(([name, text]) => h("option", { value: name }, `${name} — ${text}`)),
+  );
+  prunerSelect.value = draft.pruner;
+  const configText = h("textarea", { id: "config-list", name: "config_list", spellcheck: "false", rows: 8 });
+  configText.value = draft.config;
+  const deviceSelect = h("select", { id: "device", name: "device" }, ["cpu", "cuda", "auto"].map((d) => h("option", { value: d }, d)));
+  const datasetSelect = h(
+    "select",
+    { id: "dataset", name: "dataset" },
+    h("option", { value: "" }, "None"),
+    DATASETS.map((d) => h("option", { value: d }, d)),
+  );
+  const fPruner = field("pruner", "Pruner", prunerSelect);
+  const fConfig = field(
+    "config-list",
+    "config_list (JSON)",
+    configText,
+    "NNI-style entries: sparse_ratio / sparsity_per_layer, op_types, op_names, exclude … Later entries override earlier ones.",
+  );
+  const configOk = h("div", { class: "field-ok", id: "config-ok", "aria-live": "polite" });
+  fConfig.el.append(configOk);
+  const fDevice = field("device", "Device", deviceSelect);
+  const fDataset = field("dataset", "Data set", datasetSelect, "Measures top-1 accuracy before and after; data-driven pruners need one.");
+  const toggles = {
+    speedup: h("input", { type: "checkbox", id: "opt-speedup", checked: true }),
+    verify: h("input", { type: "checkbox", id: "opt-verify", checked: true }),
+    export_onnx: h("input", { type: "checkbox", id: "opt-onnx", checked: true }),
+  };
+  const toggleRow = h(
+    "div",
+    { class: "checks-row" },
+    h("label", { for: "opt-speedup" }, toggles.speedup, "Speed up (shrink the layers)"),
+    h("label", { for: "opt-verify" }, toggles.verify, "Verify outputs"),
+    h("label", { for: "opt-onnx" }, toggles.export_onnx, "Export ONNX"),
+  );
+  const preflightButton = h("button", { type: "button", id: "preflight" }, "Check against the model");
+  const submitButton = h("button", { type: "submit", class: "primary", id: "submit-job" }, "Start compression");
+  const formError = h("div", { class: "field-error", role: "alert", id: "job-error" });
+  const preflightOut = h("section", { id: "preflight-result", "aria-live": "polite", "aria-label": "Preflight" });
+  const jobForm = h(
+    "form",
+    { "aria-labelledby": "step-job" },
+    h("div", { class: "row" }, fPruner.el, fDevice.el, fDataset.el),
+    fConfig.el,
+    toggleRow,
+    preflightOut,
+    h("div", { class: "actions-row" }, preflightButton, submitButton),
+    formError,
+  );
+
+  main.append(
+    h("div", { class: "page-head" }, h("h1", {}, "New compression job")),
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { id: "step-model", class: "step-title" }, h("span", { class: "step-no", "aria-hidden": "true" }, "1"), "Model"),
+      uploadForm,
+      modelSummary,
+    ),
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { id: "step-job", class: "step-title" }, h("span", { class: "step-no", "aria-hidden": "true" }, "2"), "Compression"),
+      jobForm,
+    ),
+  );
+
+  function showModel(model) {
+    draft.model = model;
+    fill(
+      modelSummary,
+      h(
+        "dl",
+        { class: "facts", id: "model-facts" },
+        h("dt", {}, "Model id"), h("dd", { class: "mono", "data-field": "model-id" }, model.id),
+        h("dt", {}, "File"), h("dd", {}, `${model.filename} · ${bytes(model.size_bytes)} · ${model.format}`),
+        h("dt", {}, "Architecture"), h("dd", {}, model.architecture || "from ONNX"),
+        h("dt", {}, "sha256"), h("dd", { class: "sha" }, model.sha256),
+      ),
+    );
+    updateButtons();
+  }
+
+  function updateButtons() {
+    const [config] = parseConfigList(configText.value);
+    const ready = Boolean(draft.model) && config !== null;
+    submitButton.disabled = !ready;
+    preflightButton.disabled = !ready;
+    submitButton.title = draft.model ? "" : "Upload a model first";
+  }
+
+  uploadForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearError(fFile);
+    clearError(fArch);
+    const file = fileInput.files[0];
+    if (!file) {
+      showError(fFile, "Choose a file to upload.");
+      return;
+    }
+    const body = new FormData();
+    if (archSelect.value) body.append("architecture", archSelect.value);
+    body.append("file", file, file.name);
+    uploadButton.disabled = true;
+    uploadState.textContent = `Uploading ${file.name} (${bytes(file.size)})…`;
+    try {
+      const model = await api("/v1/models", { method: "POST", body, signal });
+      uploadState.textContent = "Uploaded.";
+      showModel(model);
+      schedulePreflight(0);
+    } catch (error) {
+      if (signal.aborted) return;
+      uploadState.textContent = "";
+      const target = JSON.stringify(error.problem?.errors || []).includes("architecture") ? fArch : fFile;
+      showError(target, error.message, error instanceof ApiError ? `${error.status} ${error.code}` : null);
+    } finally {
+      uploadButton.disabled = false;
+    }
+  });
+
+  // ---- config_list: validate while typing, preflight when it parses ------------------------
+  let timer = null;
+  let preflightSeq = 0;
+
+  function checkConfigText() {
+    draft.config = configText.value;
+    const [config, message] = parseConfigList(configText.value);
+    if (message) {
+      showError(fConfig, message);
+      configOk.textContent = "";
+    } else {
+      clearError(fConfig);
+      configOk.textContent = `Valid JSON: ${config.length} entr${config.length === 1 ? "y" : "ies"}.`;
+    }
+    updateButtons();
+    return config;
+  }
+
+  function schedulePreflight(delay = 600) {
+    clearTimeout(timer);
+    if (!draft.model) return;
+    timer = setTimeout(runPreflight, delay);
+  }
+
+  async function runPreflight() {
+    const config = checkConfigText();
+    if (!config || !draft.model) return;
+    const seq = ++preflightSeq;
+    fill(preflightOut, h("p", { class: "subtle" }, "Checking the config against the model…"));
+    try {
+      const report = await api(`/v1/models/${draft.model.id}/preflight`, {
+        method: "POST",
+        json: { config_list: config, pruner: prunerSelect.value },
+        signal,
+      });
+      if (seq !== preflightSeq) return;
+      clearError(fConfig);
+      fill(preflightOut, preflightView(report));
+    } catch (error) {
+      if (signal.aborted || seq !== preflightSeq) return;
+      preflightOut.replaceChildren();
+      if (error instanceof ApiError && error.status === 409) {
+        fill(preflightOut, h("p", { class: "notice warn" }, error.message));
+      } else {
+        showProblem(error);
+      }
+    }
+  }
+
+  function showProblem(error) {
+    const fields = { pruner: fPruner, device: fDevice, dataset: fDataset };
+    const code = error instanceof ApiError ? `${error.status} ${error.code}` : null;
+    const entries = error.problem?.errors || [];
+    let placed = false;
+    for (const entry of entries) {
+      const key = entry.key || (Array.isArray(entry.loc) ? entry.loc[entry.loc.length - 1] : null);
+      const target = fields[key] || (key === "options" ? fDataset : fConfig);
+      showError(target, entry.message || error.message, code);
+      placed = true;
+    }
+    if (placed) return;
+    if (error.status === 422) showError(fConfig, error.message, code);
+    else fill(formError, code ? h("span", { class: "problem-type" }, code) : null, error.message);
+  }
+
+  configText.addEventListener("input", () => {
+    checkConfigText();
+    schedulePreflight();
+  });
+  prunerSelect.addEventListener("change", () => {
+    draft.pruner = prunerSelect.value;
+    clearError(fPruner);
+    if (DATA_PRUNERS.has(prunerSelect.value) && !datasetSelect.value && DATASETS.length) datasetSelect.value = DATASETS[0];
+    schedulePreflight(0);
+  });
+  preflightButton.addEventListener("click", () => {
+    clearTimeout(timer);
+    runPreflight();
+  });
+
+  jobForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const config = checkConfigText();
+    if (!config || !draft.model) return;
+    for (const f of [fPruner, fDevice, fDataset]) clearError(f);
+    formError.replaceChildren();
+    const options = {};
+    if (datasetSelect.value) options.dataset = datasetSelect.value;
+    const body = {
+      model_id: draft.model.id,
+      pruner: prunerSelect.value,
+      config_list: config,
+      device: deviceSelect.value,
+      speedup: toggles.speedup.checked,
+      verify: toggles.verify.checked,
+      export_onnx: toggles.export_onnx.checked,
+      options,
+    };
+    submitButton.disabled = true;
+    try {
+      const job = await api("/v1/jobs", { method: "POST", json: body, extraHeaders: { "Idempotency-Key": idempotencyKey() }, signal });
+      ctx.navigate(`#/jobs/${job.id}`);
+    } catch (error) {
+      if (signal.aborted) return;
+      showProblem(error);
+      updateButtons();
+    }
+  });
+
+  if (draft.model) showModel(draft.model);
+  checkConfigText();
+  if (draft.model) schedulePreflight(0);
+}
+
+function preflightView(report) {
+  const layers = report.layers || [];
+  const groups = (report.groups || []).filter((g) => g.layers.length > 1 || g.carried_by.length || !g.prunable);
+  return h(
+    "div",
+    {},
+    h("h3", {}, `Preflight: ${layers.length} layer${layers.length === 1 ? "" : "s"} to prune with ${report.pruner}`),
+    layers.length
+      ? h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { id: "preflight-table" },
+            h(
+              "thead",
+              {},
+              h("tr", {}, ["Layer", "Type", "Weight shape", "Sparsity", "Channels before → after", "Kept", "Group", "Entry"].map((c) =>
+                h("th", { scope: "col", class: !["Layer", "Type", "Weight shape"].includes(c) ? "num" : "" }, c),
+              )),
+            ),
+            h(
+              "tbody",
+              {},
+              layers.map((l) =>
+                h(
+                  "tr",
+                  { "data-layer": l.name },
+                  h("th", { scope: "row", class: "mono" }, l.name),
+                  h("td", {}, l.op_type),
+                  h("td", { class: "mono" }, `[${(l.weight_shape || []).join(", ")}]`),
+                  h("td", { class: "num" }, pct(l.sparse_ratio)),
+                  h("td", { class: "num" }, l.channels !== null && l.channels !== undefined ? `${l.channels} → ${l.channels_after}` : l.granularity),
+                  h("td", { class: "num" }, l.channels ? pct(l.channels_after / l.channels) : "–"),
+                  h("td", { class: "num" }, l.group ?? "–"),
+                  h("td", { class: "num" }, l.entry_index ?? "–"),
+                ),
+              ),
+            ),
+          ),
+        )
+      : h("p", { class: "notice warn" }, "No layer matches this config_list: the job would prune nothing."),
+    groups.length
+      ? h(
+          "div",
+          {},
+          h("h3", {}, "Coupled channel groups"),
+          h("p", { class: "subtle" }, "These layers share their channels (residual adds, concats, depthwise convs): one choice prunes them together."),
+          h(
+            "ul",
+            { id: "preflight-groups" },
+            groups.map((g) =>
+              h(
+                "li",
+                {},
+                `Group ${g.id}: `,
+                h("span", { class: "mono" }, g.layers.join(", ")),
+                g.carried_by.length ? ` (carried by ${g.carried_by.join(", ")})` : "",
+                ` — ${g.channels} → ${g.channels_after} channels`,
+                g.prunable ? "" : ` — not prunable: ${g.reason}`,
+              ),
+            ),
+          ),
+        )
+      : null,
+    report.not_selected?.length
+      ? h("p", { class: "subtle" }, "Left as they are: ", h("span", { class: "inline-chips" }, report.not_selected.map((n) => h("span", { class: "chip" }, n))))
+      : null,
+    report.unsupported?.length ? h("p", { class: "notice warn" }, `Unsupported ops: ${report.unsupported.map((u) => (typeof u === "string" ? u : JSON.stringify(u))).join(", ")}`) : null,
+    (report.warnings || []).map((w) => h("p", { class: "notice warn" }, typeof w === "string" ? w : JSON.stringify(w))),
+  );
+}

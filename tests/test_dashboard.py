@@ -1,0 +1,257 @@
+"""The dashboard in a real browser: Debian's Chromium, driven by Playwright, against a real server.
+
+``nncompress serve`` runs as a child process, as a user starts it (SQLite, local storage, the embedded
+dispatcher with its real worker and job child process). The browser uploads the shipped MNIST weights,
+composes the seed's config_list, sees the server's preflight and its 422 problem details, submits,
+follows the job to ``succeeded``, reads the plots and downloads the compressed weights. A full-page
+screenshot of the job page is kept in ``test-artifacts/dashboard-job.png``.
+
+Chromium missing is a failure, not a skip: ``scripts/install_browser.sh`` installs Debian's package (a
+browser download by Playwright is not possible on the CI machines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from nncompress.client import Client
+from nncompress.demo import embedded_server
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS = REPO / "nncompress" / "data" / "mnist_net.safetensors"
+SCREENSHOTS = REPO / "test-artifacts"
+CHROMIUM = Path(os.environ.get("NNCOMPRESS_TEST_CHROMIUM", "/usr/bin/chromium"))
+# No network, no first-run or background services: the browser talks to the test server alone.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SEED_CONFIG = (
+    '[{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": true, "op_names": ["fc2"]}]'
+)
+# A two-core CI machine running other tests runs this job in ~10 s; the deadline is generous.
+JOB_DEADLINE_MS = 240_000
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    with embedded_server(tmp_path_factory.mktemp("dashboard-server")) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is required at {CHROMIUM}: run scripts/install_browser.sh (Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: Client) -> Iterator[Any]:
+    """A fresh 1280×800 tab on the dashboard; uncaught script errors fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.requests = []  # type: ignore[attr-defined]
+    page.on("request", lambda request: page.requests.append(request.url))  # type: ignore[attr-defined]
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    page.goto(f"{server.base_url}/ui/")
+    page.wait_for_selector("#jobs-table")
+    assert "no sign-in needed" in page.inner_text("#session")  # embedded on loopback runs open
+
+    # Upload the shipped weights onto their registry architecture.
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Model file").set_input_files(str(WEIGHTS))
+    page.get_by_label("Architecture").select_option("mnist_net")
+    page.get_by_role("button", name="Upload model").click()
+    page.wait_for_selector("#model-facts")
+    model_id = page.inner_text("[data-field=model-id]")
+    model = server.get_model(model_id)
+    assert model["sha256"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
+    assert model["sha256"] in page.inner_text("#model-facts")
+
+    config = page.get_by_label("config_list (JSON)")
+    # Broken JSON is caught in the browser: no request, the submit button is disabled.
+    config.fill('[{"sparsity_per_layer": 0.5,')
+    assert "Not valid JSON" in page.inner_text("#config-list-error")
+    assert config.get_attribute("aria-invalid") == "true"
+    assert page.get_by_role("button", name="Start compression").is_disabled()
+
+    # Valid JSON the engine refuses: the server's 422 problem details appear next to the field.
+    config.fill('[{"sparsity_per_layer": 1.5, "op_types": ["Linear"]}]')
+    page.wait_for_selector("#config-list-error:has-text('invalid_config')")
+    assert "expected a number in [0, 1), got 1.5" in page.inner_text("#config-list-error")
+
+    # The seed's config: the preflight table shows the layers and their channels before → after.
+    config.fill(SEED_CONFIG)
+    page.wait_for_selector("#preflight-table")
+    assert config.get_attribute("aria-invalid") is None
+    rows = {
+        row.get_attribute("data-layer"): row.inner_text()
+        for row in page.locator("#preflight-table tbody tr").all()
+    }
+    assert set(rows) == {"conv1", "conv2", "fc1"}  # fc2 is excluded
+    assert "20 → 10" in rows["conv1"] and "50 → 25" in rows["conv2"] and "500 → 250" in rows["fc1"]
+    assert "[20, 1, 5, 5]" in rows["conv1"]
+    assert "fc2" in page.inner_text("#preflight-result")
+
+    page.get_by_role("button", name="Start compression").click()
+    page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f]+$"))
+    job_id = page.url.rsplit("/", 1)[-1]
+
+    # Live progress until the job succeeds (Playwright polls the page up to the deadline).
+    page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
+    job = server.get_job(job_id)
+    assert job["status"] == "succeeded"
+    assert page.inner_text("#job-progress") == "100%"
+    page.wait_for_selector("#live-mode[data-mode=done]")
+    event_types = [li.get_attribute("data-type") for li in page.locator("#events li").all()]
+    assert event_types[0] == "created" and event_types[-1] == "succeeded" and "stage" in event_types
+    # The progress came from the event stream; the polling fallback was not needed.
+    assert any("/events/stream" in url for url in page.requests)
+    assert not any(re.search(r"/events\?", url) for url in page.requests)
+
+    # Plots: two bars (original, compressed) per weighted layer, and per measured quantity.
+    layers = job["result"]["layers"]
+    channel_bars = page.locator("#chart-channels svg.chart rect.bar")
+    assert channel_bars.count() == 2 * len(layers) == 8
+    assert page.locator("#chart-channels rect.bar.after").count() == len(layers)
+    conv1 = page.locator('#chart-channels g.row[data-label="conv1"]').text_content()
+    assert "20" in conv1 and "10" in conv1 and "0.50×" in conv1
+    metric_rows = 3 + len(job["metrics"]["before"]["latency"])  # params, bytes, MACs, latency per batch
+    assert page.locator("#chart-metrics svg.chart rect.bar").count() == 2 * metric_rows
+    params = page.locator('#chart-metrics g.row[data-label="Parameters"]').text_content()
+    ratio = job["metrics"]["after"]["params"] / job["metrics"]["before"]["params"]
+    assert f"{ratio:.2f}×" in params
+    assert page.locator("#chart-accuracy").count() == 0  # no fine-tuning, no accuracy curve
+
+    # Every artifact has a download button with its size and sha256; the bytes match the job's hash.
+    artifacts = {a["name"]: a for a in job["artifacts"]}
+    assert {r.get_attribute("data-artifact-row") for r in page.locator("#artifacts tbody tr").all()} == set(
+        artifacts
+    )
+    wanted = artifacts["model.safetensors"]
+    row = page.locator('[data-artifact-row="model.safetensors"]')
+    assert row.locator("[data-sha256]").get_attribute("data-sha256") == wanted["sha256"]
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download model.safetensors").click()
+    download = download_info.value
+    assert download.suggested_filename == "model.safetensors"
+    saved = tmp_path / "model.safetensors"
+    download.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == wanted["sha256"]
+    assert saved.stat().st_size == wanted["size_bytes"]
+    assert "sha256 verified" in row.inner_text()  # the page checked the hash too
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-job.png"), full_page=True)
+    print(f"dashboard flow: {time.monotonic() - t0:.1f} s")
+
+
+def test_job_list_filters_by_status_and_pages_with_the_cursor(page: Any, server: Client) -> None:
+    model = server.upload_model(WEIGHTS, architecture="mnist_net")
+    config = json.loads(SEED_CONFIG)
+    # Cancelled at once: it ends cancelled whether or not a worker had claimed it yet.
+    cancelled = server.create_job(model["id"], config_list=config)
+    server.cancel(cancelled["id"])
+    quick = server.create_job(
+        model["id"], config_list=config, pruner="level", speedup=False, export_onnx=False, verify=False
+    )
+    for job in (cancelled, quick):
+        server.wait(job["id"], deadline=JOB_DEADLINE_MS / 1000)
+    assert server.get_job(cancelled["id"])["status"] == "cancelled"
+    assert server.get_job(quick["id"])["status"] == "succeeded"
+    newest_first = [j["id"] for j in server.list_jobs(limit=200)["items"]]
+
+    page.goto(f"{server.base_url}/ui/#/jobs?limit=1")
+    page.wait_for_selector("#jobs-table tbody tr[data-job-id]")
+    shown = lambda: [r.get_attribute("data-job-id") for r in page.locator("#jobs-table tbody tr").all()]  # noqa: E731
+    assert shown() == newest_first[:1]
+    page.get_by_role("button", name="Load more").click()
+    expect(page.locator("#jobs-table tbody tr[data-job-id]")).to_have_count(2)
+    assert shown() == newest_first[:2]
+
+    page.get_by_label("cancelled").check()
+    expect(page.locator("#jobs-table tbody tr:not([data-status=cancelled])")).to_have_count(0)
+    expect(page.locator("#jobs-table tbody tr[data-status=cancelled]")).to_have_count(1)
+    assert shown() == [cancelled["id"]]
+    assert page.get_by_role("button", name="Load more").is_hidden()
+    page.get_by_label("cancelled").uncheck()
+    page.get_by_label("failed").check()
+    page.wait_for_selector("#jobs-table td.empty")
+    assert "No jobs with this status" in page.inner_text("#jobs-table")
+
+    # A row links to its job page.
+    page.get_by_label("failed").uncheck()
+    page.get_by_label("succeeded").check()
+    page.wait_for_selector(f'#jobs-table tr[data-job-id="{quick["id"]}"]')
+    page.get_by_role("link", name=f"Job {quick['id']}").click()
+    page.wait_for_selector("#job-status [data-status=succeeded]")
+
+
+def test_accuracy_curve_is_drawn_from_fine_tuning_epochs(page: Any, server: Client) -> None:
+    # No service job fine-tunes yet; the job page's code is fed the engine's FinetuneResult shape.
+    page.goto(f"{server.base_url}/ui/#/jobs")
+    page.wait_for_selector("#jobs-table")
+    drawn = page.evaluate(
+        """async () => {
+            const report = await import("/ui/js/report.js");
+            const charts = await import("/ui/js/charts.js");
+            const job = {
+                metrics: {before: {accuracy: 0.975}, after: {accuracy: 0.962}},
+                result: {finetune: {initial: {top1: 0.91}, epochs: [
+                    {epoch: 1, val_top1: 0.95}, {epoch: 2, val_top1: 0.96}, {epoch: 3, val_top1: 0.97}]}},
+            };
+            const acc = report.accuracySeries(job);
+            const fig = charts.lineChart({title: "t", description: "d", series: acc.series,
+                baseline: acc.baseline, xLabel: acc.xLabel, yLabel: "top-1", yFormat: (v) => v.toFixed(3)});
+            document.body.append(fig);
+            return {
+                xLabel: acc.xLabel,
+                points: fig.querySelectorAll("circle.point").length,
+                lines: fig.querySelectorAll("path.line").length,
+                baseline: fig.querySelectorAll("line.baseline").length,
+                none: report.accuracySeries({metrics: {}, result: {layers: []}}),
+                accuracyRow: report.metricRows(job).length,
+            };
+        }"""
+    )
+    assert drawn == {
+        "xLabel": "fine-tuning epoch",
+        "points": 4,  # after pruning (epoch 0) and three epochs
+        "lines": 1,
+        "baseline": 1,
+        "none": None,
+        "accuracyRow": 1,  # only accuracy is measured in this job: one before/after row
+    }
