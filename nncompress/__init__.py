@@ -34,7 +34,7 @@ _LAZY: dict[str, str] = {
     "verify_equivalence": "nncompress.speedup",
     "parse_config_list": "nncompress.config",
     "resolve_config": "nncompress.config",
-    "preflight": "nncompress.preflight",
+    "preflight": "nncompress.inspection",
     "save_compressed": "nncompress.io",
     "load_compressed": "nncompress.io",
     "export_onnx": "nncompress.io",

@@ -350,6 +350,12 @@ def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
             blocked[m] = "recurrent hidden units are not pruned"
         elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups != m.out_channels:
             blocked[m] = f"grouped convolution (groups={m.groups}) couples channels across groups"
+        elif isinstance(m, nn.LayerNorm | nn.GroupNorm):
+            # Removing channels a norm normalises across changes the statistics of those that stay,
+            # so the speedup keeps such groups whole; pruning them would only add zeros.
+            blocked[m] = f"{type(m).__name__} normalises across these channels"
+        elif isinstance(m, nn.MultiheadAttention):
+            blocked[m] = "nn.MultiheadAttention is not pruned; write attention with Linear layers"
     return blocked
 
 

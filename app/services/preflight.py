@@ -21,7 +21,7 @@ from app.services.validation import check_on_architecture, default_input_shape
 from app.storage import Storage
 from nncompress.io.intake import load_model
 from nncompress.models import get
-from nncompress.preflight import preflight
+from nncompress.inspection import preflight
 
 
 def example_input(model: Model, shape: list[int]) -> torch.Tensor:

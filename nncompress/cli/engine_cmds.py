@@ -105,7 +105,7 @@ def _add_inspect(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from nncompress.preflight import preflight
+    from nncompress.inspection import preflight
 
     model, example = _load(args)
     report = preflight(model, _read_config(args.config), example, pruner=args.pruner)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from nncompress.errors import ConfigError, UnknownLayerError
+from nncompress.inspection import ExampleInputError, PreflightReport, kept_channels, preflight
 from nncompress.models.mnist import Net
-from nncompress.preflight import ExampleInputError, PreflightReport, kept_channels, preflight
 
 SEED = [{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": True, "op_names": ["fc2"]}]
 MNIST_X = torch.randn(2, 1, 28, 28)
