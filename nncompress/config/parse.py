@@ -7,7 +7,6 @@ names exist in a model is the resolver's job (:mod:`nncompress.config.resolve`).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 from nncompress.config.entry import ConfigEntry
@@ -23,6 +22,7 @@ from nncompress.config.keys import (
     VALID_KEYS,
 )
 from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
+from nncompress.config.selectors import parse_names, parse_selection
 from nncompress.errors import ConfigError
 
 _EXAMPLE = "[{'sparse_ratio': 0.5, 'op_types': ['Conv2d', 'Linear']}]"
@@ -101,21 +101,9 @@ def _parse_entry(index: int, raw: object) -> ConfigEntry:
                     expected="no pruning settings next to 'exclude': True",
                 )
 
-    selectors = {key: _parse_names(index, raw, key) for key in SELECTOR_KEYS}
-    if all(value is None for value in selectors.values()):
-        raise ConfigError(
-            f"{where(index)}: selects no layer; add one of "
-            + ", ".join(repr(k) for k in SELECTOR_KEYS)
-            + " (e.g. 'op_types': ['Conv2d', 'Linear'])",
-            entry=index,
-            key=None,
-            value=jsonable(dict(raw)),
-            expected="at least one of " + ", ".join(SELECTOR_KEYS),
-        )
-    excludes = {key: _parse_names(index, raw, key) or () for key in EXCLUDE_LIST_KEYS}
-    for key in ("op_names_re", "exclude_op_names_re"):
-        for pattern in selectors.get(key) or excludes.get(key) or ():
-            _check_regex(index, key, pattern)
+    selectors, excludes = parse_selection(
+        index, raw, selector_keys=SELECTOR_KEYS, exclude_keys=EXCLUDE_LIST_KEYS
+    )
 
     ratio, ratio_key = _parse_ratio(index, raw, exclude)
     max_ratio, max_per_layer = _parse_max(index, raw)
@@ -193,30 +181,6 @@ def _parse_bool(index: int, raw: Mapping[str, object], key: str) -> bool:
     if not isinstance(value, bool):
         raise bad_value(index, key, value, "True or False")
     return value
-
-
-def _parse_names(index: int, raw: Mapping[str, object], key: str) -> tuple[str, ...] | None:
-    if key not in raw:
-        return None
-    value = raw[key]
-    expected = "a non-empty list of strings"
-    if isinstance(value, str):
-        raise bad_value(index, key, value, expected, hint=f"write [{value!r}]")
-    if not isinstance(value, (list, tuple)):
-        raise bad_value(index, key, value, expected)
-    if not value:
-        raise bad_value(index, key, value, expected, hint=f"remove {key!r} or name at least one")
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise bad_value(index, key, value, expected, hint=f"{show(item)} is not a non-empty string")
-    return tuple(dict.fromkeys(value))
-
-
-def _check_regex(index: int, key: str, pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise bad_value(index, key, pattern, "valid Python regular expressions", hint=str(exc)) from None
 
 
 def _is_number(value: object) -> bool:
@@ -328,7 +292,7 @@ def _parse_granularity(index: int, raw: Mapping[str, object]) -> str:
 
 
 def _parse_target_names(index: int, raw: Mapping[str, object]) -> tuple[str, ...]:
-    names = _parse_names(index, raw, "target_names")
+    names = parse_names(index, raw, "target_names")
     if names is None:
         return DEFAULT_TARGET_NAMES
     for name in names:

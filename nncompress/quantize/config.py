@@ -11,12 +11,12 @@ index, the key, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
+from nncompress.config.selectors import parse_names, parse_selection
 from nncompress.errors import ConfigError, NoMatchError, UnknownLayerError
 
 __all__ = [
@@ -187,32 +187,10 @@ def _parse_entry(index: int, raw: object) -> QuantConfigEntry:
                     value=jsonable(raw[key]),
                     expected="no quantization settings next to 'exclude': True",
                 )
-    selectors = {key: _parse_names(index, raw, key) for key in SELECTOR_KEYS}
-    if all(value is None for value in selectors.values()):
-        raise QuantConfigError(
-            f"{where(index)}: selects no layer; add one of "
-            + ", ".join(repr(k) for k in SELECTOR_KEYS)
-            + " (e.g. 'op_types': ['Conv2d', 'Linear'])",
-            entry=index,
-            key=None,
-            value=jsonable(dict(raw)),
-            expected="at least one of " + ", ".join(SELECTOR_KEYS),
-        )
-    excludes = {key: _parse_names(index, raw, key) or () for key in EXCLUDE_LIST_KEYS}
-    for key in ("op_names_re", "exclude_op_names_re"):
-        for pattern in selectors.get(key) or excludes.get(key) or ():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise bad_value(
-                    index,
-                    key,
-                    pattern,
-                    "valid Python regular expressions",
-                    hint=str(exc),
-                    error=QuantConfigError,
-                ) from None
-    target_names = _parse_names(index, raw, "target_names")
+    selectors, excludes = parse_selection(
+        index, raw, selector_keys=SELECTOR_KEYS, exclude_keys=EXCLUDE_LIST_KEYS, error=QuantConfigError
+    )
+    target_names = parse_names(index, raw, "target_names", error=QuantConfigError)
     for name in target_names or ():
         if name not in TARGET_NAMES:
             raise bad_value(
@@ -271,32 +249,6 @@ def _check_keys(index: int, raw: Mapping[object, object]) -> None:
             value=jsonable(raw[key]),
             expected="one of " + ", ".join(VALID_KEYS),
         )
-
-
-def _parse_names(index: int, raw: Mapping[str, object], key: str) -> tuple[str, ...] | None:
-    if key not in raw:
-        return None
-    value = raw[key]
-    expected = "a non-empty list of strings"
-    if isinstance(value, str):
-        raise bad_value(index, key, value, expected, hint=f"write [{value!r}]", error=QuantConfigError)
-    if not isinstance(value, (list, tuple)):
-        raise bad_value(index, key, value, expected, error=QuantConfigError)
-    if not value:
-        raise bad_value(
-            index, key, value, expected, hint=f"remove {key!r} or name at least one", error=QuantConfigError
-        )
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise bad_value(
-                index,
-                key,
-                value,
-                expected,
-                hint=f"{show(item)} is not a non-empty string",
-                error=QuantConfigError,
-            )
-    return tuple(dict.fromkeys(value))
 
 
 def _parse_choice(index: int, raw: Mapping[str, object], key: str, allowed: tuple[str, ...]) -> str | None:

@@ -1,0 +1,81 @@
+"""Parsing of the layer-selecting keys that pruning and quantization configs share.
+
+Both config kinds select layers the same way (names, regexes, types, and their exclusions), so
+their errors read the same; only the ConfigError subclass differs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from nncompress.config.messages import bad_value, jsonable, show, where
+from nncompress.errors import ConfigError
+
+Names = tuple[str, ...]
+
+
+def parse_names(
+    index: int, raw: Mapping[str, object], key: str, *, error: type[ConfigError] = ConfigError
+) -> Names | None:
+    """The non-empty list of strings under ``key`` (deduplicated, in order), or None when absent."""
+    if key not in raw:
+        return None
+    value = raw[key]
+    expected = "a non-empty list of strings"
+    if isinstance(value, str):
+        raise bad_value(index, key, value, expected, hint=f"write [{value!r}]", error=error)
+    if not isinstance(value, list | tuple):
+        raise bad_value(index, key, value, expected, error=error)
+    if not value:
+        raise bad_value(index, key, value, expected, hint=f"remove {key!r} or name at least one", error=error)
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise bad_value(
+                index, key, value, expected, hint=f"{show(item)} is not a non-empty string", error=error
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def parse_selection(
+    index: int,
+    raw: Mapping[str, object],
+    *,
+    selector_keys: Sequence[str],
+    exclude_keys: Sequence[str],
+    error: type[ConfigError] = ConfigError,
+) -> tuple[dict[str, Names | None], dict[str, Names]]:
+    """Parses an entry's selectors and exclusions; an entry must select something.
+
+    Args:
+        index: the entry's position in the config_list.
+        raw: the entry.
+        selector_keys: keys that select layers (at least one must be present).
+        exclude_keys: keys that remove layers from this entry's own selection.
+        error: the ConfigError subclass to raise.
+
+    Returns:
+        ``(selectors, excludes)``: each key mapped to its names (None / () when absent).
+    """
+    selectors = {key: parse_names(index, raw, key, error=error) for key in selector_keys}
+    if all(value is None for value in selectors.values()):
+        raise error(
+            f"{where(index)}: selects no layer; add one of "
+            + ", ".join(repr(k) for k in selector_keys)
+            + " (e.g. 'op_types': ['Conv2d', 'Linear'])",
+            entry=index,
+            key=None,
+            value=jsonable(dict(raw)),
+            expected="at least one of " + ", ".join(selector_keys),
+        )
+    excludes = {key: parse_names(index, raw, key, error=error) or () for key in exclude_keys}
+    for key, patterns in (*selectors.items(), *excludes.items()):
+        if key.endswith("_re"):
+            for pattern in patterns or ():
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise bad_value(
+                        index, key, pattern, "valid Python regular expressions", hint=str(exc), error=error
+                    ) from None
+    return selectors, excludes
