@@ -255,3 +255,23 @@ def test_accuracy_curve_is_drawn_from_fine_tuning_epochs(page: Any, server: Clie
         "none": None,
         "accuracyRow": 1,  # only accuracy is measured in this job: one before/after row
     }
+
+
+def test_job_page_falls_back_to_polling_when_the_event_stream_is_unavailable(
+    page: Any, server: Client
+) -> None:
+    # A proxy that buffers or blocks text/event-stream must not leave the page without progress.
+    model = server.upload_model(WEIGHTS, architecture="mnist_net")
+    job = server.create_job(
+        model["id"], config_list=json.loads(SEED_CONFIG), speedup=False, export_onnx=False, verify=False
+    )
+    page.route("**/events/stream*", lambda route: route.abort())
+
+    page.goto(f"{server.base_url}/ui/#/jobs/{job['id']}")
+
+    page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
+    page.wait_for_selector("#live-mode[data-mode=done]")
+    assert any(re.search(r"/events\?", url) for url in page.requests)  # it polled
+    expect(page.locator("#events li[data-type=succeeded]")).to_have_count(1)
+    expect(page.locator("#events li[data-type=created]")).to_have_count(1)  # no event shown twice
+    expect(page.locator("#chart-channels svg.chart rect.bar")).to_have_count(8)

@@ -32,7 +32,7 @@ function clip(text, chars) {
  * scaled to its own largest value, so rows with different units (bytes, MACs, ms) or sizes
  * (20 vs 500 channels) are all readable; the numbers are printed at the bar ends.
  *
- * rows: [{label, sublabel?, before, after, format(v), note?, lowerIsBetter?}]
+ * rows: [{label, sublabel?, before, after, format(v), lowerIsBetter?, ratioText?}]
  * Returns a figure element with legend, SVG and a data table.
  */
 export function pairedBars({ title, description, rows, beforeName = "before", afterName = "after", showRatio = true }) {
@@ -81,7 +81,7 @@ export function pairedBars({ title, description, rows, beforeName = "before", af
         svg(
           "text",
           { class: `ratio ${cls}`, x: WIDTH - 2, y: y + barH + 1, "text-anchor": "end", "dominant-baseline": "middle" },
-          `${r >= 10 ? r.toFixed(0) : r.toFixed(2)}×`,
+          row.ratioText || `${r >= 10 ? r.toFixed(0) : r.toFixed(2)}×`,
         ),
       );
     }

@@ -62,6 +62,8 @@ export function metricRows(job) {
       after: after.accuracy,
       format: (v) => pct(v, 1),
       lowerIsBetter: false,
+      // A ratio of two accuracies says little; the change in percentage points is what people quote.
+      ratioText: pointsDelta(before.accuracy, after.accuracy),
     });
   }
   return rows;
@@ -106,6 +108,12 @@ export function accuracySeries(job) {
   return null;
 }
 
+/** after − before in percentage points: "+0.3 pt". */
+export function pointsDelta(before, after) {
+  const d = (after - before) * 100;
+  return `${d >= 0 ? "+" : "−"}${Math.abs(d).toFixed(1)} pt`;
+}
+
 /** Headline numbers: params and size kept, MACs, and the batch-1 latency ratio. */
 export function headline(job) {
   const before = job.metrics?.before;
@@ -121,5 +129,15 @@ export function headline(job) {
   const lb = (before.latency || [])[before.latency?.length - 1];
   const la = lb && (after.latency || []).find((x) => x.batch_size === lb.batch_size);
   if (lb && la) add(`Latency (batch ${lb.batch_size})`, lb.median_ms, la.median_ms, ms);
+  if (typeof before.accuracy === "number" && typeof after.accuracy === "number") {
+    items.push({
+      label: "Accuracy (top-1)",
+      before: before.accuracy,
+      after: after.accuracy,
+      fmt: (v) => pct(v, 1),
+      higherIsBetter: true,
+      delta: pointsDelta(before.accuracy, after.accuracy),
+    });
+  }
   return items;
 }

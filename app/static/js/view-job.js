@@ -8,6 +8,9 @@ import { badge, bytes, clock, duration, fill, h, pct, progressBar, ratio, shortI
 import { accuracySeries, channelRows, headline, metricRows } from "./report.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+// The pipeline's stage order (design §6); a job runs the ones it needs, so only those seen are shown.
+const STAGE_ORDER = ["loading", "pruning", "speedup", "verifying", "finetuning", "quantizing", "evaluating", "exporting"];
+const stageRank = (s) => (STAGE_ORDER.includes(s) ? STAGE_ORDER.indexOf(s) : STAGE_ORDER.length);
 const POLL_MS = 1500;
 
 const sleep = (ms, signal) =>
@@ -22,6 +25,8 @@ const sleep = (ms, signal) =>
 export async function renderJob(ctx, jobId) {
   const { main, signal } = ctx;
   let job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, { signal });
+  // The model's file name and architecture read better than its id; the page works without them.
+  const model = await api(`/v1/models/${job.model_id}`, { signal }).catch(() => null);
 
   const title = h("h1", {}, "Job ", h("span", { class: "mono" }, shortId(job.id)));
   const statusSlot = h("span", { id: "job-status" });
@@ -84,7 +89,13 @@ export async function renderJob(ctx, jobId) {
     fill(
       facts,
       h("dt", {}, "Job id"), h("dd", { class: "mono" }, job.id),
-      h("dt", {}, "Model"), h("dd", { class: "mono" }, job.model_id),
+      h("dt", {}, "Model"),
+      h(
+        "dd",
+        {},
+        model ? `${model.filename} (${model.architecture || model.format}, ${bytes(model.size_bytes)}) · ` : "",
+        h("span", { class: "mono" }, job.model_id),
+      ),
       h("dt", {}, "Pruner"), h("dd", {}, `${job.spec.pruner} on ${job.device}${job.spec.speedup ? ", with speedup" : ""}`),
       h("dt", {}, "config_list"), h("dd", { class: "mono" }, JSON.stringify(job.spec.config_list)),
       h("dt", {}, "Created"), h("dd", {}, when(job.created_at)),
@@ -105,6 +116,7 @@ export async function renderJob(ctx, jobId) {
 
   function renderStages() {
     const finished = job.status === "succeeded";
+    seenStages.sort((a, b) => stageRank(a) - stageRank(b));
     fill(
       stages,
       seenStages.map((s) =>
@@ -215,13 +227,13 @@ function resultSections(job) {
           "div",
           { class: "headline" },
           stats.map((s) => {
-            const r = s.after / s.before;
+            const worse = s.higherIsBetter ? s.after < s.before : s.after > s.before;
             return h(
               "div",
               { class: "stat" },
               h("div", { class: "label" }, s.label),
               h("div", { class: "value" }, s.fmt(s.after)),
-              h("div", { class: `delta ${r > 1 ? "bad" : ""}` }, `${ratio(s.before, s.after)} of ${s.fmt(s.before)}`),
+              h("div", { class: `delta ${worse ? "bad" : ""}` }, s.delta ? `${s.delta} vs ${s.fmt(s.before)}` : `${ratio(s.before, s.after)} of ${s.fmt(s.before)}`),
             );
           }),
         ),
@@ -238,6 +250,9 @@ function resultSections(job) {
         "section",
         { class: "card", id: "chart-channels", "aria-labelledby": "channels-title" },
         h("h2", { id: "channels-title" }, "Channels kept per layer"),
+        job.result?.speedup_applied === false
+          ? h("p", { class: "notice warn" }, "Speedup was off: pruned weights are zeroed, not removed, so every layer keeps its shape.")
+          : null,
         pairedBars({
           title: "Output channels per layer, before and after",
           description: channels.map((r) => `${r.label}: ${r.before} → ${r.after}`).join("; "),

@@ -98,7 +98,7 @@ function jobRow(job) {
     { "data-job-id": job.id, "data-status": job.status },
     h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono", "aria-label": `Job ${job.id}` }, shortId(job.id))),
     h("td", {}, badge(job.status)),
-    h("td", {}, job.stage || "–"),
+    h("td", {}, ["running", "cancelling"].includes(job.status) ? job.stage || "starting" : "–"),
     h("td", {}, progressBar(job.progress, job.status, { small: true, label: `Progress of job ${shortId(job.id)}` }), ` ${Math.round(job.progress)}%`),
     h("td", {}, job.spec?.pruner || "–"),
     h("td", { class: "num" }, after !== undefined ? `${compact(after)}${before ? ` (${((after / before) * 100).toFixed(0)}%)` : ""}` : "–"),
