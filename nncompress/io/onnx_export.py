@@ -111,13 +111,13 @@ def export_onnx_with_info(
     try:
         for name in order:
             try:
-                _EXPORTERS[name](model, inputs, out, dynamic_batch)
+                _EXPORTERS[name](model, inputs, out, dynamic=dynamic_batch)
                 if dynamic_batch and not _batch_is_dynamic(out):
                     # An exporter can pin a dimension it was asked to keep symbolic (e.g. when model
                     # code calls int() on a size) and still succeed; that file runs at one batch only.
                     raise RuntimeError("the exporter fixed the batch dimension instead of keeping it dynamic")
             except Exception as exc:
-                failures.append(f"{_LABELS[name]} said {_first_line(exc)}")
+                failures.append(f"{_LABELS[name]} said {first_line(exc)}")
                 continue
             return out, _LABELS[name]
     finally:
@@ -172,7 +172,7 @@ def check_onnx(
     try:
         session = ort.InferenceSession(str(path), providers=[provider])
     except Exception as exc:
-        raise ArtifactError(f"onnxruntime cannot load {path}: {_first_line(exc)}", path=str(path)) from exc
+        raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(exc)}", path=str(path)) from exc
     names = [i.name for i in session.get_inputs()]
     base = _as_tuple(inputs)
     if len(names) != len(base):
@@ -191,7 +191,7 @@ def check_onnx(
                 got = session.run(None, {n: t.numpy() for n, t in zip(names, batch, strict=True)})
             except Exception as exc:
                 raise ArtifactError(
-                    f"onnxruntime failed to run {path} at batch {bs}: {_first_line(exc)}", path=str(path)
+                    f"onnxruntime failed to run {path} at batch {bs}: {first_line(exc)}", path=str(path)
                 ) from exc
             if len(got) != len(expected):
                 raise ArtifactError(
@@ -222,7 +222,15 @@ def check_onnx(
     return OnnxCheck(max_abs_diff=worst, batch_sizes=tuple(batch_sizes), provider=provider)
 
 
-def _export_dynamo(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path, dynamic: bool) -> None:
+def export_dynamo(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    out: Path,
+    *,
+    dynamic: bool = True,
+    optimize: bool = True,
+) -> None:
+    """Writes ``model`` with the torch.export-based exporter (opset :data:`DYNAMO_OPSET`), one file."""
     dynamic_shapes = None
     if dynamic:
         batch = torch.export.Dim("batch")
@@ -230,11 +238,12 @@ def _export_dynamo(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path
         # torch.export specialises dimensions of size 0 and 1, so a batch-1 example would fix the
         # batch at 1 in some graphs (seen with nn.LSTM); trace with two rows instead.
         inputs = tuple(t[:1].repeat(2, *([1] * (t.dim() - 1))) for t in inputs)
-    with _quiet():
+    with quiet_exporters():
         program = torch.onnx.export(
             model,
             inputs,
             dynamo=True,
+            optimize=optimize,
             opset_version=DYNAMO_OPSET,
             dynamic_shapes=dynamic_shapes,
             verbose=False,
@@ -245,11 +254,14 @@ def _export_dynamo(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path
         program.save(str(out), external_data=False)
 
 
-def _export_legacy(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path, dynamic: bool) -> None:
+def export_legacy(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path, *, dynamic: bool = True
+) -> None:
+    """Writes ``model`` with the TorchScript exporter (opset :data:`LEGACY_OPSET`), batch axis named."""
     input_names = [f"input_{i}" for i in range(len(inputs))]
     axes = {name: {0: "batch"} for name in input_names}
     axes["output"] = {0: "batch"}
-    with _quiet():
+    with quiet_exporters():
         torch.onnx.export(
             model,
             inputs,
@@ -281,7 +293,7 @@ def _batch_is_dynamic(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_exporters() -> Iterator[None]:
     # The exporters print progress lines and deprecation warnings; a library must not.
     logger = logging.getLogger("torch.onnx")
     level = logger.level
@@ -313,12 +325,13 @@ def _as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return tuple(example_inputs)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for errors that quote an exporter's failure."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-_EXPORTERS: dict[str, Callable[[nn.Module, tuple[torch.Tensor, ...], Path, bool], None]] = {
-    "dynamo": _export_dynamo,
-    "torchscript": _export_legacy,
+_EXPORTERS: dict[str, Callable[..., None]] = {
+    "dynamo": export_dynamo,
+    "torchscript": export_legacy,
 }

@@ -12,11 +12,7 @@ pre-processing folds later and keeps the Conv's name) and nodes mapped by their 
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
-import logging
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +22,14 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from nncompress.errors import NncompressError
+from nncompress.io.onnx_export import (
+    DYNAMO_OPSET,
+    LEGACY_OPSET,
+    export_dynamo,
+    export_legacy,
+    first_line,
+    quiet_exporters,
+)
 
 __all__ = [
     "ExportedGraph",
@@ -34,9 +38,6 @@ __all__ = [
     "gemm_to_matmul",
     "preprocess",
 ]
-
-LEGACY_OPSET = 17
-DYNAMO_OPSET = 18
 
 
 class QuantizationExportError(NncompressError):
@@ -85,18 +86,18 @@ def export_for_quantization(
     model.eval()
     try:
         try:
-            _export_legacy(model, inputs, out)
+            export_legacy(model, inputs, out)
             exporter = f"torchscript, opset {LEGACY_OPSET}"
             graph = onnx.load(str(out)).graph
             mapping = {n.name: m for n in graph.node if (m := _module_from_scope_name(n.name, modules))}
         except Exception as legacy_exc:
             try:
-                _export_dynamo(model, inputs, out)
+                export_dynamo(model, inputs, out, optimize=False)
             except Exception as dynamo_exc:
                 raise QuantizationExportError(
                     "ONNX export for quantization failed: the TorchScript exporter said "
-                    f"{_first_line(legacy_exc)}; "
-                    f"torch.export said {_first_line(dynamo_exc)}",
+                    f"{first_line(legacy_exc)}; "
+                    f"torch.export said {first_line(dynamo_exc)}",
                     path=str(out),
                 ) from dynamo_exc
             exporter = f"torch.export (dynamo, unoptimized), opset {DYNAMO_OPSET}"
@@ -118,7 +119,7 @@ def preprocess(src: Path, dst: Path) -> Path:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _quiet():
+    with quiet_exporters():
         try:
             quant_pre_process(str(src), str(dst))
         except Exception:
@@ -203,57 +204,3 @@ def _module_from_metadata(node: onnx.NodeProto, modules: set[str]) -> str | None
                 if scope in modules:
                     return str(scope)
     return None
-
-
-def _export_legacy(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path) -> None:
-    names = [f"input_{i}" for i in range(len(inputs))]
-    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in names}
-    axes["output"] = {0: "batch"}
-    with _quiet():
-        torch.onnx.export(
-            model,
-            inputs,
-            str(out),
-            dynamo=False,
-            opset_version=LEGACY_OPSET,
-            input_names=names,
-            output_names=["output"],
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
-
-
-def _export_dynamo(model: nn.Module, inputs: tuple[torch.Tensor, ...], out: Path) -> None:
-    batch = torch.export.Dim("batch")
-    with _quiet():
-        program = torch.onnx.export(
-            model,
-            inputs,
-            dynamo=True,
-            optimize=False,
-            opset_version=DYNAMO_OPSET,
-            dynamic_shapes=tuple({0: batch} for _ in inputs),
-            verbose=False,
-        )
-        if program is None:  # pragma: no cover - dynamo=True always returns a program
-            raise RuntimeError("torch.onnx.export returned no program")
-        program.save(str(out), external_data=False)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The exporters and the quantizer print progress and deprecation warnings; a library must not.
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

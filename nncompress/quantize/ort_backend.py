@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from nncompress.config.messages import where
+from nncompress.io.onnx_export import quiet_exporters
 from nncompress.quantize.calibration import BatchReader
 from nncompress.quantize.config import QuantConfigError
-from nncompress.quantize.export import ExportedGraph, _quiet, gemm_to_matmul, preprocess
+from nncompress.quantize.export import ExportedGraph, gemm_to_matmul, preprocess
 from nncompress.quantize.resolve import LayerQuant, TensorQuant
 
 __all__ = ["WEIGHTED_OPS", "quantize_graph", "uniform_settings"]
@@ -91,7 +92,7 @@ def quantize_graph(
     try:
         if mode == "dynamic":
             selected = [n for names in nodes.values() for n in names if ops[n] in _DYNAMIC_OPS]
-            with _quiet():
+            with quiet_exporters():
                 quantize_dynamic(
                     str(pre),
                     str(out_path),
@@ -123,7 +124,7 @@ def quantize_graph(
                 )
             reader = BatchReader(itertools.chain([first], stream), graph.input_names, calibration_batches)
             excluded = _excluded_nodes(graph, ops, layers)
-            with _quiet():
+            with quiet_exporters():
                 quantize_static(
                     str(pre),
                     str(out_path),
