@@ -126,6 +126,20 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     assert "[20, 1, 5, 5]" in rows["conv1"]
     assert "fc2" in page.inner_text("#preflight-result")
 
+    # Engine options: an object is required in the browser; an unknown key is the server's 422,
+    # shown under the options field, and no job is created.
+    jobs_before = server.list_jobs(limit=200)["items"]
+    options = page.get_by_label("Engine options (JSON object, optional)")
+    options.fill("[1]")
+    assert "must be a JSON object" in page.inner_text("#options-error")
+    assert page.get_by_role("button", name="Start compression").is_disabled()
+    options.fill('{"latency_runz": 3}')
+    page.get_by_role("button", name="Start compression").click()
+    page.wait_for_selector("#options-error:has-text('latency_runz')")
+    assert "invalid_config" in page.inner_text("#options-error")
+    assert server.list_jobs(limit=200)["items"] == jobs_before
+    options.fill('{"latency_runs": 5}')
+
     page.get_by_role("button", name="Start compression").click()
     page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f]+$"))
     job_id = page.url.rsplit("/", 1)[-1]
@@ -134,6 +148,7 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
     job = server.get_job(job_id)
     assert job["status"] == "succeeded"
+    assert job["spec"]["latency_runs"] == 5 and job["spec"]["config_list"] == json.loads(SEED_CONFIG)
     assert page.inner_text("#job-progress") == "100%"
     page.wait_for_selector("#live-mode[data-mode=done]")
     event_types = [li.get_attribute("data-type") for li in page.locator("#events li").all()]

@@ -27,7 +27,7 @@ const EXAMPLE_CONFIG = `[
 ]`;
 
 // Remembered across visits to this view in the tab, so "New job" after a job keeps the model.
-const draft = { model: null, config: EXAMPLE_CONFIG, pruner: "l1norm" };
+const draft = { model: null, config: EXAMPLE_CONFIG, pruner: "l1norm", options: "" };
 
 function field(id, labelText, control, hint) {
   const error = h("div", { id: `${id}-error`, class: "field-error", role: "alert" });
@@ -48,6 +48,19 @@ function showError(f, message, code) {
 function clearError(f) {
   f.control.removeAttribute("aria-invalid");
   f.error.replaceChildren();
+}
+
+/** Client-side check of the options text: empty, or a JSON object. Returns [value, message]. */
+export function parseOptions(text) {
+  if (!text.trim()) return [{}, null];
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    return [null, `Not valid JSON: ${e.message}`];
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return [null, 'Options must be a JSON object: {"key": value}'];
+  return [value, null];
 }
 
 /** Client-side check of the config_list text: JSON, a list, of objects. Returns [value, message]. */
@@ -134,6 +147,14 @@ export async function renderNew(ctx) {
   fConfig.el.append(configOk);
   const fDevice = field("device", "Device", deviceSelect);
   const fDataset = field("dataset", "Data set", datasetSelect, "Measures top-1 accuracy before and after; data-driven pruners need one.");
+  const optionsText = h("textarea", { id: "options", name: "options", spellcheck: "false", rows: 2, class: "short" });
+  optionsText.value = draft.options;
+  const fOptions = field(
+    "options",
+    "Engine options (JSON object, optional)",
+    optionsText,
+    'Further job spec keys, e.g. {"seed": 0, "latency_runs": 50, "latency_batch_sizes": [1, 32]}.',
+  );
   const toggles = {
     speedup: h("input", { type: "checkbox", id: "opt-speedup", checked: true }),
     verify: h("input", { type: "checkbox", id: "opt-verify", checked: true }),
@@ -155,6 +176,7 @@ export async function renderNew(ctx) {
     { "aria-labelledby": "step-job" },
     h("div", { class: "row" }, fPruner.el, fDevice.el, fDataset.el),
     fConfig.el,
+    fOptions.el,
     toggleRow,
     preflightOut,
     h("div", { class: "actions-row" }, preflightButton, submitButton),
@@ -196,7 +218,8 @@ export async function renderNew(ctx) {
 
   function updateButtons() {
     const [config] = parseConfigList(configText.value);
-    const ready = Boolean(draft.model) && config !== null;
+    const [options] = parseOptions(optionsText.value);
+    const ready = Boolean(draft.model) && config !== null && options !== null;
     submitButton.disabled = !ready;
     preflightButton.disabled = !ready;
     submitButton.title = draft.model ? "" : "Upload a model first";
@@ -280,14 +303,18 @@ export async function renderNew(ctx) {
     }
   }
 
+  // Puts each cause of a problem under the field it names: the engine's errors carry `key` (and
+  // `entry` for a config_list entry), request validation errors carry `loc` (["body", field, …]).
   function showProblem(error) {
-    const fields = { pruner: fPruner, device: fDevice, dataset: fDataset };
+    const fields = { pruner: fPruner, device: fDevice, dataset: fDataset, config_list: fConfig, options: fOptions };
     const code = error instanceof ApiError ? `${error.status} ${error.code}` : null;
     const entries = error.problem?.errors || [];
     let placed = false;
     for (const entry of entries) {
-      const key = entry.key || (Array.isArray(entry.loc) ? entry.loc[entry.loc.length - 1] : null);
-      const target = fields[key] || (key === "options" ? fDataset : fConfig);
+      const loc = Array.isArray(entry.loc) ? entry.loc.filter((part) => part !== "body") : [];
+      const key = entry.key ?? loc[0] ?? null;
+      let target = fields[key];
+      if (!target) target = entry.entry !== undefined || key === null ? fConfig : fOptions;
       showError(target, entry.message || error.message, code);
       placed = true;
     }
@@ -295,6 +322,16 @@ export async function renderNew(ctx) {
     if (error.status === 422) showError(fConfig, error.message, code);
     else fill(formError, code ? h("span", { class: "problem-type" }, code) : null, error.message);
   }
+
+  function checkOptionsText() {
+    draft.options = optionsText.value;
+    const [options, message] = parseOptions(optionsText.value);
+    if (message) showError(fOptions, message);
+    else clearError(fOptions);
+    updateButtons();
+    return options;
+  }
+  optionsText.addEventListener("input", checkOptionsText);
 
   configText.addEventListener("input", () => {
     checkConfigText();
@@ -314,10 +351,10 @@ export async function renderNew(ctx) {
   jobForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const config = checkConfigText();
-    if (!config || !draft.model) return;
+    const options = checkOptionsText();
+    if (!config || !options || !draft.model) return;
     for (const f of [fPruner, fDevice, fDataset]) clearError(f);
     formError.replaceChildren();
-    const options = {};
     if (datasetSelect.value) options.dataset = datasetSelect.value;
     const body = {
       model_id: draft.model.id,
@@ -342,6 +379,7 @@ export async function renderNew(ctx) {
 
   if (draft.model) showModel(draft.model);
   checkConfigText();
+  checkOptionsText();
   if (draft.model) schedulePreflight(0);
 }
 
