@@ -73,6 +73,10 @@ class JobResult:
         notes: plain-language remarks for the user (skipped stages, why).
         timings: wall seconds per stage.
         accuracy: top-1 accuracy ``{"before": …, "after": …}`` on ``eval_data``, when it was given.
+        stage_metrics: what the data-driven stages measured, keyed ``data`` (the data set and its
+            split), ``finetune`` (accuracy of the original, pruned and fine-tuned model, every
+            epoch), ``schedule`` (every scheduled step) and ``quantized`` (int8 vs fp32 bytes,
+            latency, accuracy); only the stages that ran.
     """
 
     spec: JobSpec
@@ -87,6 +91,7 @@ class JobResult:
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, float] | None = None
+    stage_metrics: dict[str, Any] = field(default_factory=dict)
 
     def artifact(self, name: str) -> Artifact:
         """Returns the artifact called ``name``; KeyError lists the names there are."""
@@ -103,6 +108,7 @@ class JobResult:
             "metrics": {
                 "before": {**self.metrics_before.to_dict(), **self._accuracy("before")},
                 "after": {**self.metrics_after.to_dict(), **self._accuracy("after")},
+                **self.stage_metrics,
             },
             "layers": [layer.to_dict() for layer in self.layers],
             "artifacts": [a.to_dict() for a in self.artifacts],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncompress.datasets import LabelledDataset
 from nncompress.errors import ArtifactError, ConfigError
 from nncompress.io.artifacts import MANIFEST_FILE, WEIGHTS_FILE, load_compressed, save_compressed
 from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
@@ -27,7 +29,8 @@ from nncompress.pipeline.checks import (
 )
 from nncompress.pipeline.result import Artifact, JobResult, file_artifact, layer_changes
 from nncompress.pipeline.spec import JobSpec
-from nncompress.pipeline.stages import STAGES, StageRunner
+from nncompress.pipeline.stages import STAGES, StageRunner, spans_for
+from nncompress.pipeline.training import JobData, prepare_data, run_finetuning, run_scheduled
 from nncompress.progress import ProgressFn, noop_progress
 
 __all__ = ["run_job"]
@@ -57,6 +60,9 @@ def run_job(
     data: Iterable[Any] | Callable[[nn.Module], None] | None = None,
     criterion: Callable[[Any, Any], torch.Tensor] | None = None,
     eval_data: EvalData | None = None,
+    dataset: LabelledDataset | None = None,
+    val_dataset: LabelledDataset | None = None,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
 ) -> JobResult:
     """Runs one compression job from a loaded model to artifacts on disk.
 
@@ -80,6 +86,14 @@ def run_job(
         criterion: loss function ``(outputs, targets) -> loss`` for pruners that need gradients.
         eval_data: labelled data, ``(inputs, labels)`` or an iterable of such batches; when given,
             top-1 accuracy is measured before and after compression.
+        dataset: the job's labelled data set (``spec.dataset_id`` loaded by the caller). It is
+            split into training and validation parts (``spec.val_fraction``, seeded by
+            ``spec.seed``) unless ``val_dataset`` is given, and feeds the data-driven pruners,
+            fine-tuning, scheduled pruning, calibration and every accuracy figure.
+        val_dataset: the data set's own validation part, if it came with one.
+        on_metrics: called with the stage metrics measured so far (``data``, ``finetune``,
+            ``schedule``, ``quantized``) whenever an epoch or a scheduled step finishes, so a
+            service can show them while the job runs.
 
     Returns:
         A :class:`JobResult`; ``result.to_dict()`` is also written to ``report.json``.
@@ -96,17 +110,28 @@ def run_job(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = StageRunner(progress, should_stop)
+    run = StageRunner(progress, should_stop, _spans(spec))
     notes: list[str] = []
     checks: dict[str, Any] = {}
+    live: dict[str, Any] = {}  # the stage metrics, published as they are measured
+
+    def publish() -> None:
+        if on_metrics is not None:
+            on_metrics(json.loads(json.dumps(live)))
 
     with run.stage("loading"):
         torch.manual_seed(spec.seed)
         device = _device(spec.device)
         original = copy.deepcopy(model).cpu().eval()
         example, input_dtype = _example_input(spec, architecture)
-        _check_runs(original, example)
-        if spec.dataset is not None and (data is None or eval_data is None):
+        output = _check_runs(original, example)
+        job_data = _job_data(spec, example, output, dataset, val_dataset)
+        if job_data is not None:
+            live["data"] = job_data.summary
+            data = job_data.pruner_batches() if data is None else data
+            eval_data = (job_data.val.x, job_data.val.y) if eval_data is None else eval_data
+            criterion = torch.nn.functional.cross_entropy if criterion is None else criterion
+        elif spec.dataset is not None and (data is None or eval_data is None):
             batches, labelled = builtin_dataset(spec.dataset, example)
             data = batches if data is None else data
             eval_data = labelled if eval_data is None else eval_data
@@ -116,7 +141,12 @@ def run_job(
 
     masks: dict[str, dict[str, torch.Tensor]] | None = None
     resume = out / _RESUME_DIR
-    if resume_from is not None and STAGES.index(resume_from) >= STAGES.index("speedup"):
+    if (
+        spec.prunes
+        and spec.schedule is None
+        and resume_from is not None
+        and STAGES.index(resume_from) >= STAGES.index("speedup")
+    ):
         masks = load_masks(resume, spec, model_digest)
         notes.append(
             "resumed: reused the masks the interrupted attempt saved"
@@ -124,9 +154,29 @@ def run_job(
             else f"resume from {resume_from!r} was asked, but no matching checkpoint was found; started over"
         )
 
-    with run.stage("pruning", "reused saved masks" if masks is not None else spec.pruner):
-        if masks is None:
+    scheduled: Any = None
+    masked: nn.Module | None = None
+    with run.stage("pruning", _pruning_message(spec, masks)) as stage:
+        if spec.schedule is not None:
+            assert job_data is not None  # JobSpec requires finetune, _job_data a data set
+            live["schedule"] = {}
+            scheduled = run_scheduled(
+                original,
+                spec,
+                job_data,
+                example,
+                stage=stage,
+                should_stop=should_stop,
+                checkpoint_dir=resume / "scheduled",
+                record=live["schedule"],
+                publish=publish,
+            )
+        elif not spec.prunes:
+            notes.append("no pruning was asked for (pruner null): the model keeps its shapes")
+        elif masks is None:
             from nncompress.pruners import prune
+
+            assert spec.pruner is not None
 
             pruned = prune(
                 copy.deepcopy(original),
@@ -140,12 +190,26 @@ def run_job(
                 m: {p: t.detach().cpu() for p, t in params.items()} for m, params in pruned.masks.items()
             }
             save_masks(resume, spec, model_digest, masks)
-        masked = _apply_masks(copy.deepcopy(original), masks)
+        if masks is not None:
+            masked = _apply_masks(copy.deepcopy(original), masks)
 
     kept: dict[str, dict[str, list[int]]] = {}
     structured = spec.pruner not in _UNSTRUCTURED
     with run.stage("speedup"):
-        if spec.speedup and structured:
+        if scheduled is not None:
+            compressed = scheduled.model.cpu().eval()
+            kept = dict(scheduled.kept or {})
+            live["schedule"] = {**scheduled.to_dict(), "steps": live["schedule"].get("steps", [])}
+            live["schedule"]["steps"] = [s.to_dict() for s in scheduled.steps]
+            notes.extend(scheduled.notes)
+            notes.append(
+                f"scheduled pruning ({spec.schedule.kind if spec.schedule else ''}, "
+                f"{len(scheduled.steps)} step(s) run, step {scheduled.chosen_step} kept)"
+                + (": stopped early at the accuracy budget" if scheduled.stopped_early else "")
+            )
+        elif masked is None or masks is None:
+            compressed = copy.deepcopy(original)
+        elif spec.speedup and structured:
             from nncompress.speedup import speedup
 
             sped = speedup(original, masks, example, verify=spec.verify)
@@ -171,10 +235,65 @@ def run_job(
     speedup_applied = bool(kept)
 
     with run.stage("verifying"):
-        if spec.verify:
+        if scheduled is not None:
+            notes.append(
+                "each scheduled step's speedup was verified as it ran; the fine-tuned model is checked "
+                "against its reloaded artifact when it is exported"
+            )
+        elif masked is None:
+            pass  # nothing was pruned, so there is nothing to compare
+        elif spec.verify:
             checks["equivalence"] = verify_outputs(masked, compressed, example, seed=spec.seed)
         else:
             notes.append("verification was turned off for this job")
+
+    with run.stage("finetuning", "fine-tuning" if spec.finetune else "not asked") as stage:
+        if scheduled is not None:
+            live["finetune"] = _scheduled_finetune(scheduled)
+        elif spec.finetune is not None and job_data is not None:
+            live["finetune"] = {}
+            # Without a speedup the pruned weights are zeros in full-size layers: keep them pruned
+            # while training, as masks, so fine-tuning cannot grow them back.
+            kept_masks = masks if masks is not None and not kept else None
+            if kept_masks is not None:
+                from nncompress.pruners import apply_masks
+
+                apply_masks(compressed, kept_masks)
+            run_finetuning(
+                compressed,
+                original,
+                job_data,
+                spec.finetune,
+                stage=stage,
+                should_stop=should_stop,
+                checkpoint_dir=resume / "finetune",
+                record=live["finetune"],
+                publish=publish,
+            )
+            if kept_masks is not None:
+                from nncompress.pruners import remove_masks
+
+                remove_masks(compressed, leave_masked=True)
+
+    quantized_artifacts: list[Artifact] = []
+    with run.stage("quantizing", "quantizing" if spec.quantize else "not asked") as stage:
+        if spec.quantize is not None:
+            from nncompress.pipeline.quantizing import run_quantizing
+
+            live["quantized"] = {}
+            quantized_artifacts = run_quantizing(
+                compressed,
+                original,
+                spec,
+                job_data,
+                example,
+                out,
+                stage=stage,
+                should_stop=should_stop,
+                checkpoint_dir=resume / "qat",
+                record=live["quantized"],
+                publish=publish,
+            )
 
     with run.stage("evaluating") as stage:
         measure = {
@@ -223,6 +342,7 @@ def run_job(
             artifacts.append(onnx_artifact)
         else:
             notes.append("ONNX export was turned off for this job")
+        artifacts.extend(quantized_artifacts)
         result = JobResult(
             spec=spec,
             architecture=architecture,
@@ -236,6 +356,7 @@ def run_job(
             notes=tuple(notes),
             timings=dict(run.timings),
             accuracy=accuracy,
+            stage_metrics=json.loads(json.dumps(live)),
         )
         # The report lists every other artifact; it cannot list its own hash.
         report_path = out / _REPORT_FILE
@@ -243,6 +364,7 @@ def run_job(
             json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
         report = file_artifact(report_path, "application/json")
+        _remove_training_checkpoints(resume)
         remove_checkpoint(resume)
     return dataclasses.replace(result, artifacts=(*artifacts, report), timings=dict(run.timings))
 
@@ -275,10 +397,10 @@ def _example_input(spec: JobSpec, architecture: str | None) -> tuple[torch.Tenso
     return torch.randn(tuple(shape), generator=generator), torch.float32
 
 
-def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+def _check_runs(model: nn.Module, example: torch.Tensor) -> object:
     try:
         with torch.inference_mode():
-            model(example)
+            return model(example)
     except Exception as exc:  # any failure here means the input does not fit the model
         raise ConfigError(
             f"the model does not accept an input of shape {list(example.shape)}: {exc}",
@@ -320,7 +442,7 @@ def _save_weights(
         architecture=architecture,
         kept=kept,
         config_list=spec.config_list,
-        pruner=spec.pruner,
+        pruner=spec.pruner or "none",
         input_shape=list(example.shape),
         input_dtype=input_dtype,
         metrics=metrics,
@@ -364,3 +486,59 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def _spans(spec: JobSpec) -> dict[str, tuple[float, float]]:
+    epochs = spec.finetune.epochs if spec.finetune is not None else 0
+    if spec.schedule is not None:
+        return spans_for(scheduled_epochs=epochs * spec.schedule.steps, quantize=spec.quantize is not None)
+    return spans_for(finetune_epochs=epochs, quantize=spec.quantize is not None)
+
+
+def _pruning_message(spec: JobSpec, masks: object) -> str:
+    if spec.schedule is not None:
+        return f"{spec.schedule.kind} schedule, {spec.schedule.steps} step(s) of {spec.pruner}"
+    if not spec.prunes:
+        return "not asked"
+    return "reused saved masks" if masks is not None else str(spec.pruner)
+
+
+def _job_data(
+    spec: JobSpec,
+    example: torch.Tensor,
+    output: object,
+    dataset: LabelledDataset | None,
+    val_dataset: LabelledDataset | None,
+) -> JobData | None:
+    """The job's labelled data, when it has one and something uses it; a job that needs one must have one."""
+    trains = spec.finetune is not None or spec.schedule is not None or spec.quantize is not None
+    if dataset is None and not (spec.dataset is not None and trains):
+        if trains and spec.needs_data:
+            raise ConfigError(
+                "this job trains, calibrates or ranks channels from data: give it a data set "
+                "(dataset_id of an uploaded one, or dataset='mnist_subset')",
+                key="dataset_id",
+            )
+        return None
+    return prepare_data(spec, example, output, dataset=dataset, val_dataset=val_dataset)
+
+
+def _scheduled_finetune(scheduled: Any) -> dict[str, Any]:
+    """The fine-tuning record of a scheduled job: every step fine-tuned, the chosen step's epochs shown."""
+    chosen = scheduled.steps[scheduled.chosen_step - 1] if scheduled.chosen_step else None
+    return {
+        "original": scheduled.baseline.to_dict(),
+        "finetuned": chosen.val.to_dict() if chosen is not None else scheduled.baseline.to_dict(),
+        "epochs": list(chosen.finetune) if chosen is not None else [],
+        "scheduled": True,
+        "chosen_step": scheduled.chosen_step,
+    }
+
+
+def _remove_training_checkpoints(resume: Path) -> None:
+    """Deletes the fine-tuning, scheduled and QAT checkpoints once the job's artifacts are written."""
+    from nncompress.finetune import remove_checkpoint as remove_finetune_checkpoint
+
+    remove_finetune_checkpoint(resume / "finetune")
+    for name in ("finetune", "scheduled", "qat"):
+        shutil.rmtree(resume / name, ignore_errors=True)

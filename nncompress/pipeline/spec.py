@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nncompress.errors import ConfigError
+from nncompress.finetune.spec import FinetuneSpec
+from nncompress.quantize.spec import QuantSpec
 
-__all__ = ["BUILTIN_DATASETS", "LATENCY_DTYPES", "JobSpec", "pruner_names"]
+__all__ = ["BUILTIN_DATASETS", "LATENCY_DTYPES", "SCHEDULE_KINDS", "JobSpec", "ScheduleSpec", "pruner_names"]
 
 _SPEC_KEYS = (
     "pruner",
@@ -28,6 +30,11 @@ _SPEC_KEYS = (
     "latency_batch_sizes",
     "dataset",
     "latency_dtype",
+    "dataset_id",
+    "val_fraction",
+    "finetune",
+    "schedule",
+    "quantize",
 )
 
 
@@ -37,6 +44,62 @@ LATENCY_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 # Labelled data sets shipped with nncompress that a job may name (no upload needed).
 BUILTIN_DATASETS: tuple[str, ...] = ("mnist_subset",)
+
+# Scheduled (iterative) pruning: NNI's Linear and AGP schedules (nncompress.scheduled).
+SCHEDULE_KINDS: tuple[str, ...] = ("linear", "agp")
+
+# Pruners that rank channels from data: they need the job's data set (or a built-in one).
+DATA_DRIVEN_PRUNERS = frozenset({"taylorfo", "slim", "apoz", "mean_activation"})
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """Scheduled pruning: reach the config's targets in ``steps`` prune → fine-tune steps.
+
+    Attributes:
+        kind: ``"linear"`` or ``"agp"`` (big steps first).
+        steps: number of steps, ``>= 1``.
+        accuracy_budget: stop at the last step whose validation top-1 stays within this many
+            percentage points of the original; None runs every step.
+    """
+
+    kind: str = "agp"
+    steps: int = 3
+    accuracy_budget: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: object) -> ScheduleSpec:
+        """Builds the spec from JSON; every error names ``schedule.<key>``."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"job spec key 'schedule' must be an object {{kind, steps, accuracy_budget}}, got {data!r}",
+                key="schedule",
+            )
+        allowed = ("kind", "steps", "accuracy_budget")
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"unknown key schedule.{unknown[0]}; allowed: {', '.join(allowed)}",
+                key=f"schedule.{unknown[0]}",
+            )
+        kind = data.get("kind", cls.kind)
+        if kind not in SCHEDULE_KINDS:
+            raise ConfigError(
+                f"schedule.kind must be one of {', '.join(SCHEDULE_KINDS)}, got {kind!r}", key="schedule.kind"
+            )
+        steps = data.get("steps", cls.steps)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"schedule.steps must be an integer >= 1, got {steps!r}", key="schedule.steps")
+        budget = data.get("accuracy_budget")
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100
+        ):
+            raise ConfigError(
+                "schedule.accuracy_budget must be a number of percentage points in [0, 100] or null, "
+                f"got {budget!r}",
+                key="schedule.accuracy_budget",
+            )
+        return cls(kind=kind, steps=steps, accuracy_budget=None if budget is None else float(budget))
 
 
 @dataclass(frozen=True)
@@ -60,9 +123,19 @@ class JobSpec:
             before and after; None for neither.
         latency_dtype: dtype latency is measured in (a converted copy; the artifacts stay float32).
             On a GPU latency is timed by replaying a CUDA graph, as models are served.
+        dataset_id: an uploaded data set (the service's id); the caller loads it and hands it to
+            ``run_job``. It feeds the data-driven pruners, fine-tuning, calibration and accuracy.
+        val_fraction: share of the data set held out for validation (seeded split by ``seed``),
+            unless the data set came with its own validation part.
+        finetune: fine-tune the compressed model (stage ``finetuning``), or None.
+        schedule: prune in scheduled steps with fine-tuning between them (replaces one-shot
+            pruning + speedup), or None.
+        quantize: quantize to int8 after pruning and fine-tuning (stage ``quantizing``), or None.
+
+    ``pruner`` None (with an empty ``config_list``) is a job without pruning, e.g. quantize-only.
     """
 
-    pruner: str
+    pruner: str | None
     config_list: tuple[dict[str, Any], ...]
     speedup: bool = True
     device: str = "cpu"
@@ -74,6 +147,27 @@ class JobSpec:
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     dataset: str | None = None
     latency_dtype: str = "float32"
+    dataset_id: str | None = None
+    val_fraction: float = 0.1
+    finetune: FinetuneSpec | None = None
+    schedule: ScheduleSpec | None = None
+    quantize: QuantSpec | None = None
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the job prunes at all (False for quantize- or fine-tune-only jobs)."""
+        return self.pruner is not None
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether the job needs labelled data: training, calibration or a data-driven pruner."""
+        calibrated = self.quantize is not None and self.quantize.mode in ("static", "qat")
+        return (
+            self.finetune is not None
+            or self.schedule is not None
+            or calibrated
+            or self.pruner in DATA_DRIVEN_PRUNERS
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
@@ -90,20 +184,28 @@ class JobSpec:
             raise ConfigError(
                 f"unknown job spec key {unknown[0]!r}; allowed keys: {', '.join(_SPEC_KEYS)}", key=unknown[0]
             )
-        for key in ("pruner", "config_list"):
-            if key not in data:
-                raise ConfigError(f"job spec key {key!r} is required", key=key)
+        if "pruner" not in data:
+            raise ConfigError(
+                "job spec key 'pruner' is required (null for a job without pruning)", key="pruner"
+            )
         pruner = data["pruner"]
         names = pruner_names()
-        if not isinstance(pruner, str) or pruner not in names:
+        if pruner is not None and (not isinstance(pruner, str) or pruner not in names):
             raise ConfigError(
-                f"job spec key 'pruner' must be one of {', '.join(names)}, got {pruner!r}",
+                f"job spec key 'pruner' must be one of {', '.join(names)} or null, got {pruner!r}",
                 key="pruner",
                 value=pruner,
             )
-        config_list = data["config_list"]
+        if pruner is not None and "config_list" not in data:
+            raise ConfigError("job spec key 'config_list' is required", key="config_list")
+        config_list = data.get("config_list", [])
         if not isinstance(config_list, list) or not all(isinstance(e, dict) for e in config_list):
             raise ConfigError("job spec key 'config_list' must be a list of objects", key="config_list")
+        if pruner is None and config_list:
+            raise ConfigError(
+                "job spec key 'config_list' needs a pruner; set 'pruner' or leave config_list out",
+                key="config_list",
+            )
         device = data.get("device", "cpu")
         if device not in ("cpu", "cuda", "auto"):
             raise ConfigError(
@@ -124,6 +226,7 @@ class JobSpec:
             raise ConfigError(
                 "job spec key 'latency_batch_sizes' must not be empty", key="latency_batch_sizes"
             )
+        extras = _training_keys(data, pruner)
         return cls(
             pruner=pruner,
             config_list=tuple(dict(e) for e in config_list),
@@ -137,6 +240,7 @@ class JobSpec:
             latency_batch_sizes=batch_sizes,
             dataset=_dataset_name(data.get("dataset")),
             latency_dtype=_latency_dtype(data.get("latency_dtype", "float32")),
+            **extras,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,7 +249,75 @@ class JobSpec:
         data["config_list"] = [dict(e) for e in self.config_list]
         data["input_shape"] = list(self.input_shape) if self.input_shape is not None else None
         data["latency_batch_sizes"] = list(self.latency_batch_sizes)
+        data["finetune"] = self.finetune.to_dict() if self.finetune is not None else None
+        data["quantize"] = self.quantize.to_dict() if self.quantize is not None else None
         return data
+
+
+def _training_keys(data: Mapping[str, Any], pruner: str | None) -> dict[str, Any]:
+    """Validates dataset_id, val_fraction, finetune, schedule and quantize, and how they combine."""
+    dataset_id = data.get("dataset_id")
+    if dataset_id is not None and (not isinstance(dataset_id, str) or not dataset_id):
+        raise ConfigError(
+            f"job spec key 'dataset_id' must be a string id, got {dataset_id!r}", key="dataset_id"
+        )
+    if dataset_id is not None and data.get("dataset") is not None:
+        raise ConfigError("give 'dataset' (built-in) or 'dataset_id' (uploaded), not both", key="dataset_id")
+    fraction = data.get("val_fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ConfigError(
+            f"job spec key 'val_fraction' must be a number between 0 and 1 (exclusive), got {fraction!r}",
+            key="val_fraction",
+        )
+    raw_ft = data.get("finetune")
+    finetune = FinetuneSpec.from_dict(raw_ft, prefix="finetune") if raw_ft is not None else None
+    raw_schedule = data.get("schedule")
+    schedule = ScheduleSpec.from_dict(raw_schedule) if raw_schedule is not None else None
+    quantize = _quant_spec(data.get("quantize"))
+    if schedule is not None and pruner is None:
+        raise ConfigError("schedule needs a pruner and a config_list to reach in steps", key="schedule")
+    if schedule is not None and finetune is None:
+        raise ConfigError(
+            "schedule needs 'finetune': the fine-tuning that runs after every step", key="finetune"
+        )
+    if quantize is not None and quantize.mode == "qat" and finetune is None:
+        raise ConfigError(
+            "quantize.mode 'qat' trains through the fine-tuning loop: add 'finetune' (epochs, lr, ...)",
+            key="quantize.mode",
+        )
+    if pruner is None and finetune is None and quantize is None:
+        raise ConfigError(
+            "a job without a pruner must ask for 'quantize' or 'finetune'; it would do nothing", key="pruner"
+        )
+    return {
+        "dataset_id": dataset_id,
+        "val_fraction": float(fraction),
+        "finetune": finetune,
+        "schedule": schedule,
+        "quantize": quantize,
+    }
+
+
+def _quant_spec(raw: object) -> QuantSpec | None:
+    if raw is None:
+        return None
+    try:
+        return QuantSpec.from_dict(raw)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        # The job field is 'quantize': make the key and the message the service reports name it.
+        inner = exc.context.get("key")
+        if "entry" in exc.context:
+            entry = exc.context["entry"]
+            where = "quantize.config_list" + (f"[{entry}]" if entry is not None else "")
+            exc.context["key"] = f"{where}.{inner}" if inner else where
+        else:
+            exc.context["key"] = f"quantize.{inner}" if inner else "quantize"
+        if exc.message.startswith("quantization"):
+            exc.message = "quantize" + exc.message.removeprefix("quantization")
+        elif exc.message.startswith("config_list"):
+            exc.message = "quantize." + exc.message
+        exc.args = (exc.message,)
+        raise
 
 
 def pruner_names() -> tuple[str, ...]:
