@@ -77,6 +77,12 @@ def page(browser: Any, server: Client) -> Iterator[Any]:
     page.set_default_timeout(30_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The browser enforces the dashboard's Content-Security-Policy; a violation (an inline style
+    # written as markup, a script from elsewhere) is only reported on the console.
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     page.requests = []  # type: ignore[attr-defined]
     page.on("request", lambda request: page.requests.append(request.url))  # type: ignore[attr-defined]
     yield page
@@ -126,10 +132,10 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     assert "[20, 1, 5, 5]" in rows["conv1"]
     assert "fc2" in page.inner_text("#preflight-result")
 
-    # Engine options: an object is required in the browser; an unknown key is the server's 422,
-    # shown under the options field, and no job is created.
+    # More settings: an object is required in the browser; an unknown key is the server's 422,
+    # shown under that field, and no job is created.
     jobs_before = server.list_jobs(limit=200)["items"]
-    options = page.get_by_label("Engine options (JSON object, optional)")
+    options = page.get_by_label("More settings (JSON object, optional)")
     options.fill("[1]")
     assert "must be a JSON object" in page.inner_text("#options-error")
     assert page.get_by_role("button", name="Start compression").is_disabled()
@@ -138,7 +144,9 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     page.wait_for_selector("#options-error:has-text('latency_runz')")
     assert "invalid_config" in page.inner_text("#options-error")
     assert server.list_jobs(limit=200)["items"] == jobs_before
-    options.fill('{"latency_runs": 5}')
+    # A real fine-tuning run on the shipped MNIST subset, so the job page has an accuracy curve.
+    page.get_by_label("Data set").select_option("mnist_subset")
+    options.fill('{"latency_runs": 5, "finetune": {"epochs": 3}}')
 
     page.get_by_role("button", name="Start compression").click()
     page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f]+$"))
@@ -148,7 +156,9 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
     job = server.get_job(job_id)
     assert job["status"] == "succeeded"
-    assert job["spec"]["latency_runs"] == 5 and job["spec"]["config_list"] == json.loads(SEED_CONFIG)
+    assert job["spec"]["config_list"] == json.loads(SEED_CONFIG)
+    assert job["spec"]["latency_runs"] == 5 and job["spec"]["dataset"] == "mnist_subset"
+    assert job["spec"]["finetune"]["epochs"] == 3
     assert page.inner_text("#job-progress") == "100%"
     page.wait_for_selector("#live-mode[data-mode=done]")
     event_types = [li.get_attribute("data-type") for li in page.locator("#events li").all()]
@@ -164,12 +174,19 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     assert page.locator("#chart-channels rect.bar.after").count() == len(layers)
     conv1 = page.locator('#chart-channels g.row[data-label="conv1"]').text_content()
     assert "20" in conv1 and "10" in conv1 and "0.50×" in conv1
-    metric_rows = 3 + len(job["metrics"]["before"]["latency"])  # params, bytes, MACs, latency per batch
+    # params, bytes, MACs, latency per batch size, accuracy
+    metric_rows = 3 + len(job["metrics"]["before"]["latency"]) + 1
     assert page.locator("#chart-metrics svg.chart rect.bar").count() == 2 * metric_rows
+    accuracy = page.locator('#chart-metrics g.row[data-label="Accuracy"]').text_content()
+    assert f"{job['metrics']['after']['accuracy'] * 100:.1f}%" in accuracy
     params = page.locator('#chart-metrics g.row[data-label="Parameters"]').text_content()
     ratio = job["metrics"]["after"]["params"] / job["metrics"]["before"]["params"]
     assert f"{ratio:.2f}×" in params
-    assert page.locator("#chart-accuracy").count() == 0  # no fine-tuning, no accuracy curve
+    # The accuracy curve: the pruned model (epoch 0), then each fine-tuning epoch, and the original.
+    assert page.locator("[data-chart=accuracy]").count() == 1
+    curve = page.locator("#chart-accuracy-finetune svg.chart")
+    assert curve.locator("circle.point").count() == 1 + len(job["metrics"]["finetune"]["epochs"]) == 4
+    assert curve.locator("line.baseline").count() == 1
 
     # Every artifact has a download button with its size and sha256; the bytes match the job's hash.
     artifacts = {a["name"]: a for a in job["artifacts"]}
@@ -235,8 +252,11 @@ def test_job_list_filters_by_status_and_pages_with_the_cursor(page: Any, server:
     page.wait_for_selector("#job-status [data-status=succeeded]")
 
 
-def test_accuracy_curve_is_drawn_from_fine_tuning_epochs(page: Any, server: Client) -> None:
-    # No service job fine-tunes yet; the job page's code is fed the engine's FinetuneResult shape.
+def test_accuracy_curves_are_drawn_from_the_fine_tuning_and_schedule_records(
+    page: Any, server: Client
+) -> None:
+    # The shapes the pipeline publishes in job.metrics (finetune: every epoch; schedule: every step),
+    # fed to the job page's own modules in the browser.
     page.goto(f"{server.base_url}/ui/#/jobs")
     page.wait_for_selector("#jobs-table")
     drawn = page.evaluate(
@@ -244,31 +264,42 @@ def test_accuracy_curve_is_drawn_from_fine_tuning_epochs(page: Any, server: Clie
             const report = await import("/ui/js/report.js");
             const charts = await import("/ui/js/charts.js");
             const job = {
-                metrics: {before: {accuracy: 0.975}, after: {accuracy: 0.962}},
-                result: {finetune: {initial: {top1: 0.91}, epochs: [
-                    {epoch: 1, val_top1: 0.95}, {epoch: 2, val_top1: 0.96}, {epoch: 3, val_top1: 0.97}]}},
+                metrics: {
+                    before: {accuracy: 0.975}, after: {accuracy: 0.962},
+                    finetune: {original: {top1: 0.975}, pruned: {top1: 0.91}, finetuned: {top1: 0.97},
+                               epochs: [{epoch: 1, val_top1: 0.95}, {epoch: 2, val_top1: 0.96},
+                                        {epoch: 3, val_top1: 0.97}]},
+                    schedule: {baseline: {top1: 0.975}, steps: [{step: 1, val: {top1: 0.97}},
+                                                                  {step: 2, val: {top1: 0.965}}]},
+                },
+                result: {layers: []},
             };
-            const acc = report.accuracySeries(job);
-            const fig = charts.lineChart({title: "t", description: "d", series: acc.series,
-                baseline: acc.baseline, xLabel: acc.xLabel, yLabel: "top-1", yFormat: (v) => v.toFixed(3)});
-            document.body.append(fig);
+            const drawn = report.accuracyCharts(job).map((acc) => {
+                const fig = charts.lineChart({title: "t", description: "d", series: acc.series,
+                    baseline: acc.baseline, xLabel: acc.xLabel, yLabel: "top-1",
+                    yFormat: (v) => v.toFixed(3)});
+                document.body.append(fig);
+                return {
+                    id: acc.id,
+                    points: fig.querySelectorAll("circle.point").length,
+                    lines: fig.querySelectorAll("path.line").length,
+                    baseline: fig.querySelectorAll("line.baseline").length,
+                };
+            });
             return {
-                xLabel: acc.xLabel,
-                points: fig.querySelectorAll("circle.point").length,
-                lines: fig.querySelectorAll("path.line").length,
-                baseline: fig.querySelectorAll("line.baseline").length,
-                none: report.accuracySeries({metrics: {}, result: {layers: []}}),
-                accuracyRow: report.metricRows(job).length,
+                drawn,
+                none: report.accuracyCharts({metrics: {before: {}, after: {}}, result: {layers: []}}),
+                accuracyRows: report.metricRows(job).length,
             };
         }"""
     )
     assert drawn == {
-        "xLabel": "fine-tuning epoch",
-        "points": 4,  # after pruning (epoch 0) and three epochs
-        "lines": 1,
-        "baseline": 1,
-        "none": None,
-        "accuracyRow": 1,  # only accuracy is measured in this job: one before/after row
+        "drawn": [
+            {"id": "schedule", "points": 2, "lines": 1, "baseline": 1},
+            {"id": "finetune", "points": 4, "lines": 1, "baseline": 1},  # the pruned model at epoch 0
+        ],
+        "none": [],
+        "accuracyRows": 1,  # of the bars, only accuracy is measured in this job
     }
 
 
@@ -290,3 +321,25 @@ def test_job_page_falls_back_to_polling_when_the_event_stream_is_unavailable(
     expect(page.locator("#events li[data-type=succeeded]")).to_have_count(1)
     expect(page.locator("#events li[data-type=created]")).to_have_count(1)  # no event shown twice
     expect(page.locator("#chart-channels svg.chart rect.bar")).to_have_count(8)
+
+
+LABEL_CHECK = """() => {
+    const named = (el) => el.getAttribute("aria-label") || el.textContent.trim();
+    const controls = [...document.querySelectorAll("input, select, textarea")];
+    return {
+        unlabelled: controls
+            .filter((c) => !c.labels.length && !c.getAttribute("aria-label"))
+            .map((c) => c.id || c.name),
+        h1: document.querySelectorAll("h1").length,
+        buttonsWithoutName: [...document.querySelectorAll("button")].filter((b) => !named(b)).length,
+    };
+}"""
+
+
+@pytest.mark.parametrize("view", ["#/jobs", "#/new"])
+def test_every_control_has_a_label_and_every_page_one_heading(page: Any, server: Client, view: str) -> None:
+    page.goto(f"{server.base_url}/ui/{view}")
+    page.wait_for_selector("main h1")
+    page.wait_for_load_state("networkidle")
+
+    assert page.evaluate(LABEL_CHECK) == {"unlabelled": [], "h1": 1, "buttonsWithoutName": 0}

@@ -6,13 +6,13 @@ import { h, svg } from "./dom.js";
 
 const WIDTH = 560; // about the width of a half-page card at 1280 px, so text draws near 1:1
 
-function chartRoot(height, title, description) {
+function chartRoot(height, title, description, width = WIDTH) {
   const id = `chart-${Math.random().toString(36).slice(2, 9)}`;
   return svg(
     "svg",
     {
       class: "chart",
-      viewBox: `0 0 ${WIDTH} ${height}`,
+      viewBox: `0 0 ${width} ${height}`,
       role: "img",
       "aria-labelledby": `${id}-t ${id}-d`,
       preserveAspectRatio: "xMinYMin meet",
@@ -111,32 +111,33 @@ export function pairedBars({ title, description, rows, beforeName = "before", af
  * A line chart: series [{name, points: [{x, y}]}] on shared axes; x are integers (epoch, step).
  * `baseline` draws a dashed horizontal reference (the original model's accuracy).
  */
-export function lineChart({ title, description, series, xLabel, yLabel, yFormat, baseline = null }) {
-  const height = 260;
-  const left = 56;
+export function lineChart({ title, description, series, xLabel, yLabel, yFormat, baseline = null, width = 1100 }) {
+  // Drawn for a full-width card (about 1100 px at 1280), so its text renders near 1:1.
+  const height = 280;
+  const left = 64;
   const right = 16;
   const top = 14;
-  const bottom = 40;
-  const root = chartRoot(height, title, description);
+  const bottom = 44;
+  const root = chartRoot(height, title, description, width);
   const all = series.flatMap((s) => s.points);
   const xs = all.map((p) => p.x);
   const ys = all.map((p) => p.y).concat(baseline ? [baseline.y] : []);
   const xMin = Math.min(...xs);
   const xMax = Math.max(...xs);
-  let yMin = Math.min(...ys);
-  let yMax = Math.max(...ys);
-  const pad = (yMax - yMin) * 0.15 || Math.max(Math.abs(yMax) * 0.05, 0.01);
-  yMin -= pad;
-  yMax += pad;
-  const plotW = WIDTH - left - right;
+  const lo = Math.min(...ys);
+  const hi = Math.max(...ys);
+  const pad = (hi - lo) * 0.15 || Math.max(Math.abs(hi) * 0.02, 0.005);
+  // Round ticks (1, 2 or 5 × 10^k apart) that enclose the data with a little room.
+  const yStep = niceStep((hi - lo + 2 * pad) / 5);
+  const yMin = Math.floor((lo - pad) / yStep) * yStep;
+  const yMax = Math.ceil((hi + pad) / yStep) * yStep;
+  const plotW = width - left - right;
   const plotH = height - top - bottom;
   const sx = (x) => left + (xMax === xMin ? plotW / 2 : ((x - xMin) / (xMax - xMin)) * plotW);
   const sy = (y) => top + plotH - ((y - yMin) / (yMax - yMin)) * plotH;
 
-  const ticks = 5;
-  for (let i = 0; i <= ticks; i += 1) {
-    const v = yMin + ((yMax - yMin) * i) / ticks;
-    root.append(svg("line", { class: "grid", x1: left, x2: WIDTH - right, y1: sy(v), y2: sy(v) }));
+  for (let v = yMin; v <= yMax + yStep / 2; v += yStep) {
+    root.append(svg("line", { class: "grid", x1: left, x2: width - right, y1: sy(v), y2: sy(v) }));
     root.append(svg("text", { class: "tick", x: left - 6, y: sy(v), "text-anchor": "end", "dominant-baseline": "middle" }, yFormat(v)));
   }
   const xStep = Math.max(1, Math.ceil((xMax - xMin + 1) / 12));
@@ -148,8 +149,8 @@ export function lineChart({ title, description, series, xLabel, yLabel, yFormat,
     svg("text", { class: "axis-label", x: 12, y: top + plotH / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${top + plotH / 2})` }, yLabel),
   );
   if (baseline) {
-    root.append(svg("line", { class: "baseline", x1: left, x2: WIDTH - right, y1: sy(baseline.y), y2: sy(baseline.y) }));
-    root.append(svg("text", { class: "tick", x: WIDTH - right, y: sy(baseline.y) - 5, "text-anchor": "end" }, `${baseline.name} ${yFormat(baseline.y)}`));
+    root.append(svg("line", { class: "baseline", x1: left, x2: width - right, y1: sy(baseline.y), y2: sy(baseline.y) }));
+    root.append(svg("text", { class: "tick", x: width - right, y: sy(baseline.y) - 5, "text-anchor": "end" }, `${baseline.name} ${yFormat(baseline.y)}`));
   }
   series.forEach((s, i) => {
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ");
@@ -175,6 +176,12 @@ export function lineChart({ title, description, series, xLabel, yLabel, yFormat,
     })]),
   );
   return h("figure", { class: "figure" }, legend, root, table);
+}
+
+function niceStep(raw) {
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const unit = raw / power;
+  return (unit <= 1 ? 1 : unit <= 2 ? 2 : unit <= 5 ? 5 : 10) * power;
 }
 
 function dataTable(head, rows) {

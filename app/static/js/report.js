@@ -3,10 +3,9 @@
 //
 // job.metrics = {before, after}: params, state_dict_bytes, macs, latency[{batch_size, median_ms}],
 //               accuracy (when the job measured it on a data set).
+//               finetune / schedule: the data-driven stages' records (see accuracyCharts).
 // job.result  = the pipeline's report: layers[{name, type, in_before, in_after, out_before,
-//               out_after}], timings, checks, notes; when the job fine-tuned or ran a pruning
-//               schedule, also finetune (FinetuneResult.to_dict: epochs[{epoch, val_top1}]) or
-//               schedule (ScheduledResult.to_dict: steps[{step, val: {top1}}], baseline).
+//               out_after}], timings, checks, notes.
 
 import { bytes, compact, ms, pct } from "./dom.js";
 
@@ -70,42 +69,50 @@ export function metricRows(job) {
 }
 
 /**
- * The accuracy curve: {xLabel, series, baseline} or null when the job has none (a one-shot job
- * without fine-tuning has two accuracy numbers at most, which the bars show).
+ * The accuracy curves of a job, [{id, title, xLabel, series, baseline}], empty when it has none (a
+ * one-shot job without fine-tuning has two accuracy numbers at most, which the bars show).
+ *
+ * The pipeline publishes them in job.metrics while the job runs (so the curve grows epoch by
+ * epoch): metrics.finetune = {original, pruned, finetuned: {top1…}, epochs: [{epoch, val_top1}]},
+ * metrics.schedule = {baseline: {top1}, steps: [{step, val: {top1}}]}. The same records under
+ * job.result (the engine's FinetuneResult/ScheduledResult.to_dict()) are read as well.
  */
-export function accuracySeries(job) {
-  const result = job.result || {};
-  const original = typeof job.metrics?.before?.accuracy === "number" ? job.metrics.before.accuracy : null;
-  const epochs = result.finetune?.epochs;
-  if (Array.isArray(epochs) && epochs.length) {
-    const points = epochs
-      .filter((e) => typeof e.val_top1 === "number")
-      .map((e) => ({ x: e.epoch, y: e.val_top1 }));
-    const initial = result.finetune.initial?.top1;
-    if (typeof initial === "number") points.unshift({ x: 0, y: initial });
-    if (points.length >= 2) {
-      return {
-        xLabel: "fine-tuning epoch",
-        series: [{ name: "validation top-1", points }],
-        baseline: original !== null ? { name: "original", y: original } : null,
-      };
-    }
+export function accuracyCharts(job) {
+  const m = job.metrics || {};
+  const r = job.result || {};
+  const top1 = (x) => (typeof x?.top1 === "number" ? x.top1 : null);
+  const originalTop1 = top1(m.finetune?.original) ?? top1(m.schedule?.baseline) ?? (typeof m.before?.accuracy === "number" ? m.before.accuracy : null);
+  const baseline = originalTop1 !== null ? { name: "original", y: originalTop1 } : null;
+  const charts = [];
+
+  const schedule = m.schedule || r.schedule || r.scheduled;
+  const steps = (schedule?.steps || []).filter((s) => typeof s.val?.top1 === "number");
+  if (steps.length) {
+    charts.push({
+      id: "schedule",
+      title: "Accuracy per pruning step",
+      xLabel: "pruning step",
+      series: [{ name: "top-1 after the step's fine-tuning", points: steps.map((s) => ({ x: s.step, y: s.val.top1 })) }],
+      baseline: top1(schedule.baseline) !== null ? { name: "original", y: top1(schedule.baseline) } : baseline,
+    });
   }
-  const schedule = result.schedule || result.scheduled;
-  if (Array.isArray(schedule?.steps) && schedule.steps.length) {
-    const points = schedule.steps
-      .filter((s) => typeof s.val?.top1 === "number")
-      .map((s) => ({ x: s.step, y: s.val.top1 }));
-    const base = schedule.baseline?.top1 ?? original;
-    if (points.length >= 1) {
-      return {
-        xLabel: "pruning step",
-        series: [{ name: "top-1 after the step's fine-tuning", points }],
-        baseline: typeof base === "number" ? { name: "original", y: base } : null,
-      };
-    }
+
+  const ft = m.finetune || r.finetune;
+  const epochs = (ft?.epochs || []).filter((e) => typeof e.val_top1 === "number");
+  if (epochs.length) {
+    const points = epochs.map((e) => ({ x: e.epoch, y: e.val_top1 }));
+    // Epoch 0 is the pruned model before any fine-tuning (the engine calls it `pruned` or `initial`).
+    const start = top1(ft.pruned) ?? top1(ft.initial);
+    if (start !== null && !ft.scheduled) points.unshift({ x: 0, y: start });
+    charts.push({
+      id: "finetune",
+      title: ft.scheduled ? `Accuracy per fine-tuning epoch (step ${ft.chosen_step})` : "Accuracy per fine-tuning epoch",
+      xLabel: "fine-tuning epoch",
+      series: [{ name: "validation top-1", points }],
+      baseline,
+    });
   }
-  return null;
+  return charts;
 }
 
 /** after − before in percentage points: "+0.3 pt". */

@@ -5,7 +5,7 @@
 import { api, downloadArtifact, streamEvents } from "./api.js";
 import { pairedBars, lineChart } from "./charts.js";
 import { badge, bytes, clock, duration, fill, h, pct, progressBar, ratio, shortId, when } from "./dom.js";
-import { accuracySeries, channelRows, headline, metricRows } from "./report.js";
+import { accuracyCharts, channelRows, headline, metricRows } from "./report.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 // The pipeline's stage order (design §6); a job runs the ones it needs, so only those seen are shown.
@@ -39,7 +39,7 @@ export async function renderJob(ctx, jobId) {
   const results = h("div", { id: "results", class: "stack" });
   const eventList = h("ol", { class: "events", id: "events", "aria-label": "Events" });
   const seenStages = [];
-  let resultsShown = false;
+  let shownResults = null; // what the results section was drawn from: redrawn only when it changes
 
   main.append(
     h(
@@ -108,8 +108,10 @@ export async function renderJob(ctx, jobId) {
         ? h("div", { class: "notice error", role: "alert", style: { marginTop: "1rem" } }, h("strong", {}, job.error.type), ": ", job.error.message || "")
         : null,
     );
-    if (!resultsShown && job.metrics && job.status === "succeeded") {
-      resultsShown = true;
+    // Stage metrics (accuracy per epoch or step) arrive while the job runs; the rest at the end.
+    const drawnFrom = JSON.stringify([job.status, job.metrics, job.artifacts.length]);
+    if (drawnFrom !== shownResults) {
+      shownResults = drawnFrom;
       fill(results, ...resultSections(job));
     }
   }
@@ -216,7 +218,8 @@ export async function renderJob(ctx, jobId) {
 
 function resultSections(job) {
   const sections = [];
-  const stats = headline(job);
+  const done = job.status === "succeeded";
+  const stats = done ? headline(job) : [];
   if (stats.length) {
     sections.push(
       h(
@@ -241,8 +244,8 @@ function resultSections(job) {
     );
   }
 
-  const channels = channelRows(job);
-  const metrics = metricRows(job);
+  const channels = done ? channelRows(job) : [];
+  const metrics = done ? metricRows(job) : [];
   const charts = [];
   if (channels.length) {
     charts.push(
@@ -282,13 +285,12 @@ function resultSections(job) {
   }
   if (charts.length) sections.push(h("div", { class: charts.length === 2 ? "grid-2" : "" }, charts));
 
-  const acc = accuracySeries(job);
-  if (acc) {
+  for (const acc of accuracyCharts(job)) {
     sections.push(
       h(
         "section",
-        { class: "card", id: "chart-accuracy", "aria-labelledby": "accuracy-title" },
-        h("h2", { id: "accuracy-title" }, `Accuracy per ${acc.xLabel}`),
+        { class: "card", id: `chart-accuracy-${acc.id}`, "data-chart": "accuracy", "aria-labelledby": `accuracy-${acc.id}-title` },
+        h("h2", { id: `accuracy-${acc.id}-title` }, acc.title),
         lineChart({
           title: `Top-1 accuracy per ${acc.xLabel}`,
           description: acc.series[0].points.map((p) => `${p.x}: ${pct(p.y, 1)}`).join("; "),
@@ -302,8 +304,8 @@ function resultSections(job) {
     );
   }
 
-  sections.push(artifactsCard(job));
-  const side = checksCard(job);
+  if (job.artifacts.length) sections.push(artifactsCard(job));
+  const side = done ? checksCard(job) : null;
   if (side) sections.push(side);
   return sections;
 }

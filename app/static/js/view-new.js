@@ -50,6 +50,23 @@ function clearError(f) {
   f.error.replaceChildren();
 }
 
+// The job request's own fields, from the server's OpenAPI document, so that "more settings" put
+// e.g. `finetune` where this server expects it (a request field, or an engine option on older
+// servers) without the page hard-coding either.
+let requestFields = null;
+async function jobRequestFields() {
+  if (!requestFields) {
+    try {
+      const response = await fetch("/openapi.json");
+      const doc = await response.json();
+      requestFields = new Set(Object.keys(doc.components.schemas.JobIn.properties));
+    } catch {
+      requestFields = new Set(["model_id", "pruner", "config_list", "speedup", "device", "input_shape", "export_onnx", "verify", "options"]);
+    }
+  }
+  return requestFields;
+}
+
 /** Client-side check of the options text: empty, or a JSON object. Returns [value, message]. */
 export function parseOptions(text) {
   if (!text.trim()) return [{}, null];
@@ -151,9 +168,9 @@ export async function renderNew(ctx) {
   optionsText.value = draft.options;
   const fOptions = field(
     "options",
-    "Engine options (JSON object, optional)",
+    "More settings (JSON object, optional)",
     optionsText,
-    'Further job spec keys, e.g. {"seed": 0, "latency_runs": 50, "latency_batch_sizes": [1, 32]}.',
+    'e.g. {"finetune": {"epochs": 3}, "latency_runs": 50, "seed": 0}: fields of the job request go on the request, the rest into its options.',
   );
   const toggles = {
     speedup: h("input", { type: "checkbox", id: "opt-speedup", checked: true }),
@@ -312,7 +329,7 @@ export async function renderNew(ctx) {
     let placed = false;
     for (const entry of entries) {
       const loc = Array.isArray(entry.loc) ? entry.loc.filter((part) => part !== "body") : [];
-      const key = entry.key ?? loc[0] ?? null;
+      const key = entry.key ?? entry.field?.split(".")[0] ?? loc[0] ?? null;
       let target = fields[key];
       if (!target) target = entry.entry !== undefined || key === null ? fConfig : fOptions;
       showError(target, entry.message || error.message, code);
@@ -364,8 +381,13 @@ export async function renderNew(ctx) {
       speedup: toggles.speedup.checked,
       verify: toggles.verify.checked,
       export_onnx: toggles.export_onnx.checked,
-      options,
+      options: {},
     };
+    const fields = await jobRequestFields();
+    for (const [key, value] of Object.entries(options)) {
+      if (fields.has(key) && key !== "options" && key !== "model_id") body[key] = value;
+      else body.options[key] = value;
+    }
     submitButton.disabled = true;
     try {
       const job = await api("/v1/jobs", { method: "POST", json: body, extraHeaders: { "Idempotency-Key": idempotencyKey() }, signal });
