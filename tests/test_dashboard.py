@@ -343,3 +343,36 @@ def test_every_control_has_a_label_and_every_page_one_heading(page: Any, server:
     page.wait_for_load_state("networkidle")
 
     assert page.evaluate(LABEL_CHECK) == {"unlabelled": [], "h1": 1, "buttonsWithoutName": 0}
+
+
+def test_preflight_lists_the_coupled_channel_groups_of_a_residual_network(
+    page: Any, server: Client, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from nncompress.models import get
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.safetensors"
+    save_file(get("resnet18_cifar").build().state_dict(), str(weights))
+    config = [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]
+
+    page.goto(f"{server.base_url}/ui/#/new")
+    page.get_by_label("Model file").set_input_files(str(weights))
+    page.get_by_label("Architecture").select_option("resnet18_cifar")
+    page.get_by_role("button", name="Upload model").click()
+    page.wait_for_selector("#model-facts")
+    page.get_by_label("config_list (JSON)").fill(json.dumps(config))
+    page.wait_for_selector("#preflight-groups")
+
+    model_id = page.inner_text("[data-field=model-id]")
+    report = server.preflight(model_id, config)
+    coupled = [g for g in report["groups"] if len(g["layers"]) > 1]
+    assert len(coupled) == 4  # the stem with the first stage's adds, and one shortcut per later stage
+    items = page.locator("#preflight-groups li")
+    assert [li.get_attribute("data-group") for li in items.all()] == [str(g["id"]) for g in coupled]
+    stem = items.first.inner_text()
+    assert "conv1, layers.0.0.conv2, layers.0.1.conv2" in stem and "64 → 32 channels" in stem
+    assert page.locator("#preflight-table tbody tr").count() == len(report["layers"])
+    assert page.locator("#preflight-table .chip.coupled").count() == sum(len(g["layers"]) for g in coupled)

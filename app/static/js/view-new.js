@@ -407,7 +407,10 @@ export async function renderNew(ctx) {
 
 function preflightView(report) {
   const layers = report.layers || [];
-  const groups = (report.groups || []).filter((g) => g.layers.length > 1 || g.carried_by.length || !g.prunable);
+  // Coupled: several layers whose output channels must be cut together (a residual add, a concat);
+  // a single conv with its BatchNorm (carried_by) is the ordinary case and not listed.
+  const groups = (report.groups || []).filter((g) => g.layers.length > 1 || !g.prunable);
+  const coupled = new Set(groups.filter((g) => g.layers.length > 1).map((g) => g.id));
   return h(
     "div",
     {},
@@ -439,7 +442,7 @@ function preflightView(report) {
                   h("td", { class: "num" }, pct(l.sparse_ratio)),
                   h("td", { class: "num" }, l.channels !== null && l.channels !== undefined ? `${l.channels} → ${l.channels_after}` : l.granularity),
                   h("td", { class: "num" }, l.channels ? pct(l.channels_after / l.channels) : "–"),
-                  h("td", { class: "num" }, l.group ?? "–"),
+                  h("td", { class: "num" }, l.group ?? "–", coupled.has(l.group) ? h("span", { class: "chip coupled", title: "shares its channels with other layers" }, "coupled") : null),
                   h("td", { class: "num" }, l.entry_index ?? "–"),
                 ),
               ),
@@ -459,7 +462,7 @@ function preflightView(report) {
             groups.map((g) =>
               h(
                 "li",
-                {},
+                { "data-group": g.id },
                 `Group ${g.id}: `,
                 h("span", { class: "mono" }, g.layers.join(", ")),
                 g.carried_by.length ? ` (carried by ${g.carried_by.join(", ")})` : "",
