@@ -70,8 +70,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, server: Client) -> Iterator[Any]:
-    """A fresh 1280×800 tab on the dashboard; uncaught script errors fail the test."""
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh 1280×800 tab; uncaught script errors and CSP violations fail the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -376,3 +376,21 @@ def test_preflight_lists_the_coupled_channel_groups_of_a_residual_network(
     assert "conv1, layers.0.0.conv2, layers.0.1.conv2" in stem and "64 → 32 channels" in stem
     assert page.locator("#preflight-table tbody tr").count() == len(report["layers"])
     assert page.locator("#preflight-table .chip.coupled").count() == sum(len(g["layers"]) for g in coupled)
+
+
+def test_cancel_button_stops_a_running_job(page: Any, server: Client) -> None:
+    model = server.upload_model(WEIGHTS, architecture="mnist_net")
+    # 100,000 timed runs keep the job in its evaluating stage for minutes: long enough to cancel.
+    job = server.create_job(
+        model["id"], config_list=json.loads(SEED_CONFIG), export_onnx=False, options={"latency_runs": 100_000}
+    )
+    page.goto(f"{server.base_url}/ui/#/jobs/{job['id']}")
+    page.wait_for_selector("#job-status [data-status=running]", timeout=JOB_DEADLINE_MS)
+
+    page.get_by_role("button", name="Cancel job").click()
+
+    page.wait_for_selector("#job-status [data-status=cancelled]", timeout=120_000)
+    assert server.get_job(job["id"])["status"] == "cancelled"
+    expect(page.locator("#events li[data-type=cancelled]")).to_have_count(1)
+    assert page.get_by_role("button", name="Cancel job").is_hidden()
+
