@@ -111,6 +111,15 @@ def test_the_pruner_and_dataset_lists_of_the_job_form_match_the_engine() -> None
     assert set(re.findall(r'"(\w+)"', datasets.group(1))) == set(BUILTIN_DATASETS)
 
 
+def test_the_status_filter_of_the_job_list_offers_every_job_status() -> None:
+    from app.db.models import JobStatus
+
+    source = FILES["js/view-jobs.js"].read_text()
+    statuses = re.search(r"export const STATUSES = \[([^\]]*)\]", source)
+    assert statuses is not None
+    assert set(re.findall(r'"(\w+)"', statuses.group(1))) == {s.value for s in JobStatus}
+
+
 def test_architectures_lists_the_registry_with_input_shapes(client: Any) -> None:
     from nncompress.models import names
 
