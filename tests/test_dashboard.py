@@ -378,6 +378,35 @@ def test_preflight_lists_the_coupled_channel_groups_of_a_residual_network(
     assert page.locator("#preflight-table .chip.coupled").count() == sum(len(g["layers"]) for g in coupled)
 
 
+def test_a_scheduled_job_plots_accuracy_per_pruning_step(page: Any, server: Client) -> None:
+    page.goto(f"{server.base_url}/ui/#/new")
+    page.get_by_label("Model file").set_input_files(str(WEIGHTS))
+    page.get_by_label("Architecture").select_option("mnist_net")
+    page.get_by_role("button", name="Upload model").click()
+    page.wait_for_selector("#model-facts")
+    page.get_by_label("config_list (JSON)").fill(SEED_CONFIG)
+    page.get_by_label("Data set").select_option("mnist_subset")
+    page.get_by_label("More settings (JSON object, optional)").fill(
+        '{"finetune": {"epochs": 1}, "schedule": {"kind": "agp", "steps": 2}}'
+    )
+    page.get_by_role("button", name="Start compression").click()
+    page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f]+$"))
+    page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
+
+    job = server.get_job(page.url.rsplit("/", 1)[-1])
+    steps = job["metrics"]["schedule"]["steps"]
+    assert len(steps) == 2
+    curve = page.locator("#chart-accuracy-schedule svg.chart")
+    assert curve.locator("circle.point").count() == len(steps)
+    titles = [t.text_content() for t in curve.locator("circle.point title").all()]
+    assert titles == [
+        f"top-1 after the step's fine-tuning, pruning step {s['step']}: {s['val']['top1'] * 100:.1f}%"
+        for s in steps
+    ]
+    # A line, not a filled area (the series colour fills the points only).
+    assert curve.locator("path.line").evaluate("p => getComputedStyle(p).fill") == "none"
+
+
 def test_cancel_button_stops_a_running_job(page: Any, server: Client) -> None:
     model = server.upload_model(WEIGHTS, architecture="mnist_net")
     # 100,000 timed runs keep the job in its evaluating stage for minutes: long enough to cancel.

@@ -169,7 +169,7 @@ function checksCard(job) {
       items.length
         ? h("ul", { class: "checks" }, items.map(([ok, text]) => h("li", {}, h("span", { class: ok ? "ok" : "no", "aria-label": ok ? "passed" : "failed" }, ok ? "✓ " : "✗ "), text)))
         : h("p", { class: "subtle" }, "No checks recorded."),
-      (result.notes || []).map((n) => h("p", { class: "notice warn" }, n)),
+      (result.notes || []).map((n) => h("p", { class: "notice" }, n)),
     ),
     h(
       "section",

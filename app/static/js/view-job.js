@@ -98,6 +98,9 @@ export async function renderJob(ctx, jobId) {
       h("dt", {}, "Pruner"),
       h("dd", {}, job.spec.pruner ? `${job.spec.pruner} on ${job.device}${job.spec.speedup ? ", with speedup" : ""}` : `no pruning, on ${job.device}`),
       job.spec.finetune ? [h("dt", {}, "Fine-tuning"), h("dd", {}, `${job.spec.finetune.epochs} epoch(s), ${job.spec.finetune.optimizer} lr ${job.spec.finetune.lr}`)] : null,
+      job.spec.schedule
+        ? [h("dt", {}, "Schedule"), h("dd", {}, `${job.spec.schedule.kind}, ${job.spec.schedule.steps} steps${job.spec.schedule.accuracy_budget !== null && job.spec.schedule.accuracy_budget !== undefined ? `, accuracy budget ${job.spec.schedule.accuracy_budget} pt` : ""}`)]
+        : null,
       job.spec.quantize ? [h("dt", {}, "Quantization"), h("dd", { class: "mono" }, JSON.stringify(job.spec.quantize))] : null,
       h("dt", {}, "config_list"), h("dd", { class: "mono" }, JSON.stringify(job.spec.config_list)),
       h("dt", {}, "Created"), h("dd", {}, when(job.created_at)),
