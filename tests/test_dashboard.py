@@ -244,8 +244,18 @@ def test_job_list_filters_by_status_and_pages_with_the_cursor(page: Any, server:
     page.wait_for_selector("#jobs-table td.empty")
     assert "No jobs with this status" in page.inner_text("#jobs-table")
 
-    # A row links to its job page.
+    # Rows of unfinished jobs follow their job without a reload.
     page.get_by_label("failed").uncheck()
+    slow = server.create_job(
+        model["id"], config_list=config, export_onnx=False, options={"latency_runs": 100_000}
+    )
+    page.goto(f"{server.base_url}/ui/#/jobs")
+    row = page.locator(f'#jobs-table tr[data-job-id="{slow["id"]}"]')
+    expect(row).to_have_attribute("data-status", re.compile("queued|running"))
+    server.cancel(slow["id"])
+    expect(row).to_have_attribute("data-status", "cancelled", timeout=60_000)
+
+    # A row links to its job page.
     page.get_by_label("succeeded").check()
     page.wait_for_selector(f'#jobs-table tr[data-job-id="{quick["id"]}"]')
     page.get_by_role("link", name=f"Job {quick['id']}").click()

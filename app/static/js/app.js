@@ -70,6 +70,8 @@ async function route() {
     },
   };
   main.replaceChildren();
+  // Views that follow a job keep running after their first paint; focus once it is there.
+  setTimeout(focusMain, 0);
   try {
     if (parts[0] === "signin") {
       markNav(null);
@@ -92,6 +94,11 @@ async function route() {
     if (signal.aborted) return;
     main.append(h("p", { class: "notice error", role: "alert" }, `Could not load this page: ${error.message}`));
   }
+}
+
+// A screen reader starts reading the new view, as after a page load; the sign-in view focuses its field.
+function focusMain() {
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 async function start() {

@@ -88,6 +88,28 @@ export async function renderJobs(ctx) {
   for (const box of boxes) box.addEventListener("change", () => load(true));
   more.addEventListener("click", () => load(false));
   await load(true);
+  followActiveRows(ctx, tbody);
+}
+
+const ACTIVE = new Set(["queued", "running", "cancelling"]);
+const REFRESH_MS = 3000;
+
+// Rows of unfinished jobs are refreshed in place, so the list shows progress without a reload
+// (one GET per active row; finished rows are left alone).
+async function followActiveRows(ctx, tbody) {
+  while (!ctx.signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
+    const rows = [...tbody.querySelectorAll("tr[data-job-id]")].filter((r) => ACTIVE.has(r.dataset.status));
+    for (const row of rows.slice(0, 25)) {
+      if (ctx.signal.aborted) return;
+      try {
+        const job = await api(`/v1/jobs/${row.dataset.jobId}`, { signal: ctx.signal });
+        if (row.isConnected) row.replaceWith(jobRow(job));
+      } catch {
+        // the next round tries again
+      }
+    }
+  }
 }
 
 function jobRow(job) {
