@@ -148,11 +148,31 @@ export async function renderNew(ctx) {
   const configText = h("textarea", { id: "config-list", name: "config_list", spellcheck: "false", rows: 8 });
   configText.value = draft.config;
   const deviceSelect = h("select", { id: "device", name: "device" }, ["cpu", "cuda", "auto"].map((d) => h("option", { value: d }, d)));
+  // Uploaded data sets (POST /v1/datasets) where the server has them; built-in ones always.
+  let uploaded = [];
+  try {
+    uploaded = (await api("/v1/datasets?limit=100", { signal })).items;
+  } catch (error) {
+    if (signal.aborted) return;
+  }
   const datasetSelect = h(
     "select",
     { id: "dataset", name: "dataset" },
     h("option", { value: "" }, "None"),
-    DATASETS.map((d) => h("option", { value: d }, d)),
+    h("optgroup", { label: "Built in" }, DATASETS.map((d) => h("option", { value: d }, d))),
+    uploaded.length
+      ? h(
+          "optgroup",
+          { label: "Uploaded" },
+          uploaded.map((d) =>
+            h(
+              "option",
+              { value: `upload:${d.id}` },
+              `${d.files?.file?.filename || d.id.slice(0, 8)} — ${d.samples} samples, ${d.num_classes} classes, [${d.sample_shape.join("×")}]`,
+            ),
+          ),
+        )
+      : null,
   );
   const fPruner = field("pruner", "Pruner", prunerSelect);
   const fConfig = field(
@@ -324,7 +344,7 @@ export async function renderNew(ctx) {
   // Puts each cause of a problem under the field it names: the engine's errors carry `key` (and
   // `entry` for a config_list entry), request validation errors carry `loc` (["body", field, …]).
   function showProblem(error) {
-    const fields = { pruner: fPruner, device: fDevice, dataset: fDataset, config_list: fConfig, options: fOptions };
+    const fields = { pruner: fPruner, device: fDevice, dataset: fDataset, dataset_id: fDataset, config_list: fConfig, options: fOptions };
     const code = error instanceof ApiError ? `${error.status} ${error.code}` : null;
     const entries = error.problem?.errors || [];
     let placed = false;
@@ -373,7 +393,9 @@ export async function renderNew(ctx) {
     if (!config || !options || !draft.model) return;
     for (const f of [fPruner, fDevice, fDataset]) clearError(f);
     formError.replaceChildren();
-    if (datasetSelect.value) options.dataset = datasetSelect.value;
+    const dataset = datasetSelect.value;
+    if (dataset.startsWith("upload:")) options.dataset_id = dataset.slice("upload:".length);
+    else if (dataset) options.dataset = dataset;
     const body = {
       model_id: draft.model.id,
       pruner: prunerSelect.value,
