@@ -63,6 +63,7 @@ def browser() -> Iterator[Any]:
         pytest.fail(f"Chromium is required at {CHROMIUM}: run scripts/install_browser.sh (Debian's chromium)")
     from playwright.sync_api import sync_playwright
 
+    expect.set_options(timeout=30_000)  # as page waits: a loaded two-core CI machine is slow to paint
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
