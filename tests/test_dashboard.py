@@ -426,6 +426,11 @@ def test_cancel_button_stops_a_running_job(page: Any, server: Client) -> None:
     )
     page.goto(f"{server.base_url}/ui/#/jobs/{job['id']}")
     page.wait_for_selector("#job-status [data-status=running]", timeout=JOB_DEADLINE_MS)
+    # Leaving a live page stops its stream quietly (an unhandled rejection fails the page fixture).
+    page.get_by_role("link", name="New job").first.click()
+    page.wait_for_selector("#model-file")
+    page.go_back()
+    page.wait_for_selector("#job-status [data-status=running]")
 
     page.get_by_role("button", name="Cancel job").click()
 

@@ -156,6 +156,8 @@ export async function renderJob(ctx, jobId) {
         if (!signal.aborted) update(next);
         return next;
       })
+      // A failed refresh (or one cut short by leaving the page) is retried by the next event.
+      .catch(() => null)
       .finally(() => {
         refreshing = null;
       });
