@@ -19,9 +19,9 @@ from app.errors import PreflightUnavailable
 from app.schemas.models import PreflightIn
 from app.services.validation import check_on_architecture, default_input_shape
 from app.storage import Storage
+from nncompress.inspection import preflight
 from nncompress.io.intake import load_model
 from nncompress.models import get
-from nncompress.inspection import preflight
 
 
 def example_input(model: Model, shape: list[int]) -> torch.Tensor:
