@@ -1,16 +1,17 @@
-"""FastAPI dependencies as ``Annotated`` aliases: settings, session, storage, load-or-404 rows."""
+"""FastAPI dependencies as ``Annotated`` aliases: settings, session, storage, the calling tenant, and
+rows loaded within that tenant or 404."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
+from app.auth.principal import CurrentPrincipal, Principal, authenticate
 from app.db.models import Job, Model
-from app.errors import NotFound, Unauthorized
+from app.errors import NotFound
 from app.settings import Settings, get_settings
 from app.storage import Storage
 
@@ -43,38 +44,46 @@ def get_dispatcher(request: Request) -> Dispatcher:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    """With ``settings.api_keys`` set, the request must carry ``Authorization: Bearer <one of them>``."""
-    if not settings.api_keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(
-        hmac.compare_digest(token.strip(), k) for k in settings.api_keys
-    ):
-        raise Unauthorized("send 'Authorization: Bearer <API key>'", headers={"WWW-Authenticate": "Bearer"})
-
-
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 
-def load_or_404(session: Session, table: type[Any], id: str, what: str) -> Any:
+def load_or_404(session: Session, table: type[Any], id: str, what: str, tenant_id: str) -> Any:
+    """The row of ``table`` with ``id`` if it belongs to the tenant; another tenant's row is a 404 too."""
     row = session.get(table, id)
-    if row is None:
+    if row is None or row.tenant_id != tenant_id:
         raise NotFound(f"no {what} with id {id!r}")
     return row
 
 
-def get_current_job(session: SessionDep, job_id: Annotated[str, Path(max_length=64)]) -> Job:
-    job: Job = load_or_404(session, Job, job_id, "job")
+def get_current_job(
+    session: SessionDep, principal: CurrentPrincipal, job_id: Annotated[str, Path(max_length=64)]
+) -> Job:
+    job: Job = load_or_404(session, Job, job_id, "job", principal.tenant_id)
     return job
 
 
-def get_current_model(session: SessionDep, model_id: Annotated[str, Path(max_length=64)]) -> Model:
-    model: Model = load_or_404(session, Model, model_id, "model")
+def get_current_model(
+    session: SessionDep, principal: CurrentPrincipal, model_id: Annotated[str, Path(max_length=64)]
+) -> Model:
+    model: Model = load_or_404(session, Model, model_id, "model", principal.tenant_id)
     return model
 
 
 CurrentJob = Annotated[Job, Depends(get_current_job)]
 CurrentModel = Annotated[Model, Depends(get_current_model)]
+
+
+__all__ = [
+    "CurrentJob",
+    "CurrentModel",
+    "CurrentPrincipal",
+    "Dispatcher",
+    "DispatcherDep",
+    "Principal",
+    "SessionDep",
+    "SettingsDep",
+    "StorageDep",
+    "authenticate",
+]

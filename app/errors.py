@@ -97,6 +97,18 @@ class InvalidInputShape(ServiceError):
     code, status, title = "invalid_input_shape", 422, "Input shape does not fit the model"
 
 
+class InvalidWebhook(ServiceError):
+    code, status, title = "invalid_webhook", 422, "Webhook URL refused"
+
+
+class RateLimited(ServiceError):
+    code, status, title = "rate_limited", 429, "Too many requests"
+
+
+class TooManyJobs(ServiceError):
+    code, status, title = "too_many_jobs", 429, "Too many unfinished jobs"
+
+
 class InvalidJobSpec(ServiceError):
     code, status, title = "invalid_job_spec", 422, "Invalid job specification"
 

@@ -7,6 +7,7 @@ deployment step (``alembic upgrade head``) and the dispatcher publishes to Celer
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,20 +15,32 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
+from app.auth.ratelimit import make_rate_limiter
 from app.body_limit import MAX_JSON_BODY_BYTES, BodyLimitMiddleware
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
-from app.deps import Dispatcher, require_api_key
+from app.deps import Dispatcher, authenticate
+from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.problems import install_problem_handlers
+from app.request_log import RequestContextMiddleware
 from app.routes import architectures, artifacts, dashboard, health, jobs, models
 from app.settings import Settings, get_settings
 from app.storage import Storage
+
+log = logging.getLogger("app")
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    configure_logging(settings.log_format, settings.log_level)
+    if not settings.keys_required:
+        log.warning(
+            "API keys are NOT required: embedded server on loopback %s; every local user acts as tenant "
+            "'default'. Bind another address, or set NNCOMPRESS_REQUIRE_API_KEYS=true, to require keys.",
+            settings.api_host,
+        )
     if settings.embedded:
         await run_in_threadpool(upgrade_to_head, settings.database_url)
     app.state.storage.ensure_dirs()
@@ -65,11 +78,12 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.session_factory = session_factory
     app.state.storage = Storage(settings.storage_dir)
     app.state.dispatcher = dispatcher
-    app.state.metrics = Metrics(session_factory)
+    app.state.rate_limiter = make_rate_limiter(settings.broker_url)
+    app.state.metrics = Metrics(session_factory, settings, lambda: app.state.dispatcher)
     app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
     for module in (models, jobs, artifacts, architectures):
-        app.include_router(module.router, dependencies=[Depends(require_api_key)])
+        app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(health.router)  # probes and scrapes stay open
     app.include_router(dashboard.router)  # static pages; their /v1 calls carry the key
 
@@ -80,4 +94,5 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContextMiddleware)  # outermost: the id covers every other layer's logs
     return app

@@ -1,9 +1,19 @@
-"""Prometheus metrics: HTTP requests by route and status, jobs by status (counted at scrape time)."""
+"""Prometheus metrics of the API process.
+
+Counted per request: HTTP requests by route and status, and their latency. Read at scrape time:
+jobs by status and queue depth (database counts; in distributed mode the queue depth is the broker's
+LLEN, which is what workers will actually receive), the age of each running job's heartbeat by
+worker, and how long ago each worker's reconciler last ran (the worker heartbeat; Redis keys in
+distributed mode, the local reconciler in embedded mode). The embedded server also serves the
+worker-side metrics (stage durations) of its own job threads.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -13,31 +23,130 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db.models import Job, JobStatus
+from app.db.types import utcnow
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+QUEUES = ("cpu", "gpu")
+WORKER_BEAT_PREFIX = "nncompress:worker-beat:"
 
 
 class JobsByStatus:
-    """A collector that counts jobs per status in the database on every scrape."""
+    """Jobs per status and queued jobs per queue, counted in the database on every scrape."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily("nncompress_jobs", "Jobs in the database by status", labels=["status"])
+        jobs = GaugeMetricFamily("nncompress_jobs", "Jobs in the database by status", labels=["status"])
+        queued = GaugeMetricFamily(
+            "nncompress_jobs_queued", "Jobs waiting to be claimed, by queue (database)", labels=["queue"]
+        )
+        beats = GaugeMetricFamily(
+            "nncompress_job_heartbeat_age_seconds",
+            "Seconds since the oldest heartbeat among a worker's running jobs",
+            labels=["worker"],
+        )
+        now = utcnow()
         try:
             with self.session_factory() as session:
-                rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                by_status = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                by_queue = session.execute(
+                    select(Job.queue, func.count()).where(Job.status == "queued").group_by(Job.queue)
+                ).all()
+                running = session.execute(
+                    select(Job.lease_owner, func.min(Job.heartbeat_at))
+                    .where(Job.status.in_(("running", "cancelling")), Job.lease_owner.is_not(None))
+                    .group_by(Job.lease_owner)
+                ).all()
         except SQLAlchemyError:
             return  # /readyz reports the database; a scrape must not fail because of it
-        counts = {str(status): int(count) for status, count in rows}
+        counts = {str(status): int(count) for status, count in by_status}
         for status in JobStatus:
-            gauge.add_metric([status.value], counts.get(status.value, 0))
-        yield gauge
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        depth = {str(q): int(n) for q, n in by_queue}
+        for q in QUEUES:
+            queued.add_metric([q], depth.get(q, 0))
+        for owner, oldest in running:
+            if oldest is not None:
+                beats.add_metric([str(owner)], max(0.0, (now - oldest).total_seconds()))
+        yield from (jobs, queued, beats)
+
+
+class BrokerQueues:
+    """Messages waiting in each Redis queue (LLEN) and the age of each worker's last beat."""
+
+    def __init__(self, broker_url: str) -> None:
+        import redis
+
+        self.client: Any = redis.Redis.from_url(broker_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "nncompress_queue_depth", "Messages waiting in the broker queue", labels=["queue"]
+        )
+        beats = GaugeMetricFamily(
+            "nncompress_worker_heartbeat_age_seconds",
+            "Seconds since the worker's reconciler last completed a pass",
+            labels=["worker"],
+        )
+        try:
+            for q in QUEUES:
+                depth.add_metric([q], int(self.client.llen(q)))
+            now = time.time()
+            for key in self.client.scan_iter(match=WORKER_BEAT_PREFIX + "*", count=100):
+                value = self.client.get(key)
+                if value is not None:
+                    name = key.decode()[len(WORKER_BEAT_PREFIX) :]
+                    beats.add_metric([name], max(0.0, now - float(value)))
+        except Exception:  # the broker is down: /readyz says so; the scrape still answers
+            log.warning("metrics: broker unreachable", exc_info=True)
+            return
+        yield from (depth, beats)
+
+
+class EmbeddedWorker:
+    """The embedded dispatcher's queue depth (database) and its reconciler's last pass."""
+
+    def __init__(self, dispatcher: Callable[[], Any], session_factory: sessionmaker[Session]) -> None:
+        self.dispatcher, self.session_factory = dispatcher, session_factory
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "nncompress_queue_depth", "Jobs waiting for the embedded worker", labels=["queue"]
+        )
+        beats = GaugeMetricFamily(
+            "nncompress_worker_heartbeat_age_seconds",
+            "Seconds since the worker's reconciler last completed a pass",
+            labels=["worker"],
+        )
+        try:
+            with self.session_factory() as session:
+                rows = dict(
+                    session.execute(
+                        select(Job.queue, func.count()).where(Job.status == "queued").group_by(Job.queue)
+                    ).all()
+                )
+        except SQLAlchemyError:
+            return
+        for q in QUEUES:
+            depth.add_metric([q], int(rows.get(q, 0)))
+        reconciler = getattr(self.dispatcher(), "reconciler", None)
+        last = getattr(reconciler, "last_pass_at", None)
+        if last is not None:
+            beats.add_metric(["embedded"], max(0.0, time.time() - last))
+        yield from (depth, beats)
 
 
 class Metrics:
     """One registry per app (tests build many apps in one process)."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings | None = None,
+        dispatcher: Callable[[], Any] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "nncompress_http_requests",
@@ -52,6 +161,11 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(JobsByStatus(session_factory))
+        self.embedded = settings is None or settings.embedded
+        if settings is not None and settings.broker_url and settings.broker_url.startswith("redis"):
+            self.registry.register(BrokerQueues(settings.broker_url))
+        elif dispatcher is not None:
+            self.registry.register(EmbeddedWorker(dispatcher, session_factory))
 
 
 class MetricsMiddleware:

@@ -6,12 +6,13 @@ override the dependency instead of patching the environment.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
 _PLACEHOLDERS = frozenset({"changeme", "changethis", "secret", "password", "apikey", "api_key"})
@@ -43,9 +44,24 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     visibility_timeout_seconds: int = Field(default=3600, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
-    api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="if set (comma-separated in NNCOMPRESS_API_KEYS), /v1 needs 'Authorization: Bearer <k>'",
+    require_api_keys: bool | None = Field(
+        default=None,
+        description="None: keys required unless embedded on a loopback host; true/false forces it",
+    )
+    api_key_pepper: str | None = Field(
+        default=None, description="server-side secret mixed into API key hashes (HMAC-SHA256)"
+    )
+    tenant_max_concurrent_jobs: int = Field(default=10, ge=1, description="queued+running jobs per tenant")
+    tenant_requests_per_minute: int = Field(default=600, ge=1, description="/v1 requests per tenant")
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_seconds: float = Field(default=2.0, gt=0, description="first retry delay; doubles")
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+    worker_metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="a Celery worker serves /metrics here when set"
     )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
@@ -59,20 +75,12 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_key_pepper")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
-        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
-
-    @field_validator("api_keys")
-    @classmethod
-    def _no_placeholder_keys(cls, keys: list[str]) -> list[str]:
-        for key in keys:
-            if len(key) < 16 or key.lower() in _PLACEHOLDERS:
-                raise ValueError(
-                    "API keys must be at least 16 characters and not a placeholder such as 'changeme'"
-                )
-        return keys
+    def _no_placeholder_pepper(cls, pepper: str | None) -> str | None:
+        if pepper and (len(pepper) < 16 or pepper.lower() in _PLACEHOLDERS):
+            raise ValueError("api_key_pepper must be at least 16 characters and not a placeholder")
+        return pepper or None
 
     @field_validator("broker_url")
     @classmethod
@@ -95,8 +103,25 @@ class Settings(BaseSettings):
         return self.broker_url is None
 
     @property
+    def keys_required(self) -> bool:
+        """API keys are optional only for an embedded server that listens on loopback alone."""
+        if self.require_api_keys is not None:
+            return self.require_api_keys
+        return not (self.embedded and is_loopback_host(self.api_host))
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``); False for ``0.0.0.0``."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

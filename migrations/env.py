@@ -48,6 +48,11 @@ def run_online() -> None:
 
 
 def run_with(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch mode rebuilds a table by DROP + rename; with foreign keys on, dropping ``jobs`` would
+        # cascade-delete every job's events and artifacts. The pragma only works outside a transaction.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "Client",
     "ServiceError",
     "ServiceUnreachable",
+    "StreamUnavailable",
     "WaitTimeout",
 ]
 
@@ -81,6 +83,24 @@ class ServiceUnreachable(ServiceError):
 
 class ChecksumMismatch(Exception):
     """A downloaded artifact's sha256 or size differs from what the job lists; the file is not kept."""
+
+
+class StreamUnavailable(Exception):
+    """The server has no event stream for the job (an older server); :meth:`Client.wait` polls then."""
+
+
+class _Progress:
+    """Calls ``on_progress`` when the (status, stage, progress) of the job changes."""
+
+    def __init__(self, callback: Callable[[JSON], None] | None) -> None:
+        self.callback = callback
+        self.seen: tuple[Any, ...] | None = None
+
+    def report(self, job: JSON) -> None:
+        key = (job.get("status"), job.get("stage"), job.get("progress"))
+        if self.callback is not None and key != self.seen:
+            self.callback(job)
+        self.seen = key
 
 
 class WaitTimeout(TimeoutError):
@@ -200,6 +220,43 @@ class Client:
         """Asks for cancellation; the job goes ``cancelling`` then ``cancelled`` (or was already done)."""
         return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
 
+    def stream_events(self, job_id: str, last_event_id: int | None = None) -> Iterator[JSON]:
+        """The job's events as they happen (server-sent events), from after ``last_event_id``.
+
+        Ends when the server ends the stream, which it does once the job has finished and every
+        event was sent. Raises :class:`StreamUnavailable` when the server has no event stream.
+        """
+        for event in self._sse(job_id, last_event_id, self.timeout):
+            if event is not None:
+                yield event
+
+    def _sse(self, job_id: str, last_event_id: int | None, read_timeout: float) -> Iterator[JSON | None]:
+        """SSE frames as dicts; None for a keep-alive comment, so a caller can check its deadline."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        try:
+            resp = self._open(
+                "GET", f"/v1/jobs/{_seg(job_id)}/events/stream", headers=headers, timeout=read_timeout
+            )
+        except ServiceError as exc:
+            if exc.status in (404, 405, 406, 501):
+                raise StreamUnavailable(str(exc)) from None
+            raise
+        with resp:
+            if not str(resp.headers.get("Content-Type", "")).startswith("text/event-stream"):
+                raise StreamUnavailable("the server answered the event stream with something else")
+            data: list[str] = []
+            for raw in resp:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith(":"):
+                    yield None
+                elif line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif not line and data:
+                    yield json.loads("\n".join(data))
+                    data = []
+
     def wait(
         self,
         job_id: str,
@@ -207,19 +264,28 @@ class Client:
         deadline: float | None = None,
         poll_interval: float = 0.5,
         outage_tolerance: float = 60.0,
+        stream: bool = True,
     ) -> JSON:
-        """Polls until the job is succeeded, failed or cancelled, and returns it.
+        """Follows the job until it is succeeded, failed or cancelled, and returns it.
+
+        The job's live event stream is followed (resumed with ``Last-Event-ID`` after a dropped
+        connection); a server without one is polled instead.
 
         Args:
-            on_progress: called with the job whenever its status, stage or progress changes.
+            on_progress: called with the job whenever its status, stage or progress changes (while
+                streaming, with the status, stage and progress of each event).
             deadline: at most this many seconds to wait (``None``: forever); then :class:`WaitTimeout`.
-            poll_interval: seconds between polls.
+            poll_interval: seconds between polls (and before reconnecting a dropped stream).
             outage_tolerance: seconds of no answer (or 502/503/504) to wait out, e.g. an API restart
                 during a long job; the job's state lives in the database, so polling can resume.
+            stream: False polls from the start.
         """
-        start = last_answer = time.monotonic()
-        seen: tuple[Any, ...] | None = None
+        start = time.monotonic()
+        progress = _Progress(on_progress)
         job: JSON = {"id": job_id, "status": "unknown"}
+        if stream:
+            job = self._follow_stream(job, progress, start, deadline, poll_interval, outage_tolerance)
+        last_answer = time.monotonic()
         while True:
             try:
                 job = self.get_job(job_id)
@@ -229,10 +295,7 @@ class Client:
                 if not transient or time.monotonic() - last_answer > outage_tolerance:
                     raise
             else:
-                key = (job.get("status"), job.get("stage"), job.get("progress"))
-                if on_progress is not None and key != seen:
-                    on_progress(job)
-                seen = key
+                progress.report(job)
                 if job.get("status") in TERMINAL_STATUSES:
                     return job
             waited = time.monotonic() - start
@@ -240,6 +303,48 @@ class Client:
                 raise WaitTimeout(job, waited)
             pause = poll_interval if deadline is None else min(poll_interval, max(deadline - waited, 0.0))
             time.sleep(pause)
+
+    def _follow_stream(
+        self,
+        job: JSON,
+        progress: _Progress,
+        start: float,
+        deadline: float | None,
+        pause: float,
+        outage_tolerance: float,
+    ) -> JSON:
+        """Reports the stream's events until it ends (the job finished) or cannot be had; returns
+        the job as last seen. The caller then reads the finished job (or polls)."""
+        last_id: int | None = None
+        last_answer = time.monotonic()
+        while True:
+            waited = time.monotonic() - start
+            if deadline is not None and waited >= deadline:
+                raise WaitTimeout(job, waited)
+            read_timeout = (
+                self.timeout if deadline is None else max(0.05, min(self.timeout, deadline - waited))
+            )
+            try:
+                for event in self._sse(str(job["id"]), last_id, read_timeout):
+                    last_answer = time.monotonic()
+                    if event is not None:
+                        last_id = int(event.get("id", last_id or 0))
+                        job = {**job, **{k: event.get(k) for k in ("status", "stage", "progress")}}
+                        progress.report(job)
+                    waited = time.monotonic() - start
+                    if deadline is not None and waited >= deadline:
+                        raise WaitTimeout(job, waited)
+                return job  # the server ends the stream once the job has finished
+            except StreamUnavailable:
+                return job
+            except (ServiceError, TimeoutError, OSError, http.client.HTTPException) as exc:
+                status = getattr(exc, "status", None)
+                transient = not isinstance(exc, ServiceError) or isinstance(exc, ServiceUnreachable)
+                if not (transient or status in (502, 503, 504)):
+                    raise
+                if time.monotonic() - last_answer > outage_tolerance:
+                    return job  # let polling decide, with its own tolerance
+                time.sleep(pause)
 
     def download_artifact(self, job_id: str, name: str, dest: str | os.PathLike[str]) -> Path:
         """Streams an artifact to disk and checks it against the sha256 and size the job lists.
@@ -332,17 +437,19 @@ class Client:
         body: Any = None,
         query: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
         req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-        req.add_header("Accept", "application/json, application/problem+json;q=0.9, */*;q=0.5")
+        if "Accept" not in (headers or {}):
+            req.add_header("Accept", "application/json, application/problem+json;q=0.9, */*;q=0.5")
         if self.api_key:
             req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
-            return urllib.request.urlopen(req, timeout=self.timeout)
+            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             raise _problem(exc) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:

@@ -7,15 +7,18 @@ session gets a fresh database of its own; an unreachable server FAILS the tests 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 PG_SERVER_DSN = os.environ.get("NNCOMPRESS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = ("artifacts", "job_events", "jobs", "models")
+TABLES = ("webhook_deliveries", "artifacts", "job_events", "jobs", "models", "api_keys", "tenants")
 
 
 def _pg_admin(statement: str) -> None:
@@ -151,3 +154,68 @@ def make_client(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Any
     yield build
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_api_key() -> Callable[..., str]:
+    """Creates an API key for a tenant (created if new) on ``settings``' database; returns the key.
+
+    Keyword limits (``max_concurrent_jobs``, ``max_upload_bytes``, ``requests_per_minute``) are set on
+    the tenant.
+    """
+    from app.auth.tenants import create_key
+    from app.db.session import make_engine, make_session_factory
+
+    def create(settings: Any, tenant: str = "team-a", **limits: int) -> str:
+        engine = make_engine(settings.database_url)
+        try:
+            with make_session_factory(engine)() as session:
+                created = create_key(session, tenant_name=tenant, pepper=settings.api_key_pepper)
+                for name, value in limits.items():
+                    setattr(created.tenant, name, value)
+                session.commit()
+                return created.key
+        finally:
+            engine.dispose()
+
+    return create
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records every POST and answers with the next scripted status."""
+
+    statuses: list[int] = field(default_factory=list)
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    rec = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            rec.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(rec.statuses.pop(0) if rec.statuses else 204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    rec.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    rec.server.shutdown()
+    rec.server.server_close()

@@ -29,17 +29,23 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
 from celery import Celery, bootsteps
 from kombu import Exchange, Queue
+from prometheus_client import start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import make_engine, make_session_factory
+from app.logs import configure_logging
+from app.metrics import WORKER_BEAT_PREFIX
 from app.settings import Settings, get_settings
+from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner
+from workers.metrics import WORKER_REGISTRY
 from workers.reconciler import QUEUES, Reconciler
 
 RUN_JOB_TASK = "nncompress.run_job"
@@ -142,9 +148,15 @@ def create_celery_app(settings: Settings) -> Celery:
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             self.reconciler: Reconciler | None = None
+            self.deliverer: WebhookDeliverer | None = None
 
         def start(self, parent: Any) -> None:
-            session_factory, _ = resources.get()
+            configure_logging(settings.log_format, settings.log_level)
+            session_factory, owner = resources.get()
+            if settings.worker_metrics_port is not None:
+                start_http_server(settings.worker_metrics_port, registry=WORKER_REGISTRY)
+            self.deliverer = WebhookDeliverer(session_factory, settings)
+            self.deliverer.start()
             self.reconciler = Reconciler(
                 session_factory=session_factory,
                 publish=lambda job_id, queue: publish(app, job_id, queue),
@@ -152,12 +164,15 @@ def create_celery_app(settings: Settings) -> Celery:
                 interval_seconds=settings.reconcile_interval_seconds,
                 unclaimed_after_seconds=settings.lease_seconds,
                 name="nncompress-reconciler",
+                on_pass=lambda: worker_beat(app, owner, settings.reconcile_interval_seconds),
             )
             self.reconciler.start()
 
         def stop(self, parent: Any) -> None:
             if self.reconciler is not None:
                 self.reconciler.stop()
+            if self.deliverer is not None:
+                self.deliverer.stop()
 
     app.steps["worker"].add(ReconcilerStep)
     return app
@@ -166,6 +181,16 @@ def create_celery_app(settings: Settings) -> Celery:
 def publish(app: Celery, job_id: str, queue: str) -> None:
     """Sends the job id to ``queue``; the only message this service ever sends."""
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, routing_key=queue)
+
+
+def worker_beat(app: Celery, owner: str, interval_seconds: float) -> None:
+    """Records that this worker's reconciler just ran (``/metrics``: nncompress_worker_heartbeat_age_seconds).
+
+    The key expires after a few missed passes, so a worker that is gone drops out of the metric.
+    """
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        client.set(WORKER_BEAT_PREFIX + owner, str(time.time()), ex=max(60, int(interval_seconds * 5)))
 
 
 def queue_depth(app: Celery, queue: str) -> int | None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Job
 from app.db.types import utcnow
 from app.settings import Settings
+from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner, state
 from workers.reconciler import Reconciler
 
@@ -95,7 +96,8 @@ class EmbeddedDispatcher:
 
     The threads only claim, heartbeat and wait: the job itself runs in ``python -m workers.child``,
     so torch (and CUDA) never load into the API process. A reconciler thread recovers expired leases
-    and picks up jobs that were queued when the process last stopped.
+    and picks up jobs that were queued when the process last stopped; a deliverer thread sends the
+    jobs' webhooks.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class EmbeddedDispatcher:
             unclaimed_after_seconds=settings.lease_seconds,
             name="nncompress-embedded-reconciler",
         )
+        self.deliverer = WebhookDeliverer(session_factory, settings)
 
     def enqueue(self, job_id: str) -> None:
         with self._lock:
@@ -160,10 +163,12 @@ class EmbeddedDispatcher:
             thread.start()
             self._threads.append(thread)
         self.reconciler.start()
+        self.deliverer.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.reconciler.stop()
+        self.deliverer.stop()
         for _ in self._threads:
             self._ids.put(None)
         for thread in self._threads:

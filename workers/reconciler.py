@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,8 +47,11 @@ class Reconciler:
     interval_seconds: float
     unclaimed_after_seconds: float
     name: str = "reconciler"
+    # Called after each pass: the worker's heartbeat for monitoring (a Redis key in distributed mode).
+    on_pass: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
+        self.last_pass_at: float | None = None  # time.time() of the last completed pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,6 +104,9 @@ class Reconciler:
         while not self._stop.is_set():
             try:
                 self.run_once()
+                self.last_pass_at = time.time()
+                if self.on_pass is not None:
+                    self.on_pass()
             except Exception:  # a database or broker outage must not end the loop
                 log.exception("reconciler pass failed")
             self._stop.wait(self.interval_seconds)

@@ -33,9 +33,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.db.models import Job
+from app.db.models import Job, Tenant
+from app.logs import log_context
 from app.settings import Settings
 from workers import state
+from workers.metrics import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,26 @@ def run_claimed_job(
         on_spawn(proc.pid)
     started = time.monotonic()
     next_heartbeat = started + options.heartbeat_seconds
+    stages = StageTimer(started)
+    try:
+        return _supervise(
+            job_id, worker_id, proc, session_factory, options, stop, stages, started, next_heartbeat
+        )
+    finally:
+        stages.end(time.monotonic())
+
+
+def _supervise(
+    job_id: str,
+    worker_id: str,
+    proc: subprocess.Popen[bytes],
+    session_factory: SessionFactory,
+    options: RunnerOptions,
+    stop: threading.Event | None,
+    stages: StageTimer,
+    started: float,
+    next_heartbeat: float,
+) -> Outcome:
     while True:
         try:
             returncode = proc.wait(timeout=options.poll_seconds)
@@ -192,13 +214,17 @@ def run_claimed_job(
                     state.heartbeat(session, job_id, worker_id, options.lease_seconds)
                     next_heartbeat = now + options.heartbeat_seconds
                 row = session.execute(
-                    select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == job_id)
+                    select(Job.status, Job.lease_owner, Job.cancel_requested, Job.stage).where(
+                        Job.id == job_id
+                    )
                 ).one_or_none()
         except SQLAlchemyError:
             # The database is briefly unreachable: keep the job running; if this lasts past the lease,
             # the reconciler recovers the job and our next poll sees the lease gone.
             log.exception("job %s: database poll failed", job_id)
             continue
+        if row is not None:
+            stages.seen(row.stage, now)
         if row is None or row.lease_owner != worker_id or row.status not in state.ACTIVE_STATUSES:
             if (
                 row is not None
@@ -256,9 +282,24 @@ def claim_and_run(
     """
     options = options or RunnerOptions.from_settings(settings)
     with session_factory() as session:
-        if state.claim(session, job_id, worker_id, options.lease_seconds) is None:
+        job = state.claim(session, job_id, worker_id, options.lease_seconds)
+        if job is None:
             log.info("job %s: not claimable (duplicate delivery or no longer queued); ignored", job_id)
             return None
+        tenant = session.scalar(select(Tenant.name).where(Tenant.id == job.tenant_id))
+    with log_context(job_id=job_id, tenant=tenant):
+        return _run_logged(job_id, worker_id, settings, session_factory, options, stop, on_spawn)
+
+
+def _run_logged(
+    job_id: str,
+    worker_id: str,
+    settings: Settings,
+    session_factory: SessionFactory,
+    options: RunnerOptions,
+    stop: threading.Event | None,
+    on_spawn: Callable[[int], None] | None,
+) -> Outcome:
     try:
         outcome = run_claimed_job(
             job_id,

@@ -1,4 +1,4 @@
-"""Appending to a job's event list."""
+"""Appending to a job's event list (and, for subscribed transitions, to its webhook outbox)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db.models import EventType, Job, JobEvent
+from app.webhooks.outbox import enqueue_for_event
 
 
 def record_event(
@@ -27,4 +28,5 @@ def record_event(
         data=data,
     )
     session.add(event)
+    enqueue_for_event(session, job, event.type, message)
     return event

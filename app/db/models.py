@@ -1,4 +1,5 @@
-"""Tables of the service: uploaded models, jobs, job events and artifacts.
+"""Tables of the service: tenants and their API keys, uploaded models and data sets, jobs, job
+events, artifacts and webhook deliveries.
 
 The database is the source of truth for job state (design §6): workers claim a job with one
 conditional UPDATE on ``status``/``lease_*`` and write progress, stage, metrics and results here.
@@ -90,12 +91,45 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
+class Tenant(Base):
+    """A team or pipeline that owns models and jobs; limits left NULL take the deployment's defaults."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # Signs webhook deliveries of jobs that bring no secret of their own ("whsec_" + base64).
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: ``prefix`` finds the row, ``secret_hash`` (HMAC-SHA256, peppered) proves the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+    tenant: Mapped[Tenant] = relationship()
+
+
 class Model(Base):
     """An uploaded model file: weights (with a registry architecture), ONNX, or an allowed pickle."""
 
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     format: Mapped[str] = mapped_column(String(16))
@@ -126,9 +160,13 @@ class Job(Base):
         CheckConstraint("queue IN ('cpu', 'gpu')", name="queue"),
         CheckConstraint("device IN ('cpu', 'cuda', 'auto')", name="device"),
         CheckConstraint("progress >= 0 AND progress <= 100", name="progress"),
+        # Idempotency keys are per tenant: one tenant's key must neither collide with nor reveal another's.
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index("ix_jobs_tenant_id_status", "tenant_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), index=True)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     stage: Mapped[str | None] = mapped_column(String(16))
@@ -136,7 +174,7 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     device: Mapped[str] = mapped_column(String(8), default="cpu")
     queue: Mapped[str] = mapped_column(String(8), default="cpu")
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     error_type: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -149,6 +187,8 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     last_finished_stage: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {url, events, secret?}: where and what to deliver (app/webhooks); the secret is never shown back.
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
@@ -196,3 +236,27 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class WebhookDelivery(Base):
+    """One attempt (or the next one, due at ``next_attempt_at``) to deliver one webhook message.
+
+    ``message_id`` is the ``webhook-id`` header: the same for every attempt of a message, so a
+    receiver can drop duplicates. A row with ``at`` NULL is pending; the deliverer claims it by
+    setting ``at`` with a conditional UPDATE, then records ``status_code``/``error``/``delivered_at``.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_at_next_attempt_at", "at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(40))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime | None] = mapped_column()
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column()

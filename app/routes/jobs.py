@@ -9,10 +9,19 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.db.models import JobStatus
-from app.deps import CurrentJob, DispatcherDep, SessionDep, SettingsDep
-from app.schemas.jobs import EventOut, EventPage, JobIn, JobOut, JobPage, job_out
+from app.deps import CurrentJob, CurrentPrincipal, DispatcherDep, SessionDep, SettingsDep
+from app.schemas.jobs import (
+    EventOut,
+    EventPage,
+    JobIn,
+    JobOut,
+    JobPage,
+    WebhookDeliveryOut,
+    WebhookDeliveryPage,
+    job_out,
+)
 from app.services.event_stream import job_event_stream
-from app.services.jobs import cancel_job, create_job, list_events, list_jobs
+from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -25,13 +34,20 @@ def submit_job(
     session: SessionDep,
     settings: SettingsDep,
     dispatcher: DispatcherDep,
+    principal: CurrentPrincipal,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JobOut:
     """Queue a compression job; the same Idempotency-Key with the same body returns the same job."""
     job, created = create_job(
-        session=session, body=body, idempotency_key=idempotency_key, max_attempts=settings.max_attempts
+        session=session,
+        principal=principal,
+        body=body,
+        idempotency_key=idempotency_key,
+        max_attempts=settings.max_attempts,
+        webhook_allow_private=settings.webhook_allow_private,
     )
     if created:
+        log.info("job queued", extra={"job_id": job.id, "tenant": principal.tenant_name})
         try:
             dispatcher.enqueue(job.id)
         except Exception:  # the job is committed as queued; the reconciler publishes it later
@@ -45,13 +61,16 @@ def submit_job(
 @router.get("", response_model=JobPage)
 def get_jobs(
     session: SessionDep,
+    principal: CurrentPrincipal,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobPage:
     """List jobs, newest first, optionally filtered by status (repeatable); cursor-paginated."""
     statuses = [s.value for s in status] if status else None
-    jobs, next_cursor = list_jobs(session=session, statuses=statuses, limit=limit, cursor=cursor)
+    jobs, next_cursor = list_jobs(
+        session=session, tenant_id=principal.tenant_id, statuses=statuses, limit=limit, cursor=cursor
+    )
     return JobPage(items=[job_out(j) for j in jobs], next_cursor=next_cursor)
 
 
@@ -97,3 +116,10 @@ def stream_job_events(
 def cancel(job: CurrentJob, session: SessionDep) -> JobOut:
     """Cancel a job: a queued one at once, a running one as soon as its worker kills the child."""
     return job_out(cancel_job(session=session, job=job))
+
+
+@router.get("/{job_id}/webhook-deliveries", response_model=WebhookDeliveryPage)
+def get_webhook_deliveries(job: CurrentJob, session: SessionDep) -> WebhookDeliveryPage:
+    """Every attempt to deliver the job's webhook messages: status code, error, when, what is pending."""
+    rows = list_deliveries(session=session, job=job)
+    return WebhookDeliveryPage(items=[WebhookDeliveryOut.model_validate(r) for r in rows])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.db.models import Model
-from app.deps import CurrentModel, SessionDep, SettingsDep, StorageDep
+from app.deps import CurrentModel, CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.errors import InvalidUpload
 from app.schemas.models import ModelOut, PreflightIn
 from app.services.models import FORMATS, create_model
@@ -43,10 +43,15 @@ UPLOAD_BODY: dict[str, Any] = {
 
 @router.post("", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY)
 async def upload_model(
-    request: Request, response: Response, session: SessionDep, settings: SettingsDep, storage: StorageDep
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    principal: CurrentPrincipal,
 ) -> Model:
     """Upload a model (weights + architecture name, or ONNX); streamed to storage with its sha256."""
-    form = await receive_form(request, storage=storage, file_field="file", limit=settings.max_upload_bytes)
+    form = await receive_form(request, storage=storage, file_field="file", limit=principal.max_upload_bytes)
     assert form.file is not None  # receive_form raises when the file part is missing
     declared = form.fields.get("format") or None
     if declared is not None and declared not in FORMATS:
@@ -57,6 +62,7 @@ async def upload_model(
     model = await run_in_threadpool(
         create_model,
         session=session,
+        tenant_id=principal.tenant_id,
         storage=storage,
         upload=form.file,
         filename=form.filename,

@@ -9,6 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import Job
 
+WebhookEvent = Literal["started", "stage_changed", "succeeded", "failed", "cancelled"]
+WEBHOOK_EVENTS: tuple[str, ...] = ("started", "stage_changed", "succeeded", "failed", "cancelled")
+
+
+class WebhookIn(BaseModel):
+    """Where to POST the job's transitions; signed per Standard Webhooks with ``secret`` or the tenant's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2048, examples=["https://ci.example.com/hooks/nncompress"])
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1)
+    secret: str | None = Field(
+        default=None,
+        pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$",
+        description="'whsec_' + base64 of 24 to 64 random bytes; left out, the tenant's secret signs",
+    )
+
+
+class WebhookOut(BaseModel):
+    url: str
+    events: list[str]
+
 
 class JobIn(BaseModel):
     """A compression job: which model, which pruner and config, and what to produce.
@@ -39,6 +61,7 @@ class JobIn(BaseModel):
         examples=[{"seed": 0, "latency_runs": 20, "latency_batch_sizes": [1, 64]}],
         description="further engine options (JobSpec keys such as seed, latency_runs, latency_batch_sizes)",
     )
+    webhook: WebhookIn | None = None
 
 
 class JobError(BaseModel):
@@ -72,6 +95,7 @@ class JobOut(BaseModel):
     attempt: int
     max_attempts: int
     cancel_requested: bool
+    webhook: WebhookOut | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -132,8 +156,29 @@ def job_out(job: Job) -> JobOut:
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         cancel_requested=job.cancel_requested,
+        webhook=WebhookOut(url=job.webhook["url"], events=job.webhook["events"]) if job.webhook else None,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
         updated_at=job.updated_at,
     )
+
+
+class WebhookDeliveryOut(BaseModel):
+    """One attempt to deliver a webhook message (``message_id`` is its ``webhook-id``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    message_id: str
+    event: str
+    attempt: int
+    next_attempt_at: datetime
+    at: datetime | None = Field(description="when the attempt was made; null while it waits")
+    status_code: int | None
+    error: str | None
+    delivered_at: datetime | None
+
+
+class WebhookDeliveryPage(BaseModel):
+    items: list[WebhookDeliveryOut]

@@ -6,17 +6,21 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app.auth.principal import Principal
 from app.db.events import record_event
-from app.db.models import EventType, Job, JobEvent, JobStatus, Model
+from app.db.models import EventType, Job, JobEvent, JobStatus, Model, Tenant, WebhookDelivery
 from app.db.types import new_id, utcnow
-from app.errors import IdempotencyConflict, JobFinished, NotFound
+from app.errors import IdempotencyConflict, JobFinished, NotFound, TooManyJobs
 from app.schemas.jobs import JobIn
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.validation import validate_job
+from app.webhooks.urls import check_webhook_url
+
+UNFINISHED_STATUSES = ("queued", "running", "cancelling")
 
 
 def request_hash(body: JobIn) -> str:
@@ -25,8 +29,10 @@ def request_hash(body: JobIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(session: Session, key: str, digest: str) -> Job | None:
-    job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+def _replay(session: Session, tenant_id: str, key: str, digest: str) -> Job | None:
+    job = session.scalars(
+        select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
+    ).one_or_none()
     if job is not None and job.request_hash != digest:
         raise IdempotencyConflict(
             f"Idempotency-Key {key!r} was used for a different request (job {job.id}); use a new key",
@@ -35,26 +41,66 @@ def _replay(session: Session, key: str, digest: str) -> Job | None:
     return job
 
 
+def _check_unfinished_limit(session: Session, tenant_id: str, limit: int) -> None:
+    # Locks the tenant row (PostgreSQL) so two concurrent submissions cannot both take the last slot;
+    # SQLite has one writer at a time anyway.
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant_id, Job.status.in_(UNFINISHED_STATUSES))
+    )
+    if int(unfinished or 0) >= limit:
+        raise TooManyJobs(
+            f"this tenant has {unfinished} queued or running jobs, its limit is {limit}; "
+            "wait for one to finish or cancel one",
+            errors=[{"unfinished": int(unfinished or 0), "limit": limit}],
+        )
+
+
+def _webhook_of(body: JobIn, allow_private: bool) -> dict[str, Any] | None:
+    if body.webhook is None:
+        return None
+    check_webhook_url(body.webhook.url, allow_private=allow_private)
+    return body.webhook.model_dump(exclude_none=True)
+
+
 def create_job(
-    *, session: Session, body: JobIn, idempotency_key: str | None, max_attempts: int
+    *,
+    session: Session,
+    principal: Principal,
+    body: JobIn,
+    idempotency_key: str | None,
+    max_attempts: int,
+    webhook_allow_private: bool = False,
 ) -> tuple[Job, bool]:
-    """Validates and inserts a queued job with its ``created`` event.
+    """Validates and inserts a queued job with its ``created`` event, within the tenant's limits.
 
     Returns:
         The job and whether it was created now (False: an earlier request with the same key made it).
+
+    Raises:
+        NotFound: the model is not the tenant's. TooManyJobs: the tenant's unfinished jobs are at
+        its limit. InvalidWebhook: the callback URL is refused. And the spec's validation errors.
     """
     digest = request_hash(body)
-    if idempotency_key and (existing := _replay(session, idempotency_key, digest)):
+    tenant_id = principal.tenant_id
+    if idempotency_key and (existing := _replay(session, tenant_id, idempotency_key, digest)):
         return existing, False
     model = session.get(Model, body.model_id)
-    if model is None:
+    if model is None or model.tenant_id != tenant_id:
         raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}])
+    webhook = _webhook_of(body, webhook_allow_private)
+    spec = validate_job(model=model, body=body)
+    _check_unfinished_limit(session, tenant_id, principal.max_concurrent_jobs)
     job = Job(
         id=new_id(),
+        tenant_id=tenant_id,
+        webhook=webhook,
         model_id=model.id,
         status=JobStatus.QUEUED.value,
         progress=0.0,
-        spec=validate_job(model=model, body=body),
+        spec=spec,
         device=body.device,
         queue="gpu" if body.device == "cuda" else "cpu",
         idempotency_key=idempotency_key,
@@ -69,7 +115,7 @@ def create_job(
     except IntegrityError:
         # Lost a race with a concurrent request carrying the same key: answer with its job.
         session.rollback()
-        winner = _replay(session, idempotency_key, digest) if idempotency_key else None
+        winner = _replay(session, tenant_id, idempotency_key, digest) if idempotency_key else None
         if winner is None:
             raise
         return winner, False
@@ -77,10 +123,15 @@ def create_job(
 
 
 def list_jobs(
-    *, session: Session, statuses: list[str] | None, limit: int, cursor: str | None
+    *, session: Session, tenant_id: str, statuses: list[str] | None, limit: int, cursor: str | None
 ) -> tuple[list[Job], str | None]:
-    """Newest first; the cursor is the (created_at, id) of the last job of the previous page."""
-    query = select(Job).options(selectinload(Job.artifacts)).order_by(Job.created_at.desc(), Job.id.desc())
+    """The tenant's jobs, newest first; the cursor is the (created_at, id) of the previous page's last."""
+    query = (
+        select(Job)
+        .where(Job.tenant_id == tenant_id)
+        .options(selectinload(Job.artifacts))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+    )
     if statuses:
         query = query.where(Job.status.in_(statuses))
     if cursor:
@@ -101,6 +152,12 @@ def list_events(
         query = query.where(JobEvent.id > after)
     events = list(session.scalars(query))
     return events, (events[-1].id if events else after)
+
+
+def list_deliveries(*, session: Session, job: Job) -> list[WebhookDelivery]:
+    """Every webhook attempt of the job (and the pending ones), oldest first."""
+    query = select(WebhookDelivery).where(WebhookDelivery.job_id == job.id).order_by(WebhookDelivery.id)
+    return list(session.scalars(query))
 
 
 def _transition(session: Session, job: Job, source: str, values: dict[str, Any]) -> bool:

@@ -88,6 +88,7 @@ def check_safetensors_fit(path: Path, architecture: str) -> None:
 def create_model(
     *,
     session: Session,
+    tenant_id: str,
     storage: Storage,
     upload: TempWrite,
     filename: str,
@@ -125,6 +126,7 @@ def create_model(
     storage.commit(upload, key)
     model = Model(
         id=model_id,
+        tenant_id=tenant_id,
         sha256=upload.sha256,
         size_bytes=upload.size,
         format=fmt,

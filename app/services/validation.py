@@ -62,7 +62,7 @@ def validate_job(*, model: Model, body: JobIn) -> dict[str, Any]:
         UnknownLayerError, NoMatchError: the config does not fit the model's layers.
         InvalidInputShape, InvalidJobSpec: the input shape is missing or does not fit.
     """
-    raw = body.model_dump(mode="json", exclude={"model_id", "options"})
+    raw = body.model_dump(mode="json", exclude={"model_id", "options", "webhook"})
     repeated = sorted(set(body.options) & (set(raw) | {"model_id"}))
     if repeated:
         raise InvalidJobSpec(

@@ -17,7 +17,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nncompress.cli import engine_cmds, service_cmds
+    from nncompress.cli import admin_cmds, engine_cmds, service_cmds
 
     parser = argparse.ArgumentParser(
         prog="nncompress",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     engine_cmds.register(sub)
     service_cmds.register(sub)
+    admin_cmds.register(sub)
     return parser
 
 

@@ -60,6 +60,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.set_defaults(handler=_serve)
 
 
+_SERVE_OWN = frozenset({"database_url", "storage_dir", "broker_url", "api_host", "api_port"})
+
+
 def _serve(args: argparse.Namespace) -> int:
     # Imported here, not at module level: the engine (and `nncompress prune`) must work without them.
     import uvicorn
@@ -75,10 +78,24 @@ def _serve(args: argparse.Namespace) -> int:
         broker_url=None,  # `serve` is the embedded mode by definition
         api_host=args.host,
         api_port=args.port,
+        # The rest (require_api_keys, limits, webhooks, log format) from NNCOMPRESS_* variables.
+        **{k: v for k, v in Settings().model_dump(exclude_unset=True).items() if k not in _SERVE_OWN},
     )
     print(
         f"nncompress: embedded server on http://{args.host}:{args.port} (data in {data_dir})", file=sys.stderr
     )
+    if settings.keys_required:
+        print(
+            "nncompress: API keys REQUIRED (not a loopback address): create one with "
+            f"`NNCOMPRESS_DATABASE_URL={settings.database_url} nncompress keys create --tenant NAME`",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "nncompress: OPEN, no API key needed: bound to loopback only, every local user is tenant "
+            "'default' (set NNCOMPRESS_REQUIRE_API_KEYS=true to require keys)",
+            file=sys.stderr,
+        )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from safetensors.torch import save as save_safetensors
 from sqlalchemy.orm import Session
 
+from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
 from app.db.events import record_event
 from app.db.models import Artifact, EventType, Job, Model
 from app.db.types import new_id, utcnow
@@ -56,7 +57,16 @@ def finished_job(
     import hashlib
 
     now = utcnow()
-    job = Job(id=new_id(), model_id=model_id, spec={"config_list": CONV_HALF}, status=status, progress=100.0)
+    model = session.get(Model, model_id)
+    assert model is not None
+    job = Job(
+        id=new_id(),
+        tenant_id=model.tenant_id,
+        model_id=model_id,
+        spec={"config_list": CONV_HALF},
+        status=status,
+        progress=100.0,
+    )
     job.started_at = job.finished_at = now
     session.add(job)
     session.flush()
@@ -80,8 +90,9 @@ def finished_job(
     return job
 
 
-def model_row(session: Session) -> Model:
+def model_row(session: Session, tenant: str = DEFAULT_TENANT) -> Model:
     model = Model(
+        tenant_id=get_or_create_tenant(session, tenant)[0].id,
         sha256="0" * 64,
         size_bytes=1,
         format="safetensors",

@@ -7,14 +7,24 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
 from app.db.events import record_event
 from app.db.models import EventType, Job, JobEvent, JobStatus, Model
 from app.db.session import make_engine, make_session_factory
 
 
-def _model() -> Model:
-    return Model(sha256="0" * 64, size_bytes=1, format="safetensors", filename="m", storage_key="k")
+def _model(session: Session) -> Model:
+    tenant, _ = get_or_create_tenant(session, DEFAULT_TENANT)
+    return Model(
+        tenant_id=tenant.id,
+        sha256="0" * 64,
+        size_bytes=1,
+        format="safetensors",
+        filename="m",
+        storage_key="k",
+    )
 
 
 def test_job_round_trip_keeps_utc_and_json(db_url: str) -> None:
@@ -22,10 +32,15 @@ def test_job_round_trip_keeps_utc_and_json(db_url: str) -> None:
     sessions = make_session_factory(engine)
     plus_two = timezone(timedelta(hours=2))
     with sessions() as session:
-        model = _model()
+        model = _model(session)
         session.add(model)
         session.flush()
-        job = Job(model_id=model.id, spec={"config_list": [{"sparse_ratio": 0.5}]}, max_attempts=3)
+        job = Job(
+            tenant_id=model.tenant_id,
+            model_id=model.id,
+            spec={"config_list": [{"sparse_ratio": 0.5}]},
+            max_attempts=3,
+        )
         job.lease_expires_at = datetime(2030, 1, 1, 12, tzinfo=plus_two)
         session.add(job)
         session.flush()
@@ -47,18 +62,22 @@ def test_job_round_trip_keeps_utc_and_json(db_url: str) -> None:
     engine.dispose()
 
 
-def test_idempotency_key_is_unique(db_url: str) -> None:
+def test_idempotency_key_is_unique_per_tenant(db_url: str) -> None:
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
     with sessions() as session:
-        model = _model()
+        model = _model(session)
         session.add(model)
         session.flush()
-        session.add(Job(model_id=model.id, spec={}, idempotency_key="k1"))
+        session.add(Job(tenant_id=model.tenant_id, model_id=model.id, spec={}, idempotency_key="k1"))
         session.commit()
-        session.add(Job(model_id=model.id, spec={}, idempotency_key="k1"))
+        session.add(Job(tenant_id=model.tenant_id, model_id=model.id, spec={}, idempotency_key="k1"))
         with pytest.raises(IntegrityError):
             session.commit()
+        session.rollback()
+        other, _ = get_or_create_tenant(session, "other-team")
+        session.add(Job(tenant_id=other.id, model_id=model.id, spec={}, idempotency_key="k1"))
+        session.commit()  # another tenant's key of the same name is no conflict
     engine.dispose()
 
 
@@ -66,14 +85,15 @@ def test_status_check_and_foreign_key_are_enforced(db_url: str) -> None:
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
     with sessions() as session:
-        session.add(Job(model_id="f" * 32, spec={}))
+        tenant_id = get_or_create_tenant(session, DEFAULT_TENANT)[0].id
+        session.add(Job(tenant_id=tenant_id, model_id="f" * 32, spec={}))
         with pytest.raises(IntegrityError):
             session.commit()
     with sessions() as session:
-        model = _model()
+        model = _model(session)
         session.add(model)
         session.flush()
-        session.add(Job(model_id=model.id, spec={}, status="exploded"))
+        session.add(Job(tenant_id=model.tenant_id, model_id=model.id, spec={}, status="exploded"))
         with pytest.raises(IntegrityError):
             session.commit()
     assert str(JobStatus.RUNNING) == "running"

@@ -48,9 +48,17 @@ def test_heartbeat_must_be_shorter_than_the_lease() -> None:
         Settings(lease_seconds=10, heartbeat_seconds=10)
 
 
-def test_api_keys_from_a_comma_list_and_no_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NNCOMPRESS_API_KEYS", "a" * 16 + " , " + "b" * 20)
-    assert Settings().api_keys == ["a" * 16, "b" * 20]
-    monkeypatch.setenv("NNCOMPRESS_API_KEYS", "changeme")
+def test_keys_are_optional_only_for_an_embedded_loopback_server() -> None:
+    assert not Settings(api_host="127.0.0.1").keys_required
+    assert not Settings(api_host="::1").keys_required
+    assert not Settings(api_host="localhost").keys_required
+    assert Settings(api_host="0.0.0.0").keys_required
+    assert Settings(api_host="192.168.1.5").keys_required
+    assert Settings(broker_url="redis://127.0.0.1:6379/0").keys_required  # distributed: always
+    assert Settings(require_api_keys=True).keys_required
+
+
+def test_api_key_pepper_refuses_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNCOMPRESS_API_KEY_PEPPER", "changeme")
     with pytest.raises(ValidationError, match="placeholder"):
         Settings()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
 from app.db.models import Job, JobEvent, Model
 from app.db.session import make_engine, make_session_factory
 from app.settings import Settings
@@ -87,8 +88,10 @@ class Jobs:
         self, *, queue: str = "cpu", max_attempts: int = 3, model_id: str | None = None, **spec: Any
     ) -> str:
         with self.session_factory() as session:
+            tenant_id = get_or_create_tenant(session, DEFAULT_TENANT)[0].id
             if model_id is None:
                 model = Model(
+                    tenant_id=tenant_id,
                     sha256="0" * 64,
                     size_bytes=1,
                     format="safetensors",
@@ -98,7 +101,14 @@ class Jobs:
                 session.add(model)
                 session.flush()
                 model_id = model.id
-            job = Job(model_id=model_id, spec=spec, queue=queue, device="cpu", max_attempts=max_attempts)
+            job = Job(
+                tenant_id=tenant_id,
+                model_id=model_id,
+                spec=spec,
+                queue=queue,
+                device="cpu",
+                max_attempts=max_attempts,
+            )
             session.add(job)
             session.commit()
             return job.id
@@ -110,6 +120,7 @@ class Jobs:
         data = mnist_net_weights_path().read_bytes()
         with self.session_factory() as session:
             model = Model(
+                tenant_id=get_or_create_tenant(session, DEFAULT_TENANT)[0].id,
                 sha256=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data),
                 format="safetensors",

@@ -148,7 +148,8 @@ def test_settings_reach_the_child_unchanged(tmp_path: Path) -> None:
         broker_url="redis://:pw@r:6379/1",
         storage_dir=tmp_path,
         allow_pickle=True,
-        api_keys=["k" * 20, "z" * 24],
+        api_key_pepper="p" * 24,
+        webhook_allow_private=True,
         **FAST,
     )
     assert Settings.model_validate_json(settings.model_dump_json()) == settings

@@ -9,7 +9,10 @@ Celery worker process).
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,13 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.workers.conftest import FAST, SEED_SPEC, RedisServer, WorkerProcess
+from tests.conftest import WebhookReceiver, bearer
+from tests.workers.conftest import FAST, SEED_SPEC, RedisServer, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def _run_seed_job(client: TestClient, tmp_path: Path) -> dict[str, Any]:
+def _run_seed_job(client: TestClient, tmp_path: Path, webhook_url: str) -> dict[str, Any]:
     from nncompress.data import mnist_net_weights_path
 
     weights = mnist_net_weights_path()
@@ -40,6 +44,7 @@ def _run_seed_job(client: TestClient, tmp_path: Path) -> dict[str, Any]:
         "pruner": SEED_SPEC["pruner"],
         "config_list": SEED_SPEC["config_list"],
         "options": {"latency_runs": 3},
+        "webhook": {"url": webhook_url, "events": ["started", "succeeded"]},
     }
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -85,26 +90,59 @@ def _check_reloaded(folder: Path, job: dict[str, Any]) -> None:
     assert accuracy > 0.8
 
 
-def test_embedded_service_end_to_end(tmp_path: Path) -> None:
+def _check_webhooks(client: TestClient, job_id: str, receiver: WebhookReceiver) -> None:
+    """The worker side's deliverer sent both subscribed messages (it runs beside the reconciler)."""
+
+    def delivered() -> list[dict[str, Any]]:
+        items = client.get(f"/v1/jobs/{job_id}/webhook-deliveries").json()["items"]
+        return [d for d in items if d["delivered_at"] is not None]
+
+    wait_for(lambda: len(delivered()) == 2, 30, "both webhook deliveries")
+    assert sorted(d["event"] for d in delivered()) == ["started", "succeeded"]
+    types = sorted(json.loads(body)["type"] for _, body in receiver.received)
+    assert types == ["job.started", "job.succeeded"]
+
+
+def test_embedded_service_end_to_end(tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", storage_dir=tmp_path / "storage", **FAST
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        storage_dir=tmp_path / "storage",
+        webhook_allow_private=True,
+        webhook_poll_seconds=0.2,
+        **FAST,
     )
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200
-        outcome = _run_seed_job(client, tmp_path)
+        outcome = _run_seed_job(client, tmp_path, webhook_receiver.url)
+        _check_webhooks(client, outcome["job"]["id"], webhook_receiver)
+        metrics = client.get("/metrics").text  # the job threads' stage durations, served by the API
+        assert re.search(r'nncompress_stage_duration_seconds_count\{stage="pruning"\} [1-9]', metrics)
     _check_reloaded(outcome["folder"], outcome["job"])
 
 
 @pytest.mark.service
 def test_distributed_service_end_to_end(
-    pg_url: str, redis_server: RedisServer, start_worker: Any, tmp_path: Path
+    pg_url: str,
+    redis_server: RedisServer,
+    start_worker: Any,
+    tmp_path: Path,
+    make_api_key: Callable[..., str],
+    webhook_receiver: WebhookReceiver,
 ) -> None:
     settings = Settings(
-        database_url=pg_url, broker_url=redis_server.url, storage_dir=tmp_path / "storage", **FAST
+        database_url=pg_url,
+        broker_url=redis_server.url,
+        storage_dir=tmp_path / "storage",
+        webhook_allow_private=True,
+        webhook_poll_seconds=0.2,
+        **FAST,
     )
     worker: WorkerProcess = start_worker(settings, target=None)  # the real pipeline
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200
-        outcome = _run_seed_job(client, tmp_path)
+        assert client.get("/v1/jobs").status_code == 401  # distributed: a key on every request
+        client.headers.update(bearer(make_api_key(settings, "ci-pipeline")))
+        outcome = _run_seed_job(client, tmp_path, webhook_receiver.url)
+        _check_webhooks(client, outcome["job"]["id"], webhook_receiver)
     _check_reloaded(outcome["folder"], outcome["job"])
     assert "started job process" in worker.log_text()

@@ -1,0 +1,186 @@
+"""Sends pending webhook deliveries, retries failures with exponential backoff, records every attempt.
+
+Runs as a thread beside the reconciler: in the embedded dispatcher and in every Celery worker's main
+process. Several deliverers may poll the same table; each claims a row with a conditional UPDATE
+(``at`` from NULL to now), so an attempt is made once. A deliverer that dies mid-attempt leaves a
+claimed row without outcome; the next pass records it as failed and schedules the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import Job, Tenant, WebhookDelivery
+from app.db.types import utcnow
+from app.errors import InvalidWebhook
+from app.settings import Settings
+from app.webhooks.signing import sign
+from app.webhooks.urls import check_webhook_url
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 3600.0
+BATCH = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    retry: bool  # False for a permanent refusal (a URL that now resolves to a private address)
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookDeliverer:
+    """One pass with :meth:`run_once`; a background thread with :meth:`start`/:meth:`stop`."""
+
+    def __init__(self, session_factory: Callable[[], Session], settings: Settings) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: base, 2x base, 4x base, ... capped at an hour."""
+        return min(MAX_BACKOFF_SECONDS, self.settings.webhook_backoff_seconds * 2 ** (attempt - 1))
+
+    def run_once(self) -> int:
+        """Makes every due attempt; returns how many were made."""
+        self._recover_abandoned()
+        now = utcnow()
+        with self.session_factory() as session:
+            due = list(
+                session.scalars(
+                    select(WebhookDelivery.id)
+                    .where(WebhookDelivery.at.is_(None), WebhookDelivery.next_attempt_at <= now)
+                    .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+                    .limit(BATCH)
+                )
+            )
+        made = 0
+        for delivery_id in due:
+            made += self._attempt(delivery_id)
+        return made
+
+    def _attempt(self, delivery_id: int) -> int:
+        with self.session_factory() as session:
+            claimed = session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.at.is_(None))
+                .values(at=utcnow())
+            )
+            session.commit()
+            if not claimed.rowcount:  # type: ignore[attr-defined]
+                return 0  # another deliverer took it
+            row = session.get(WebhookDelivery, delivery_id)
+            job = session.get(Job, row.job_id) if row is not None else None
+            if row is None or job is None or not job.webhook:
+                return 0
+            tenant = session.get(Tenant, job.tenant_id)
+            secret = job.webhook.get("secret") or (tenant.webhook_secret if tenant else None)
+            url = str(job.webhook["url"])
+            message_id, body = row.message_id, json.dumps(row.payload, separators=(",", ":")).encode()
+        outcome = self._send(url, str(secret), message_id, body)
+        self._record(delivery_id, outcome)
+        return 1
+
+    def _send(self, url: str, secret: str, message_id: str, body: bytes) -> Outcome:
+        try:
+            check_webhook_url(url, allow_private=self.settings.webhook_allow_private)
+        except InvalidWebhook as exc:
+            return Outcome(None, f"refused: {exc.detail}", retry=False)
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "nncompress-webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, message_id, timestamp, body),
+        }
+        try:
+            response = self._http.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], retry=True)
+        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return Outcome(response.status_code, error, retry=True)
+
+    def _record(self, delivery_id: int, outcome: Outcome) -> None:
+        now = utcnow()
+        with self.session_factory() as session:
+            row = session.get(WebhookDelivery, delivery_id)
+            assert row is not None
+            row.status_code, row.error = outcome.status_code, outcome.error
+            if outcome.delivered:
+                row.delivered_at = now
+            elif outcome.retry and row.attempt < self.settings.webhook_max_attempts:
+                session.add(
+                    WebhookDelivery(
+                        message_id=row.message_id,
+                        job_id=row.job_id,
+                        event=row.event,
+                        payload=row.payload,
+                        attempt=row.attempt + 1,
+                        next_attempt_at=now + timedelta(seconds=self.backoff(row.attempt)),
+                    )
+                )
+            session.commit()
+        log.log(
+            logging.INFO if outcome.delivered else logging.WARNING,
+            "webhook %s attempt %d: %s",
+            row.event,
+            row.attempt,
+            "delivered" if outcome.delivered else outcome.error,
+            extra={"job_id": row.job_id},
+        )
+
+    def _recover_abandoned(self) -> None:
+        """Claimed rows with no outcome long after the timeout: their deliverer died mid-attempt."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.webhook_timeout_seconds + 60)
+        with self.session_factory() as session:
+            stale = list(
+                session.scalars(
+                    select(WebhookDelivery.id).where(
+                        WebhookDelivery.at < cutoff,
+                        WebhookDelivery.status_code.is_(None),
+                        WebhookDelivery.error.is_(None),
+                        WebhookDelivery.delivered_at.is_(None),
+                    )
+                )
+            )
+        for delivery_id in stale:
+            self._record(delivery_id, Outcome(None, "the deliverer stopped during the attempt", retry=True))
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="nncompress-webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._http.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                made = self.run_once()
+            except Exception:  # a database outage must not end the loop
+                log.exception("webhook delivery pass failed")
+                made = 0
+            if not made:
+                self._stop.wait(self.settings.webhook_poll_seconds)
