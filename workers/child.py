@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Job
 from app.db.session import make_engine, make_session_factory
+from app.logs import configure_logging, log_context
 from app.settings import Settings
 from workers import state
 
@@ -249,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--target", default=DEFAULT_TARGET, help="the job function, module:function")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [job %(process)d] %(message)s")
     _watch_parent(args.parent_pid)
     settings = Settings.model_validate_json(sys.stdin.read())
-    return run(args.job_id, args.worker_id, settings, args.target)
+    configure_logging(settings.log_format, settings.log_level)
+    with log_context(job_id=args.job_id):  # every line of the job process names its job
+        return run(args.job_id, args.worker_id, settings, args.target)
 
 
 if __name__ == "__main__":

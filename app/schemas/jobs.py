@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.db.models import Job
 
 WebhookEvent = Literal["started", "stage_changed", "succeeded", "failed", "cancelled"]
-WEBHOOK_EVENTS: tuple[str, ...] = ("started", "stage_changed", "succeeded", "failed", "cancelled")
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("started", "stage_changed", "succeeded", "failed", "cancelled")
 
 
 class WebhookIn(BaseModel):
