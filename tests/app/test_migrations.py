@@ -85,3 +85,55 @@ def test_alembic_cli_takes_the_url_from_database_url(make_pg_database: Callable[
         assert set(inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
+
+
+def test_0002_moves_existing_rows_to_the_default_tenant_and_keeps_their_events(empty_url: str) -> None:
+    # On SQLite the batch rebuild of ``jobs`` would cascade-delete events and artifacts if foreign keys
+    # were on during the migration (migrations/env.py turns them off); existing rows must survive.
+    from alembic import command
+    from sqlalchemy import text
+
+    from app.db.migrate import alembic_config
+
+    command.upgrade(alembic_config(empty_url), "0001")
+    engine = make_engine(empty_url)
+    now = "2026-01-01 00:00:00"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO models (id, sha256, size_bytes, format, filename, storage_key, created_at) "
+                    "VALUES ('m1', :h, 1, 'safetensors', 'm', 'k', :now)"
+                ),
+                {"h": "0" * 64, "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, model_id, status, progress, spec, device, queue, attempt, "
+                    "max_attempts, cancel_requested, created_at, updated_at, idempotency_key) VALUES "
+                    "('j1', 'm1', 'succeeded', 100, '{}', 'cpu', 'cpu', 1, 3, false, :now, :now, 'k1')"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO job_events (job_id, at, type, status) VALUES ('j1', :now, 'succeeded', 's')"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO artifacts (id, job_id, name, sha256, size_bytes, media_type, storage_key, "
+                    "created_at) VALUES ('a1', 'j1', 'report.json', :h, 2, 'application/json', 'k', :now)"
+                ),
+                {"h": "0" * 64, "now": now},
+            )
+        command.upgrade(alembic_config(empty_url), "0002")
+        with engine.connect() as conn:
+            (default_id,) = conn.execute(text("SELECT id FROM tenants WHERE name = 'default'")).one()
+            assert conn.execute(text("SELECT tenant_id FROM models")).scalar_one() == default_id
+            assert conn.execute(text("SELECT tenant_id FROM jobs")).scalar_one() == default_id
+            assert conn.execute(text("SELECT count(*) FROM job_events")).scalar_one() == 1
+            assert conn.execute(text("SELECT count(*) FROM artifacts")).scalar_one() == 1
+    finally:
+        engine.dispose()
