@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,4 +440,48 @@ def test_cancel_button_stops_a_running_job(page: Any, server: Client) -> None:
     assert server.get_job(job["id"])["status"] == "cancelled"
     expect(page.locator("#events li[data-type=cancelled]")).to_have_count(1)
     assert page.get_by_role("button", name="Cancel job").is_hidden()
+
+
+def test_sign_in_with_an_api_key_when_the_server_requires_one(
+    page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NNCOMPRESS_REQUIRE_API_KEYS", "true")  # the server below inherits it
+    data_dir = tmp_path / "server"
+    with embedded_server(data_dir) as server:
+        created = subprocess.run(
+            [sys.executable, "-m", "nncompress.cli", "keys", "create", "--tenant", "ml-team"],
+            env={
+                **os.environ,
+                "NNCOMPRESS_DATABASE_URL": f"sqlite:///{data_dir.resolve() / 'nncompress.db'}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        key = created.stdout.strip()
+        sent: list[str | None] = []
+        page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/v1/" in r.url else None)
+
+        page.goto(f"{server.base_url}/ui/")
+        page.wait_for_url(re.compile(r".*#/signin$"))
+        page.get_by_label("API key").fill("not-a-key")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("#api-key-error:has-text('did not accept')")
+        assert page.evaluate("sessionStorage.length") == 0
+
+        page.get_by_label("API key").fill(key)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("#jobs-table")
+        signed_in_at = len(sent) - 1  # the sign-in check itself and everything after carry the key
+        assert "Signed in" in page.inner_text("#session")
+        assert page.evaluate("Object.values(sessionStorage)") == [key]  # this tab only
+        # An authenticated call from the page: the architecture list of the job form.
+        page.get_by_role("link", name="New job").first.click()
+        page.wait_for_selector('#architecture option[value="mnist_net"]', state="attached")
+        assert sent[signed_in_at:] and set(sent[signed_in_at:]) == {f"Bearer {key}"}
+
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(re.compile(r".*#/signin$"))
+        assert page.evaluate("sessionStorage.length") == 0
 
