@@ -24,7 +24,7 @@ from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.problems import install_problem_handlers
 from app.request_log import RequestContextMiddleware
-from app.routes import architectures, artifacts, dashboard, health, jobs, models
+from app.routes import architectures, artifacts, dashboard, datasets, health, jobs, models
 from app.settings import Settings, get_settings
 from app.storage import Storage
 
@@ -82,14 +82,14 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.metrics = Metrics(session_factory, settings, lambda: app.state.dispatcher)
     app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
-    for module in (models, jobs, artifacts, architectures):
+    for module in (models, jobs, artifacts, architectures, datasets):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(health.router)  # probes and scrapes stay open
     app.include_router(dashboard.router)  # static pages; their /v1 calls carry the key
 
     def body_limit(scope: Scope) -> int | None:
         # The upload route limits its own stream (receive_form: file size, field count and size).
-        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/models"
+        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") in ("/v1/models", "/v1/datasets")
         return None if is_upload else MAX_JSON_BODY_BYTES
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)

@@ -6,11 +6,23 @@ Runs only inside the job process (``workers.child``): this is where a model file
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from app.db.models import Model
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db.models import Dataset, Job, Model
+from app.db.types import utcnow
 from app.storage import Storage
+from workers import state
 from workers.child import JobContext, JobOutput
+
+if TYPE_CHECKING:
+    from nncompress.datasets import LabelledDataset
+
+log = logging.getLogger(__name__)
 
 
 def resume_stage(last_finished: str | None, stages: tuple[str, ...]) -> str | None:
@@ -44,6 +56,10 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
         allow_pickle=ctx.settings.allow_pickle,
     )
     spec = JobSpec.from_dict(ctx.job.spec)
+    dataset, val_dataset = (None, None)
+    if spec.dataset_id is not None:
+        ctx.progress("loading", 1.0, "loading the data set")
+        dataset, val_dataset = load_job_dataset(ctx, storage, spec.dataset_id)
     result = run_job(
         spec,
         model=model,
@@ -52,6 +68,9 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
         progress=ctx.progress,
         should_stop=ctx.should_stop,
         resume_from=resume_stage(ctx.resume_from, STAGES),
+        dataset=dataset,
+        val_dataset=val_dataset,
+        on_metrics=lambda metrics: write_live_metrics(ctx, metrics),
     )
     report = result.to_dict()
     return JobOutput(
@@ -62,3 +81,57 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
             for a in result.artifacts
         ],
     )
+
+
+def load_job_dataset(
+    ctx: JobContext, storage: Storage, dataset_id: str
+) -> tuple[LabelledDataset, LabelledDataset | None]:
+    """Loads the job's uploaded data set (and its validation part, when it has one) from storage.
+
+    The API validated the same files with the same loaders at upload; they are read again here
+    because only the job process may hold the samples in memory.
+    """
+    from nncompress.datasets import DatasetError, load_dataset
+
+    with ctx.session_factory() as session:
+        row = session.get(Dataset, dataset_id)
+        if row is None or row.tenant_id != ctx.job.tenant_id:
+            raise DatasetError(
+                f"data set {dataset_id} of job {ctx.job_id} does not exist", dataset_id=dataset_id
+            )
+        session.expunge(row)
+    normalize = (row.normalize["mean"], row.normalize["std"]) if row.normalize else None
+
+    def part(images: str, labels: str) -> LabelledDataset:
+        labels_key = row.files[labels]["storage_key"] if labels in row.files else None
+        return load_dataset(
+            storage.path(row.files[images]["storage_key"]),
+            labels_path=storage.path(labels_key) if labels_key else None,
+            format=row.format,
+            normalize=normalize,
+        )
+
+    return part("file", "labels"), (part("val_file", "val_labels") if "val_file" in row.files else None)
+
+
+def write_live_metrics(ctx: JobContext, metrics: dict[str, Any]) -> None:
+    """Stores the stage metrics measured so far (epochs, scheduled steps) on the job while it runs.
+
+    Only while this worker holds the job, like every other write of the job process; a database
+    blip loses one update, never the job (the final metrics are written when it ends).
+    """
+    try:
+        with ctx.session_factory() as session:
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == ctx.job_id,
+                    Job.lease_owner == ctx.worker_id,
+                    Job.status.in_(state.ACTIVE_STATUSES),
+                )
+                .values(metrics=metrics, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+    except SQLAlchemyError:
+        log.warning("job %s: could not write live metrics", ctx.job_id, exc_info=True)

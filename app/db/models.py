@@ -149,6 +149,33 @@ class Model(Base):
         return {"state_dict": "torch_zip", "pickle": None}.get(self.format, self.format)
 
 
+class Dataset(Base):
+    """An uploaded labelled data set (npz, MNIST idx pair, ImageFolder zip), validated at upload.
+
+    ``files`` maps each uploaded part (``file``, ``labels``, ``val_file``, ``val_labels``) to its
+    storage key, sha256, size and display name; ``summary`` is the loader's description
+    (``LabelledDataset.describe()``), with the validation part's under ``val`` when one was given.
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(32))
+    samples: Mapped[int] = mapped_column(Integer)
+    val_samples: Mapped[int | None] = mapped_column(Integer)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    sample_shape: Mapped[list[int]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    normalize: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     """One compression job; ``status``/``lease_*`` are the claim protocol's fields."""
 

@@ -43,8 +43,16 @@ class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=64)
-    pruner: str = Field(default="l1norm", min_length=1, max_length=64, examples=["l1norm"])
-    config_list: list[Any] = Field(examples=[[{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]])
+    pruner: str | None = Field(
+        default="l1norm",
+        min_length=1,
+        max_length=64,
+        examples=["l1norm"],
+        description="null (or no config_list): no pruning, e.g. a quantize-only job",
+    )
+    config_list: list[Any] | None = Field(
+        default=None, examples=[[{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]]
+    )
     speedup: bool = True
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     input_shape: list[int] | None = Field(
@@ -62,6 +70,44 @@ class JobIn(BaseModel):
         description="further engine options (JobSpec keys such as seed, latency_runs, latency_batch_sizes)",
     )
     webhook: WebhookIn | None = None
+    dataset_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="an uploaded data set (POST /v1/datasets): data-driven pruners, fine-tuning, "
+        "calibration and accuracy use it",
+    )
+    val_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="held out for validation (seeded split) unless it has a val part"
+    )
+    finetune: dict[str, Any] | None = Field(
+        default=None,
+        examples=[
+            {
+                "epochs": 2,
+                "batch_size": 64,
+                "optimizer": "sgd",
+                "lr": 0.01,
+                "schedule": "cosine",
+                "weight_decay": 0.0,
+                "seed": 0,
+                "distillation": {"weight": 0.5, "temperature": 4.0},
+            }
+        ],
+        description="fine-tune after pruning: epochs, batch_size, optimizer (sgd|adam|adamw), lr, "
+        "schedule (none|cosine|step), weight_decay, seed, distillation {weight, temperature} | null",
+    )
+    schedule: dict[str, Any] | None = Field(
+        default=None,
+        examples=[{"kind": "agp", "steps": 3, "accuracy_budget": 1.0}],
+        description="scheduled pruning (linear|agp) in steps with fine-tuning between them; "
+        "accuracy_budget: stop at the last step within that many points of the original",
+    )
+    quantize: dict[str, Any] | None = Field(
+        default=None,
+        examples=[{"mode": "static", "config_list": [{"op_types": ["default"]}], "calibration_batches": 8}],
+        description="int8 quantization after pruning and fine-tuning: mode (static|dynamic|qat), "
+        "config_list (NNI v3 quant config), calibration_batches; the artifact is model.int8.onnx",
+    )
 
 
 class JobError(BaseModel):

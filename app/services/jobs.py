@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.auth.principal import Principal
 from app.db.events import record_event
-from app.db.models import EventType, Job, JobEvent, JobStatus, Model, Tenant, WebhookDelivery
+from app.db.models import Dataset, EventType, Job, JobEvent, JobStatus, Model, Tenant, WebhookDelivery
 from app.db.types import new_id, utcnow
 from app.errors import IdempotencyConflict, JobFinished, NotFound, TooManyJobs
 from app.schemas.jobs import JobIn
@@ -91,7 +91,10 @@ def create_job(
     if model is None or model.tenant_id != tenant_id:
         raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}])
     webhook = _webhook_of(body, webhook_allow_private)
-    spec = validate_job(model=model, body=body)
+    dataset = session.get(Dataset, body.dataset_id) if body.dataset_id is not None else None
+    if body.dataset_id is not None and (dataset is None or dataset.tenant_id != tenant_id):
+        raise NotFound(f"no data set with id {body.dataset_id!r}", errors=[{"field": "dataset_id"}])
+    spec = validate_job(model=model, body=body, dataset=dataset)
     _check_unfinished_limit(session, tenant_id, principal.max_concurrent_jobs)
     job = Job(
         id=new_id(),

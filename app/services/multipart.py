@@ -24,16 +24,29 @@ MULTIPART_OVERHEAD = 1024 * 1024
 
 @dataclass
 class ReceivedForm:
-    """What a multipart upload carried: text fields, and the file written to a temp file."""
+    """What a multipart upload carried: text fields, and the file written to a temp file.
+
+    ``files``/``filenames`` hold every file part by field name (several for a data set upload);
+    ``file``/``filename`` are the first one.
+    """
 
     fields: dict[str, str] = field(default_factory=dict)
     file: TempWrite | None = None
     filename: str = ""
+    files: dict[str, TempWrite] = field(default_factory=dict)
+    filenames: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        """Deletes every temp file of the form (idempotent)."""
+        for temp in self.files.values():
+            temp.discard()
+        if self.file is not None:
+            self.file.discard()
 
 
 class _Collector:
-    def __init__(self, storage: Storage, file_field: str, limit: int) -> None:
-        self.storage, self.file_field, self.limit = storage, file_field, limit
+    def __init__(self, storage: Storage, file_fields: tuple[str, ...], limit: int) -> None:
+        self.storage, self.file_fields, self.limit = storage, file_fields, limit
         self.form = ReceivedForm()
         self.headers: dict[bytes, bytes] = {}
         self.header_field = bytearray()
@@ -41,6 +54,7 @@ class _Collector:
         self.name = ""
         self.text: bytearray | None = None
         self.to_file = False
+        self.current: TempWrite | None = None
 
     def on_part_begin(self) -> None:
         self.headers, self.name, self.text, self.to_file = {}, "", None, False
@@ -59,11 +73,17 @@ class _Collector:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
         self.name = options.get(b"name", b"").decode("utf-8", "replace")
-        if self.name == self.file_field and b"filename" in options:
-            if self.form.file is not None:
-                raise InvalidUpload(f"the form carries more than one '{self.file_field}' part")
-            self.form.filename = options[b"filename"].decode("utf-8", "replace")
-            self.form.file = self.storage.temp_write(self.limit)
+        if self.name in self.file_fields and b"filename" in options:
+            if self.name in self.form.files:
+                raise InvalidUpload(f"the form carries more than one '{self.name}' part")
+            filename = options[b"filename"].decode("utf-8", "replace")
+            # The limit covers all file parts together: each new part gets what the earlier ones left.
+            used = sum(temp.size for temp in self.form.files.values())
+            temp = self.storage.temp_write(self.limit - used)
+            self.form.files[self.name], self.form.filenames[self.name] = temp, filename
+            if self.form.file is None:
+                self.form.file, self.form.filename = temp, filename
+            self.current = temp
             self.to_file = True
         else:
             if len(self.form.fields) >= MAX_FIELDS:
@@ -72,8 +92,8 @@ class _Collector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.to_file:
-            assert self.form.file is not None
-            self.form.file.write(data[start:end])
+            assert self.current is not None
+            self.current.write(data[start:end])
         elif self.text is not None:
             self.text += data[start:end]
             if len(self.text) > MAX_FIELD_BYTES:
@@ -85,11 +105,23 @@ class _Collector:
         self.to_file = False
 
 
-async def receive_form(request: Request, *, storage: Storage, file_field: str, limit: int) -> ReceivedForm:
-    """Parses the request body as it streams in; the caller owns (commits or discards) ``form.file``.
+async def receive_form(
+    request: Request,
+    *,
+    storage: Storage,
+    file_field: str,
+    limit: int,
+    extra_file_fields: tuple[str, ...] = (),
+) -> ReceivedForm:
+    """Parses the request body as it streams in; the caller owns (commits or discards) ``form.files``.
+
+    Args:
+        file_field: the required file part.
+        limit: the most bytes all file parts may hold together.
+        extra_file_fields: further, optional file parts (``form.files[name]``).
 
     Raises:
-        UploadTooLarge: the file part exceeds ``limit`` bytes (the temp file is already deleted).
+        UploadTooLarge: the file parts exceed ``limit`` bytes (the temp files are already deleted).
         InvalidUpload: the body is not multipart/form-data or has no ``file_field`` part.
     """
     content_type, params = parse_options_header(request.headers.get("content-type"))
@@ -98,7 +130,7 @@ async def receive_form(request: Request, *, storage: Storage, file_field: str, l
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise _too_large(limit)
-    collector = _Collector(storage, file_field, limit)
+    collector = _Collector(storage, (file_field, *extra_file_fields), limit)
     callbacks = {name: getattr(collector, name) for name in dir(_Collector) if name.startswith("on_")}
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
@@ -114,15 +146,19 @@ async def receive_form(request: Request, *, storage: Storage, file_field: str, l
     except BaseException:
         _discard(collector.form)
         raise
-    if collector.form.file is None:
+    if file_field not in collector.form.files:
+        _discard(collector.form)
         raise InvalidUpload(f"the form has no '{file_field}' file part")
-    collector.form.file.close()
+    # The required part comes first, whatever order the client sent the parts in.
+    collector.form.file = collector.form.files[file_field]
+    collector.form.filename = collector.form.filenames[file_field]
+    for temp in collector.form.files.values():
+        temp.close()
     return collector.form
 
 
 def _discard(form: ReceivedForm) -> None:
-    if form.file is not None:
-        form.file.discard()
+    form.discard()
 
 
 def _too_large(limit: int) -> UploadTooLarge:

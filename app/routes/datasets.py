@@ -1,0 +1,118 @@
+"""/v1/datasets: upload a labelled data set (validated on arrival), read it back, list them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.db.models import Dataset
+from app.deps import CurrentPrincipal, SessionDep, StorageDep, load_or_404
+from app.schemas.datasets import DatasetOut, DatasetPage, dataset_out
+from app.services.datasets import (
+    EXTRA_FILE_FIELDS,
+    FILE_FIELD,
+    create_dataset,
+    list_datasets,
+    parse_normalize,
+)
+from app.services.multipart import receive_form
+from nncompress.datasets import FORMATS
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npz with x/y, an ImageFolder zip, or the idx images file",
+                        },
+                        "labels": {"type": "string", "format": "binary", "description": "idx labels file"},
+                        "val_file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a validation part in the same format (then jobs do not split)",
+                        },
+                        "val_labels": {"type": "string", "format": "binary"},
+                        "format": {
+                            "type": "string",
+                            "enum": list(FORMATS),
+                            "description": "checked, not trusted",
+                        },
+                        "normalize": {
+                            "type": "string",
+                            "description": 'JSON {"mean": m, "std": s} applied after uint8 → [0, 1]',
+                            "example": '{"mean": 0.1307, "std": 0.3081}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    storage: StorageDep,
+    principal: CurrentPrincipal,
+) -> DatasetOut:
+    """Upload a labelled data set; streamed to storage with its sha256, validated, 422 when malformed."""
+    form = await receive_form(
+        request,
+        storage=storage,
+        file_field=FILE_FIELD,
+        limit=principal.max_upload_bytes,
+        extra_file_fields=EXTRA_FILE_FIELDS,
+    )
+    try:
+        normalize = parse_normalize(form.fields.get("normalize"))
+    except BaseException:
+        form.discard()
+        raise
+    dataset = await run_in_threadpool(
+        create_dataset,
+        session=session,
+        tenant_id=principal.tenant_id,
+        storage=storage,
+        form=form,
+        declared_format=form.fields.get("format") or None,
+        normalize=normalize,
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return dataset_out(dataset)
+
+
+@router.get("", response_model=DatasetPage)
+def get_datasets(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> DatasetPage:
+    """The tenant's data sets, newest first; cursor-paginated."""
+    rows, next_cursor = list_datasets(
+        session=session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor
+    )
+    return DatasetPage(items=[dataset_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(
+    session: SessionDep, principal: CurrentPrincipal, dataset_id: Annotated[str, Path(max_length=64)]
+) -> DatasetOut:
+    """A data set's hash, size, format, samples, classes, shapes and summary."""
+    row: Dataset = load_or_404(session, Dataset, dataset_id, "data set", principal.tenant_id)
+    return dataset_out(row)
