@@ -94,20 +94,32 @@ export async function renderJobs(ctx) {
 const ACTIVE = new Set(["queued", "running", "cancelling"]);
 const REFRESH_MS = 3000;
 
-// Rows of unfinished jobs are refreshed in place, so the list shows progress without a reload
-// (one GET per active row; finished rows are left alone).
+// Rows of unfinished jobs are refreshed in place, so the list shows progress without a reload: one
+// request for all unfinished jobs per round (the API rate-limits per tenant), plus one per row that
+// has left those statuses since, to show how it ended.
 async function followActiveRows(ctx, tbody) {
   while (!ctx.signal.aborted) {
     await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
-    const rows = [...tbody.querySelectorAll("tr[data-job-id]")].filter((r) => ACTIVE.has(r.dataset.status));
-    for (const row of rows.slice(0, 25)) {
-      if (ctx.signal.aborted) return;
-      try {
-        const job = await api(`/v1/jobs/${row.dataset.jobId}`, { signal: ctx.signal });
-        if (row.isConnected) row.replaceWith(jobRow(job));
-      } catch {
-        // the next round tries again
+    const rows = new Map(
+      [...tbody.querySelectorAll("tr[data-job-id]")].filter((r) => ACTIVE.has(r.dataset.status)).map((r) => [r.dataset.jobId, r]),
+    );
+    if (!rows.size) continue;
+    try {
+      const query = new URLSearchParams({ limit: "200" });
+      for (const status of ACTIVE) query.append("status", status);
+      const page = await api(`/v1/jobs?${query}`, { signal: ctx.signal });
+      for (const job of page.items) {
+        const row = rows.get(job.id);
+        if (row) row.replaceWith(jobRow(job));
+        rows.delete(job.id);
       }
+      for (const id of [...rows.keys()].slice(0, 10)) {
+        const row = rows.get(id);
+        const job = await api(`/v1/jobs/${id}`, { signal: ctx.signal });
+        if (row.isConnected) row.replaceWith(jobRow(job));
+      }
+    } catch {
+      // the next round tries again (after a 429 too: a round is seconds apart)
     }
   }
 }
