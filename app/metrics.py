@@ -4,25 +4,28 @@ Counted per request: HTTP requests by route and status, and their latency. Read 
 jobs by status and queue depth (database counts; in distributed mode the queue depth is the broker's
 LLEN, which is what workers will actually receive), the age of each running job's heartbeat by
 worker, and how long ago each worker's reconciler last ran (the worker heartbeat; Redis keys in
-distributed mode, the local reconciler in embedded mode). The embedded server also serves the
-worker-side metrics (stage durations) of its own job threads.
+distributed mode, the local reconciler in embedded mode), and the stage duration histogram, from the
+durations the workers write on each stage's closing event (so it needs no port on the workers and
+covers every worker process, whatever its pool).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db.models import Job, JobStatus
+from app.db.models import Job, JobEvent, JobStatus
 from app.db.types import utcnow
 from app.settings import Settings
 
@@ -71,6 +74,76 @@ class JobsByStatus:
             if oldest is not None:
                 beats.add_metric([str(owner)], max(0.0, (now - oldest).total_seconds()))
         yield from (jobs, queued, beats)
+
+
+# Stages run from well under a second (verifying a small model) to hours (fine-tuning).
+STAGE_BUCKETS = (
+    0.1,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+)
+_STAGE_END_EVENTS = ("stage", "succeeded", "failed", "cancelled")
+
+
+class StageDurations:
+    """``nncompress_stage_duration_seconds``: a histogram of the ``stage_seconds`` that workers record
+    on the event closing each stage (workers.state). Each scrape reads only the events added since the
+    last one (an id cursor), so the cost does not grow with history; the first scrape reads it all."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+        self._cursor = 0
+        self._buckets: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _ingest(self) -> None:
+        with self.session_factory() as session:
+            rows = session.execute(
+                select(JobEvent.id, JobEvent.data)
+                .where(JobEvent.id > self._cursor, JobEvent.type.in_(_STAGE_END_EVENTS))
+                .order_by(JobEvent.id)
+            ).all()
+        for event_id, data in rows:
+            self._cursor = max(self._cursor, int(event_id))
+            timed = (data or {}).get("stage_seconds")
+            if not isinstance(timed, dict) or "stage" not in timed:
+                continue
+            seconds = float(timed.get("seconds") or 0.0)
+            counts = self._buckets.setdefault(str(timed["stage"]), [0] * (len(STAGE_BUCKETS) + 1))
+            counts[bisect.bisect_left(STAGE_BUCKETS, seconds)] += 1
+            self._sums[str(timed["stage"])] = self._sums.get(str(timed["stage"]), 0.0) + seconds
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            try:
+                self._ingest()
+            except SQLAlchemyError:
+                return
+            histogram = HistogramMetricFamily(
+                "nncompress_stage_duration_seconds",
+                "Wall time of a job's pipeline stage, recorded by the worker when the stage ends",
+                labels=["stage"],
+            )
+            for stage, counts in sorted(self._buckets.items()):
+                cumulative, buckets = 0, []
+                for bound, n in zip((*STAGE_BUCKETS, float("inf")), counts, strict=True):
+                    cumulative += n
+                    buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+                histogram.add_metric([stage], buckets, sum_value=self._sums[stage])
+        yield histogram
 
 
 class BrokerQueues:
@@ -161,7 +234,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(JobsByStatus(session_factory))
-        self.embedded = settings is None or settings.embedded
+        self.registry.register(StageDurations(session_factory))
         if settings is not None and settings.broker_url and settings.broker_url.startswith("redis"):
             self.registry.register(BrokerQueues(settings.broker_url))
         elif dispatcher is not None:

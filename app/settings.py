@@ -60,9 +60,6 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
-    worker_metrics_port: int | None = Field(
-        default=None, ge=0, le=65535, description="a Celery worker serves /metrics here when set"
-    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
 

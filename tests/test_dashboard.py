@@ -442,6 +442,57 @@ def test_cancel_button_stops_a_running_job(page: Any, server: Client) -> None:
     assert page.get_by_role("button", name="Cancel job").is_hidden()
 
 
+def test_job_page_shows_its_webhook_deliveries(
+    page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.server
+    import threading
+
+    received: list[dict[str, str]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            received.append(dict(self.headers))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:  # keep the test output clean
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    monkeypatch.setenv("NNCOMPRESS_WEBHOOK_ALLOW_PRIVATE", "true")  # the receiver is on loopback
+    try:
+        with embedded_server(tmp_path / "server") as server:
+            page.goto(f"{server.base_url}/ui/#/new")
+            page.get_by_label("Model file").set_input_files(str(WEIGHTS))
+            page.get_by_label("Architecture").select_option("mnist_net")
+            page.get_by_role("button", name="Upload model").click()
+            page.wait_for_selector("#model-facts")
+            page.get_by_label("config_list (JSON)").fill(SEED_CONFIG)
+            settings = {"webhook": {"url": hook, "events": ["started", "succeeded"]}, "latency_runs": 3}
+            page.get_by_label("More settings (JSON object, optional)").fill(json.dumps(settings))
+            page.get_by_role("button", name="Start compression").click()
+            page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f]+$"))
+            page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
+
+            job = server.get_job(page.url.rsplit("/", 1)[-1])
+            assert job["webhook"] == {"url": hook, "events": ["started", "succeeded"]}
+            assert job["spec"]["latency_runs"] == 3  # an engine option next to a request field
+            assert hook in page.inner_text("#webhook")
+            delivered = page.locator('#webhook tr[data-event="succeeded"][data-delivered="true"]')
+            expect(delivered).to_have_count(1)
+            assert "delivered · 204" in delivered.inner_text()
+            assert {"started", "succeeded"} <= {
+                r.get_attribute("data-event") for r in page.locator("#webhook tbody tr").all()
+            }
+            assert received and all("webhook-signature" in {k.lower() for k in r} for r in received)
+    finally:
+        receiver.shutdown()
+
+
 def test_sign_in_with_an_api_key_when_the_server_requires_one(
     page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

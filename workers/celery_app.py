@@ -35,7 +35,6 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from kombu import Exchange, Queue
-from prometheus_client import start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,7 +44,6 @@ from app.metrics import WORKER_BEAT_PREFIX
 from app.settings import Settings, get_settings
 from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner
-from workers.metrics import WORKER_REGISTRY
 from workers.reconciler import QUEUES, Reconciler
 
 RUN_JOB_TASK = "nncompress.run_job"
@@ -153,8 +151,6 @@ def create_celery_app(settings: Settings) -> Celery:
         def start(self, parent: Any) -> None:
             configure_logging(settings.log_format, settings.log_level)
             session_factory, owner = resources.get()
-            if settings.worker_metrics_port is not None:
-                start_http_server(settings.worker_metrics_port, registry=WORKER_REGISTRY)
             self.deliverer = WebhookDeliverer(session_factory, settings)
             self.deliverer.start()
             self.reconciler = Reconciler(

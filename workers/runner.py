@@ -37,7 +37,6 @@ from app.db.models import Job, Tenant
 from app.logs import log_context
 from app.settings import Settings
 from workers import state
-from workers.metrics import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -169,26 +168,6 @@ def run_claimed_job(
         on_spawn(proc.pid)
     started = time.monotonic()
     next_heartbeat = started + options.heartbeat_seconds
-    stages = StageTimer(started)
-    try:
-        return _supervise(
-            job_id, worker_id, proc, session_factory, options, stop, stages, started, next_heartbeat
-        )
-    finally:
-        stages.end(time.monotonic())
-
-
-def _supervise(
-    job_id: str,
-    worker_id: str,
-    proc: subprocess.Popen[bytes],
-    session_factory: SessionFactory,
-    options: RunnerOptions,
-    stop: threading.Event | None,
-    stages: StageTimer,
-    started: float,
-    next_heartbeat: float,
-) -> Outcome:
     while True:
         try:
             returncode = proc.wait(timeout=options.poll_seconds)
@@ -214,17 +193,13 @@ def _supervise(
                     state.heartbeat(session, job_id, worker_id, options.lease_seconds)
                     next_heartbeat = now + options.heartbeat_seconds
                 row = session.execute(
-                    select(Job.status, Job.lease_owner, Job.cancel_requested, Job.stage).where(
-                        Job.id == job_id
-                    )
+                    select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == job_id)
                 ).one_or_none()
         except SQLAlchemyError:
             # The database is briefly unreachable: keep the job running; if this lasts past the lease,
             # the reconciler recovers the job and our next poll sees the lease gone.
             log.exception("job %s: database poll failed", job_id)
             continue
-        if row is not None:
-            stages.seen(row.stage, now)
         if row is None or row.lease_owner != worker_id or row.status not in state.ACTIVE_STATUSES:
             if (
                 row is not None

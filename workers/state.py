@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.events import record_event
-from app.db.models import Artifact, Job
+from app.db.models import Artifact, Job, JobEvent
 from app.db.types import utcnow
 
 __all__ = [
@@ -150,11 +150,29 @@ def set_progress(
         return False
     session.refresh(job)
     if previous != stage:
-        record_event(session, job, "stage", message=message)
+        timed = _stage_time(session, job_id, previous)
+        record_event(session, job, "stage", message=message, data=timed)
     elif event:
         record_event(session, job, "progress", message=message)
     session.commit()
     return True
+
+
+def _stage_time(session: Session, job_id: str, stage: str | None) -> dict[str, Any] | None:
+    """``{"stage_seconds": {"stage": s, "seconds": t}}`` for the stage that ends now (the metrics'
+    stage duration histogram reads it from the event); None when no stage was running."""
+    if stage is None:
+        return None
+    started = session.scalar(
+        select(JobEvent.at)
+        .where(JobEvent.job_id == job_id, JobEvent.type == "stage")
+        .order_by(JobEvent.id.desc())
+        .limit(1)
+    )
+    if started is None:
+        return None
+    seconds = max(0.0, (utcnow() - started).total_seconds())
+    return {"stage_seconds": {"stage": str(stage), "seconds": round(seconds, 3)}}
 
 
 def _finish(
@@ -207,7 +225,8 @@ def finish_succeeded(
             )
         )
     session.refresh(job)
-    record_event(session, job, "succeeded", data={"artifacts": [a.name for a in artifacts]})
+    data = {"artifacts": [a.name for a in artifacts], **(_stage_time(session, job_id, job.stage) or {})}
+    record_event(session, job, "succeeded", data=data)
     session.commit()
     return True
 
@@ -219,7 +238,8 @@ def finish_failed(
     job = _finish(session, job_id, worker_id, "failed", {"error_type": error_type, "error_message": message})
     if job is None:
         return False
-    record_event(session, job, "failed", message=message, data={"error_type": error_type})
+    data = {"error_type": error_type, **(_stage_time(session, job_id, job.stage) or {})}
+    record_event(session, job, "failed", message=message, data=data)
     session.commit()
     return True
 
@@ -229,7 +249,8 @@ def finish_cancelled(session: Session, job_id: str, worker_id: str, *, message: 
     job = _finish(session, job_id, worker_id, "cancelled", {})
     if job is None:
         return False
-    record_event(session, job, "cancelled", message=message or "cancelled while running")
+    data = _stage_time(session, job_id, job.stage)
+    record_event(session, job, "cancelled", message=message or "cancelled while running", data=data)
     session.commit()
     return True
 

@@ -39,10 +39,4 @@ def readyz(session: SessionDep, dispatcher: DispatcherDep) -> dict[str, str]:
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text: HTTP requests, jobs by status, queue depth, heartbeats, stage durations."""
-    metrics = request.app.state.metrics
-    body = generate_latest(metrics.registry)
-    if metrics.embedded:  # the job threads run in this process: serve their stage durations too
-        from workers.metrics import WORKER_REGISTRY
-
-        body += generate_latest(WORKER_REGISTRY)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

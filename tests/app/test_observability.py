@@ -14,7 +14,7 @@ import pytest
 from app.logs import configure_logging, log_context
 from tests.app.factories import job_body, uploaded_mnist
 from tests.conftest import bearer
-from workers.metrics import WORKER_REGISTRY, StageTimer
+from workers import state
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -76,7 +76,6 @@ def test_metrics_show_jobs_queue_depth_and_requests(make_client: Callable[..., A
     assert metric(text, "nncompress_queue_depth", queue="cpu") == 2
     assert metric(text, "nncompress_queue_depth", queue="gpu") == 1
     assert metric(text, "nncompress_http_requests_total", method="POST", route="/v1/jobs", status="202") == 3
-    assert "nncompress_stage_duration_seconds" in text  # the embedded server serves its workers' metrics
 
 
 def test_distributed_metrics_read_the_broker_queues_and_worker_beats(
@@ -99,25 +98,24 @@ def test_distributed_metrics_read_the_broker_queues_and_worker_beats(
         r.delete("cpu", "gpu", f"nncompress:worker-beat:{worker}")
 
 
-def test_stage_timer_observes_each_finished_stage() -> None:
-    def count(stage: str) -> float:
-        return (
-            WORKER_REGISTRY.get_sample_value("nncompress_stage_duration_seconds_count", {"stage": stage})
-            or 0.0
-        )
-
-    before = count("pruning"), count("speedup")
-    total = (
-        WORKER_REGISTRY.get_sample_value("nncompress_stage_duration_seconds_sum", {"stage": "pruning"}) or 0.0
-    )
-    timer = StageTimer(100.0)
-    timer.seen(None, 100.0)
-    timer.seen("pruning", 101.0)
-    timer.seen("pruning", 102.0)
-    timer.seen("speedup", 104.5)
-    timer.end(105.0)
-    assert (count("pruning"), count("speedup")) == (before[0] + 1, before[1] + 1)
-    pruning_sum = WORKER_REGISTRY.get_sample_value(
-        "nncompress_stage_duration_seconds_sum", {"stage": "pruning"}
-    )
-    assert pruning_sum == pytest.approx(total + 3.5)
+def test_stage_durations_come_from_the_workers_stage_events(make_client: Callable[..., Any]) -> None:
+    client = make_client()
+    model_id = uploaded_mnist(client)
+    jobs = [client.post("/v1/jobs", json=job_body(model_id)).json()["id"] for _ in range(2)]
+    before = client.get("/metrics").text  # a scrape before: the next one adds only what is new
+    assert "nncompress_stage_duration_seconds_count" not in before
+    sessions = client.app.state.session_factory  # type: ignore[attr-defined]
+    with sessions() as session:
+        for job_id in jobs:  # what a worker writes
+            state.claim(session, job_id, "w1", 30)
+            state.set_progress(session, job_id, "w1", stage="pruning", percent=10)
+            state.set_progress(session, job_id, "w1", stage="speedup", percent=50)
+        state.finish_succeeded(session, jobs[0], "w1", metrics=None, result=None, artifacts=[])
+        state.finish_failed(session, jobs[1], "w1", error_type="boom", message="x")
+    text = client.get("/metrics").text
+    assert metric(text, "nncompress_stage_duration_seconds_count", stage="pruning") == 2
+    assert metric(text, "nncompress_stage_duration_seconds_count", stage="speedup") == 2  # closed by the end
+    assert metric(text, "nncompress_stage_duration_seconds_bucket", le="+Inf", stage="pruning") == 2
+    assert 0 <= metric(text, "nncompress_stage_duration_seconds_sum", stage="pruning") < 60
+    again = client.get("/metrics").text  # scraping again counts nothing twice
+    assert metric(again, "nncompress_stage_duration_seconds_count", stage="pruning") == 2

@@ -90,6 +90,13 @@ def _check_reloaded(folder: Path, job: dict[str, Any]) -> None:
     assert accuracy > 0.8
 
 
+def _check_metrics(text: str) -> None:
+    """Stage durations the worker recorded reach the API's /metrics, whichever process ran the job."""
+    for stage in ("loading", "pruning", "speedup"):
+        assert re.search(rf'nncompress_stage_duration_seconds_count\{{stage="{stage}"\}} [1-9]', text), stage
+    assert re.search(r'nncompress_jobs\{status="succeeded"\} 1\.0', text)
+
+
 def _check_webhooks(client: TestClient, job_id: str, receiver: WebhookReceiver) -> None:
     """The worker side's deliverer sent both subscribed messages (it runs beside the reconciler)."""
 
@@ -115,8 +122,7 @@ def test_embedded_service_end_to_end(tmp_path: Path, webhook_receiver: WebhookRe
         assert client.get("/readyz").status_code == 200
         outcome = _run_seed_job(client, tmp_path, webhook_receiver.url)
         _check_webhooks(client, outcome["job"]["id"], webhook_receiver)
-        metrics = client.get("/metrics").text  # the job threads' stage durations, served by the API
-        assert re.search(r'nncompress_stage_duration_seconds_count\{stage="pruning"\} [1-9]', metrics)
+        _check_metrics(client.get("/metrics").text)
     _check_reloaded(outcome["folder"], outcome["job"])
 
 
@@ -144,5 +150,9 @@ def test_distributed_service_end_to_end(
         client.headers.update(bearer(make_api_key(settings, "ci-pipeline")))
         outcome = _run_seed_job(client, tmp_path, webhook_receiver.url)
         _check_webhooks(client, outcome["job"]["id"], webhook_receiver)
+        metrics = client.get("/metrics").text
+        _check_metrics(metrics)
+        assert re.search(r'nncompress_worker_heartbeat_age_seconds\{worker="[^"]+"\} \d', metrics)
+        assert re.search(r'nncompress_queue_depth\{queue="cpu"\} 0\.0', metrics)  # Redis LLEN
     _check_reloaded(outcome["folder"], outcome["job"])
     assert "started job process" in worker.log_text()

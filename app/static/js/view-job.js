@@ -5,6 +5,7 @@
 import { api, streamEvents } from "./api.js";
 import { badge, bytes, clock, duration, fill, h, progressBar, shortId, when } from "./dom.js";
 import { resultSections } from "./job-results.js";
+import { webhookCard } from "./webhook-view.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 // The pipeline's stage order (design §6); a job runs the ones it needs, so only those seen are shown.
@@ -39,6 +40,7 @@ export async function renderJob(ctx, jobId) {
   const eventList = h("ol", { class: "events", id: "events", "aria-label": "Events" });
   const seenStages = [];
   let shownResults = null; // what the results section was drawn from: redrawn only when it changes
+  const webhook = job.webhook ? webhookCard(job, signal) : null;
 
   main.append(
     h(
@@ -59,6 +61,7 @@ export async function renderJob(ctx, jobId) {
       h("div", { style: { marginTop: "1rem" } }, facts),
     ),
     results,
+    webhook ? webhook.card : null,
     h("section", { class: "card", "aria-labelledby": "events-title" }, h("h2", { id: "events-title" }, "Events"), eventList),
   );
 
@@ -219,6 +222,19 @@ export async function renderJob(ctx, jobId) {
 
   update(job);
   setLive(FINISHED.has(job.status) ? null : "stream");
+  webhook?.refresh();
   if (!(await followStream()) && !signal.aborted) await poll();
   if (!signal.aborted) setLive(null);
+  if (webhook) await followDeliveries(webhook, job, signal);
+}
+
+// Deliveries happen after the job's events, from the server's webhook sender: re-read them for a
+// while after the job ends, until the final event's message was delivered.
+async function followDeliveries(webhook, job, signal) {
+  for (let round = 0; round < 30 && !signal.aborted; round += 1) {
+    const items = await webhook.refresh();
+    if (items?.some((d) => d.event === job.status && d.delivered_at)) return;
+    if (items && !job.webhook.events.includes(job.status)) return;
+    await sleep(2000, signal);
+  }
 }
