@@ -1,4 +1,4 @@
-"""`nncompress keys create|list|revoke`: API key administration, straight on the database.
+"""`nncompress keys create|list|revoke|webhook-secret`: API key administration, straight on the database.
 
 Run where the service's settings are (``NNCOMPRESS_DATABASE_URL``); the API need not be running.
 The key is printed once and only its hash is stored, so a lost key is revoked and replaced.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.tenants import create_key, list_keys, revoke_key
 from app.db.migrate import upgrade_to_head
+from app.db.models import Tenant
 from app.db.session import make_engine, make_session_factory
 from app.settings import Settings, get_settings
 
@@ -70,4 +72,16 @@ def keys_revoke(key_id: str, *, settings: Settings | None = None, out: TextIO = 
         print(f"error: no API key with id or prefix {key_id!r}", file=sys.stderr)
         return 1
     print(f"revoked {row.id} (prefix {row.prefix}) at {row.revoked_at:%Y-%m-%d %H:%M:%S}", file=out)
+    return 0
+
+
+def webhook_secret(tenant: str, *, settings: Settings | None = None, out: TextIO = sys.stdout) -> int:
+    """Prints the secret that signs the webhooks of the tenant's jobs that bring no secret of their own."""
+    settings = settings or get_settings()
+    with _sessions(settings)() as session:
+        secret = session.scalar(select(Tenant.webhook_secret).where(Tenant.name == tenant))
+    if secret is None:
+        print(f"error: no tenant {tenant!r}", file=sys.stderr)
+        return 1
+    print(secret, file=out)
     return 0

@@ -1,4 +1,4 @@
-"""Admin subcommands: ``nncompress keys create|list|revoke`` (API keys and tenants).
+"""Admin subcommands: ``nncompress keys create|list|revoke|webhook-secret`` (API keys and tenants).
 
 They work on the service's database (``NNCOMPRESS_DATABASE_URL``) through ``app.admin``, imported
 inside the handlers so the engine never imports the service stack.
@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     revoke = sub.add_parser("revoke", help="revoke a key; requests with it answer 401 from now on")
     revoke.add_argument("key_id", help="the key's id or prefix (see `nncompress keys list`)")
     revoke.set_defaults(handler=_revoke)
+    secret = sub.add_parser(
+        "webhook-secret", help="print the tenant's webhook signing secret (for jobs that name none)"
+    )
+    secret.add_argument("--tenant", required=True, help="tenant name")
+    secret.set_defaults(handler=_webhook_secret)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -53,3 +58,9 @@ def _revoke(args: argparse.Namespace) -> int:
     from app.admin import keys_revoke
 
     return keys_revoke(args.key_id)
+
+
+def _webhook_secret(args: argparse.Namespace) -> int:
+    from app.admin import webhook_secret
+
+    return webhook_secret(args.tenant)

@@ -118,6 +118,10 @@ def test_keys_cli_creates_lists_and_revokes(
     assert "revoked" in cli("list", "--tenant", "ml-team").stdout
     assert client.get("/v1/jobs").status_code == 401
     assert cli("revoke", "no-such-key").returncode == 1
+    secret = cli("webhook-secret", "--tenant", "ml-team")
+    assert secret.returncode == 0 and secret.stdout.strip().startswith("whsec_")
+    assert secret.stdout.strip() in created.stderr  # the one shown when the tenant was created
+    assert cli("webhook-secret", "--tenant", "nobody").returncode == 1
 
 
 def test_open_loopback_server_uses_the_default_tenant_but_checks_a_given_key(
