@@ -536,3 +536,40 @@ def test_sign_in_with_an_api_key_when_the_server_requires_one(
         page.wait_for_url(re.compile(r".*#/signin$"))
         assert page.evaluate("sessionStorage.length") == 0
 
+
+def test_an_uploaded_data_set_can_be_chosen_for_a_job(page: Any, server: Client, tmp_path: Path) -> None:
+    import httpx
+    import numpy as np
+
+    from nncompress.data import load_mnist_subset
+
+    images, labels = load_mnist_subset()
+    npz = tmp_path / "mnist-300.npz"
+    np.savez(npz, x=images[:300].numpy(), y=labels[:300].numpy())
+    with npz.open("rb") as f:
+        uploaded = httpx.post(
+            f"{server.base_url}/v1/datasets", files={"file": ("mnist-300.npz", f)}, timeout=60
+        )
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+
+    page.goto(f"{server.base_url}/ui/#/new")
+    page.get_by_label("Model file").set_input_files(str(WEIGHTS))
+    page.get_by_label("Architecture").select_option("mnist_net")
+    page.get_by_role("button", name="Upload model").click()
+    page.wait_for_selector("#model-facts")
+    page.get_by_label("config_list (JSON)").fill(SEED_CONFIG)
+    option = page.locator(f'#dataset option[value="upload:{dataset["id"]}"]')
+    assert "mnist-300.npz — 300 samples, 10 classes, [1×28×28]" in option.inner_text()
+    page.get_by_label("Data set").select_option(f"upload:{dataset['id']}")
+    page.get_by_label("More settings (JSON object, optional)").fill('{"finetune": {"epochs": 1}}')
+    page.get_by_role("button", name="Start compression").click()
+    page.wait_for_url(re.compile(r".*#/jobs/[0-9a-f]+$"))
+    page.wait_for_selector("#job-status [data-status=succeeded]", timeout=JOB_DEADLINE_MS)
+
+    job = server.get_job(page.url.rsplit("/", 1)[-1])
+    assert job["spec"]["dataset_id"] == dataset["id"]
+    assert job["metrics"]["data"]["train_samples"] + job["metrics"]["data"]["val_samples"] == 300
+    expect(page.locator("#chart-accuracy-finetune svg.chart circle.point")).to_have_count(
+        2
+    )  # pruned, epoch 1
