@@ -209,6 +209,7 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     assert saved.stat().st_size == wanted["size_bytes"]
     assert "sha256 verified" in row.inner_text()  # the page checked the hash too
 
+    assert "null" not in page.inner_text("main") and "undefined" not in page.inner_text("main")
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-job.png"), full_page=True)
     print(f"dashboard flow: {time.monotonic() - t0:.1f} s")

@@ -42,7 +42,7 @@ export async function renderJob(ctx, jobId) {
   let shownResults = null; // what the results section was drawn from: redrawn only when it changes
   const webhook = job.webhook ? webhookCard(job, signal) : null;
 
-  main.append(
+  const sections = [
     h(
       "div",
       { class: "page-head" },
@@ -63,7 +63,8 @@ export async function renderJob(ctx, jobId) {
     results,
     webhook ? webhook.card : null,
     h("section", { class: "card", "aria-labelledby": "events-title" }, h("h2", { id: "events-title" }, "Events"), eventList),
-  );
+  ];
+  main.append(...sections.filter(Boolean)); // Element.append would print a null as "null"
 
   cancelButton.addEventListener("click", async () => {
     cancelButton.disabled = true;
