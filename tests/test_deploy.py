@@ -414,6 +414,17 @@ def test_api_and_worker_commands_run_a_job(pg_plain_url: str, tmp_path: Path, pr
         timeout=120,
     )
     assert migrate.returncode == 0, migrate.stderr
+    # Distributed mode requires an API key: the operator creates one with the admin command.
+    keys = subprocess.run(
+        [sys.executable, "-m", "nncompress.cli", "keys", "create", "--tenant", "deploy-test"],
+        cwd=REPO,
+        env=_service_env("api", database_url=pg_plain_url, storage=storage),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert keys.returncode == 0, keys.stderr
+    api_key = keys.stdout.strip()
     port = _free_port()
     assert (
         subprocess.run(_healthcheck_argv(port), capture_output=True, timeout=30).returncode != 0
@@ -433,7 +444,7 @@ def test_api_and_worker_commands_run_a_job(pg_plain_url: str, tmp_path: Path, pr
         tmp_path / "worker.log",
     )
     processes.append(worker)
-    client = Client(f"http://127.0.0.1:{port}", timeout=30)
+    client = Client(f"http://127.0.0.1:{port}", api_key=api_key, timeout=30)
 
     def ready() -> bool:
         try:
