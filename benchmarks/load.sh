@@ -23,19 +23,26 @@ export DATABASE_URL="postgresql://postgres@127.0.0.1:5432/$DB"
 export BROKER_URL="redis://127.0.0.1:6379/15"
 export NNCOMPRESS_STORAGE_DIR="$WORK/storage"
 export NNCOMPRESS_MAX_UPLOAD_BYTES=$((2 * 1024 * 1024 * 1024))
+# A benchmark, not a rate-limit test: lift the per-tenant limits out of the way.
+export NNCOMPRESS_TENANT_REQUESTS_PER_MINUTE=100000000
+export NNCOMPRESS_TENANT_MAX_CONCURRENT_JOBS=100000000
 .venv/bin/alembic upgrade head >/dev/null
+# Distributed mode requires an API key; the benchmark makes one as an operator would.
+API_KEY=$(.venv/bin/nncompress keys create --tenant load-bench 2>/dev/null)
+export API_KEY
+AUTH="Authorization: Bearer $API_KEY"
 .venv/bin/uvicorn app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning &
 API_PID=$!
 S="http://127.0.0.1:$PORT"
 for _ in $(seq 100); do curl -sf "$S/readyz" >/dev/null && break; sleep 0.2; done
-MODEL_ID=$(curl -sf -F file=@nncompress/data/mnist_net.safetensors -F architecture=mnist_net "$S/v1/models" \
+MODEL_ID=$(curl -sf -H "$AUTH" -F file=@nncompress/data/mnist_net.safetensors -F architecture=mnist_net "$S/v1/models" \
     | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 export MODEL_ID
 echo "## submit: POST /v1/jobs ($CONN connections, ${DURATION}s)"
-wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s benchmarks/load_submit.lua "$S/v1/jobs"
-JOB_ID=$(curl -sf "$S/v1/jobs?limit=1" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -H "$AUTH" -s benchmarks/load_submit.lua "$S/v1/jobs"
+JOB_ID=$(curl -sf -H "$AUTH" "$S/v1/jobs?limit=1" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
 echo "## poll: GET /v1/jobs/{id} ($CONN connections, ${DURATION}s)"
-wrk -t2 -c"$CONN" -d"${DURATION}s" --latency "$S/v1/jobs/$JOB_ID"
+wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -H "$AUTH" "$S/v1/jobs/$JOB_ID"
 echo "## upload: 1 GiB streamed to POST /v1/models"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$API_PID/status"; }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$API_PID/status"; }
@@ -57,7 +64,7 @@ for f in big.safetensors big.bin; do
     echo 5 > "/proc/$API_PID/clear_refs"  # resets VmHWM, so the peak below is this upload's
     BEFORE=$(rss)
     START=$(date +%s.%N)
-    CODE=$(curl -s -o "$WORK/upload.json" -w '%{http_code}' -F file=@"$WORK/$f" -F architecture=mnist_net "$S/v1/models")
+    CODE=$(curl -s -o "$WORK/upload.json" -w '%{http_code}' -H "$AUTH" -F file=@"$WORK/$f" -F architecture=mnist_net "$S/v1/models")
     END=$(date +%s.%N)
     echo "$f: HTTP $CODE in $(echo "$END - $START" | bc) s: $(head -c 160 "$WORK/upload.json")"
     echo "  RSS before ${BEFORE} KiB, after $(rss) KiB, peak during the upload $(hwm) KiB (growth $(( $(hwm) - BEFORE )) KiB)"
