@@ -22,7 +22,7 @@ from nncompress.config.keys import (
     VALID_KEYS,
 )
 from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
-from nncompress.config.selectors import parse_names, parse_selection
+from nncompress.config.selectors import check_known_keys, parse_names, parse_selection
 from nncompress.errors import ConfigError
 
 _EXAMPLE = "[{'sparse_ratio': 0.5, 'op_types': ['Conv2d', 'Linear']}]"
@@ -137,30 +137,7 @@ def _parse_entry(index: int, raw: object) -> ConfigEntry:
 
 
 def _check_keys(index: int, raw: Mapping[object, object]) -> None:
-    for key in raw:
-        if not isinstance(key, str):
-            raise bad_value(index, None, key, "string keys", hint="keys are names such as 'op_types'")
-        if key in VALID_KEYS:
-            continue
-        if key in UNSUPPORTED_KEYS:
-            raise ConfigError(
-                f"{where(index, key)}: not supported by nncompress: {UNSUPPORTED_KEYS[key]}",
-                entry=index,
-                key=key,
-                value=jsonable(raw[key]),
-                expected="one of " + ", ".join(VALID_KEYS),
-            )
-        suggestion = did_you_mean(key, VALID_KEYS)
-        raise ConfigError(
-            f"{where(index, key)}: unknown key"
-            + (f"; {suggestion}" if suggestion else ".")
-            + " Valid keys: "
-            + ", ".join(VALID_KEYS),
-            entry=index,
-            key=key,
-            value=jsonable(raw[key]),
-            expected="one of " + ", ".join(VALID_KEYS),
-        )
+    check_known_keys(index, raw, valid=VALID_KEYS, unsupported=UNSUPPORTED_KEYS)
     for group in (RATIO_KEYS, MAX_RATIO_KEYS):
         present = [k for k in group if k in raw]
         if len(present) > 1:

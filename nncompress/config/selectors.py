@@ -1,4 +1,4 @@
-"""Parsing of the layer-selecting keys that pruning and quantization configs share.
+"""Entry checks that pruning and quantization configs share: known keys and layer selectors.
 
 Both config kinds select layers the same way (names, regexes, types, and their exclusions), so
 their errors read the same; only the ConfigError subclass differs.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from nncompress.config.messages import bad_value, jsonable, show, where
+from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
 from nncompress.errors import ConfigError
 
 Names = tuple[str, ...]
@@ -79,3 +79,35 @@ def parse_selection(
                         index, key, pattern, "valid Python regular expressions", hint=str(exc), error=error
                     ) from None
     return selectors, excludes
+
+
+def check_known_keys(
+    index: int,
+    raw: Mapping[object, object],
+    *,
+    valid: Sequence[str],
+    unsupported: Mapping[str, str],
+    error: type[ConfigError] = ConfigError,
+    product: str = "nncompress",
+) -> None:
+    """Refuses non-string keys, NNI keys this product does not support (with the reason), and
+    unknown keys (with the nearest valid ones)."""
+    for key in raw:
+        if not isinstance(key, str):
+            raise bad_value(
+                index, None, key, "string keys", hint="keys are names such as 'op_types'", error=error
+            )
+        if key in valid:
+            continue
+        expected = "one of " + ", ".join(valid)
+        context = {"entry": index, "key": key, "value": jsonable(raw[key]), "expected": expected}
+        if key in unsupported:
+            raise error(f"{where(index, key)}: not supported by {product}: {unsupported[key]}", **context)
+        suggestion = did_you_mean(key, valid)
+        raise error(
+            f"{where(index, key)}: unknown key"
+            + (f"; {suggestion}" if suggestion else ".")
+            + " Valid keys: "
+            + ", ".join(valid),
+            **context,
+        )

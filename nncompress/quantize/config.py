@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
-from nncompress.config.selectors import parse_names, parse_selection
+from nncompress.config.selectors import check_known_keys, parse_names, parse_selection
 from nncompress.errors import ConfigError, NoMatchError, UnknownLayerError
 
 __all__ = [
@@ -218,37 +218,14 @@ def _parse_entry(index: int, raw: object) -> QuantConfigEntry:
 
 
 def _check_keys(index: int, raw: Mapping[object, object]) -> None:
-    for key in raw:
-        if not isinstance(key, str):
-            raise bad_value(
-                index,
-                None,
-                key,
-                "string keys",
-                hint="keys are names such as 'op_types'",
-                error=QuantConfigError,
-            )
-        if key in VALID_KEYS:
-            continue
-        if key in UNSUPPORTED_KEYS:
-            raise QuantConfigError(
-                f"{where(index, key)}: not supported by nncompress quantization: {UNSUPPORTED_KEYS[key]}",
-                entry=index,
-                key=key,
-                value=jsonable(raw[key]),
-                expected="one of " + ", ".join(VALID_KEYS),
-            )
-        suggestion = did_you_mean(key, VALID_KEYS)
-        raise QuantConfigError(
-            f"{where(index, key)}: unknown key"
-            + (f"; {suggestion}" if suggestion else ".")
-            + " Valid keys: "
-            + ", ".join(VALID_KEYS),
-            entry=index,
-            key=key,
-            value=jsonable(raw[key]),
-            expected="one of " + ", ".join(VALID_KEYS),
-        )
+    check_known_keys(
+        index,
+        raw,
+        valid=VALID_KEYS,
+        unsupported=UNSUPPORTED_KEYS,
+        error=QuantConfigError,
+        product="nncompress quantization",
+    )
 
 
 def _parse_choice(index: int, raw: Mapping[str, object], key: str, allowed: tuple[str, ...]) -> str | None:
