@@ -65,6 +65,23 @@ class ReconcileResult:
     cancelled: list[str] = field(default_factory=list)
 
 
+def _apply(session: Session, stmt: Any) -> Job | None:
+    """Runs a conditional UPDATE; the updated job, or None (rolled back) when its condition no longer held."""
+    job = session.scalars(stmt.returning(Job).execution_options(synchronize_session=False)).one_or_none()
+    if job is None:
+        session.rollback()
+    return job
+
+
+def _requeued(session: Session, stmt: Any, reason: str) -> bool:
+    job = _apply(session, stmt)
+    if job is None:
+        return False
+    record_event(session, job, "requeued", message=reason)
+    session.commit()
+    return True
+
+
 def _owned(job_id: str, worker_id: str) -> Any:
     return (Job.id == job_id) & (Job.lease_owner == worker_id) & Job.status.in_(ACTIVE_STATUSES)
 
@@ -184,10 +201,7 @@ def _finish(
         status=status, lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now, **values
     )
     stmt = stmt.where(condition) if condition is not None else stmt.where(Job.id == job_id)
-    job = session.scalars(stmt.returning(Job).execution_options(synchronize_session=False)).one_or_none()
-    if job is None:
-        session.rollback()
-    return job
+    return _apply(session, stmt)
 
 
 def finish_succeeded(
@@ -258,7 +272,8 @@ def finish_cancelled(session: Session, job_id: str, worker_id: str, *, message: 
 def release(session: Session, job_id: str, worker_id: str, *, reason: str) -> bool:
     """Hands a job back to the queue without counting the attempt (the worker is shutting down)."""
     now = utcnow()
-    job = session.scalars(
+    return _requeued(
+        session,
         update(Job)
         .where(_owned(job_id, worker_id), Job.cancel_requested.is_(False))
         .values(
@@ -267,16 +282,9 @@ def release(session: Session, job_id: str, worker_id: str, *, reason: str) -> bo
             lease_expires_at=None,
             attempt=Job.attempt - 1,
             updated_at=now,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
-    if job is None:
-        session.rollback()
-        return False
-    record_event(session, job, "requeued", message=reason)
-    session.commit()
-    return True
+        ),
+        reason,
+    )
 
 
 def mark_published(session: Session, job_id: str, seen_updated_at: datetime, *, reason: str) -> bool:
@@ -286,19 +294,12 @@ def mark_published(session: Session, job_id: str, seen_updated_at: datetime, *, 
     keeps a job from being re-published more often than once per ``unclaimed_after``.
     """
     now = utcnow()
-    job = session.scalars(
+    stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status == "queued", Job.updated_at == seen_updated_at)
         .values(updated_at=now)
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
-    if job is None:
-        session.rollback()
-        return False
-    record_event(session, job, "requeued", message=reason)
-    session.commit()
-    return True
+    )
+    return _requeued(session, stmt, reason)
 
 
 def stale_queued(
@@ -378,15 +379,11 @@ def reconcile(session: Session, now: datetime | None = None) -> ReconcileResult:
                 "error_message": f"the worker running this job stopped responding ({attempt} attempts)",
             }
             event, message, bucket = "failed", "worker lost at the last attempt", result.lost
-        job = session.scalars(
-            update(Job)
-            .where(seen)
-            .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-            .returning(Job)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        job = _apply(
+            session,
+            update(Job).where(seen).values(lease_owner=None, lease_expires_at=None, updated_at=now, **values),
+        )
         if job is None:  # another reconciler or the worker itself got there first
-            session.rollback()
             continue
         if event == "failed":
             detail["error_type"] = WORKER_LOST
