@@ -8,6 +8,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-# torch first, pinned to the CPU build (see constraints/ci.txt), so nothing pulls a CUDA wheel.
-.venv/bin/python -m pip install --quiet -c constraints/ci.txt torch
-.venv/bin/python -m pip install --quiet -c constraints/ci.txt -e '.[service,dev]'
+# torch and torchvision first, pinned (see constraints/ci.txt) to the pair that lie on this disk.
+.venv/bin/python -m pip install --quiet -c constraints/ci.txt torch torchvision
+.venv/bin/python -m pip install --quiet -c constraints/ci.txt -e '.[service,dev,models]'
