@@ -10,30 +10,33 @@
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
-# ---- builder: a virtualenv with torch (CPU or CUDA build) and the project's wheel + service extra ----
+# ---- builder: a virtualenv with torch (CPU or CUDA build) and the project's wheel + service and models
+# extras (torchvision, timm, transformers: the architectures users upload by name or as HF directories) ----
 FROM ${PYTHON_IMAGE} AS builder
 # cpu, or a CUDA tag of the PyTorch wheel index (cu126, cu128, ...). The CUDA wheels bring their own
 # CUDA libraries; the host only needs the NVIDIA driver and container toolkit.
 ARG TORCH_VARIANT=cpu
-ARG TORCH_VERSION=2.13.0
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_INDEX_URL=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# torch first, from the index of the chosen variant, so resolving the project never pulls another build.
+# torch and torchvision first, from the index of the chosen variant, so resolving the project never pulls
+# another build (torchvision must be the build made for that torch, or its operators fail to load).
 # TORCH_VARIANT labels the build (compose checks that GPU workers get a CUDA one).
 RUN if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && echo "torch ${TORCH_VERSION} (${TORCH_VARIANT})" \
-    && pip install "torch==${TORCH_VERSION}"
+    && pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY pyproject.toml README.md ./
 COPY nncompress ./nncompress
 COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations
 RUN pip wheel --no-deps --wheel-dir /dist . \
-    && pip install "$(ls /dist/nncompress-*.whl)[service]"
+    && pip install "$(ls /dist/nncompress-*.whl)[service,models]"
 
 # ---- runtime: the virtualenv, the Alembic files, a non-root user; no compilers, no pip cache ----
 FROM ${PYTHON_IMAGE} AS runtime
