@@ -51,7 +51,7 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
     storage = Storage(Path(ctx.settings.storage_dir))
     model = load_model(
         storage.path(model_row.storage_key),
-        fmt=model_row.format,
+        fmt=model_row.intake_format,
         architecture=model_row.architecture,
         allow_pickle=ctx.settings.allow_pickle,
     )

@@ -136,6 +136,9 @@ class Model(Base):
     architecture: Mapped[str | None] = mapped_column(String(128))
     filename: Mapped[str] = mapped_column(String(255))  # display only, never a path
     storage_key: Mapped[str] = mapped_column(String(512))
+    # What intake learnt from the file at upload without running it (input spec, library, layer
+    # names, build options): job validation and the job's example input read it; None for old rows.
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

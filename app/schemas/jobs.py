@@ -60,7 +60,13 @@ class JobIn(BaseModel):
         min_length=1,
         max_length=8,
         examples=[[1, 1, 28, 28]],
-        description="example input shape with batch dimension; defaults to the architecture's",
+        description="example input shape with batch dimension; defaults to the architecture's, or the "
+        "one read from the uploaded model (ONNX inputs, a Hugging Face config)",
+    )
+    input_dtype: Literal["float32", "int64"] | None = Field(
+        default=None,
+        description="dtype of the example input: int64 for token ids; defaults to the model's "
+        "(architecture, ONNX input or Hugging Face config), else float32",
     )
     export_onnx: bool = True
     verify: bool = True

@@ -123,7 +123,7 @@ def run_job(
         torch.manual_seed(spec.seed)
         device = _device(spec.device)
         original = copy.deepcopy(model).cpu().eval()
-        example, input_dtype = _example_input(spec, architecture)
+        example, input_dtype = _example_input(spec, architecture, original)
         output = _check_runs(original, example)
         job_data = _job_data(spec, example, output, dataset, val_dataset)
         if job_data is not None:
@@ -376,7 +376,9 @@ def _device(name: str) -> torch.device:
         raise ConfigError(str(exc), key="device", value=name) from exc
 
 
-def _example_input(spec: JobSpec, architecture: str | None) -> tuple[torch.Tensor, torch.dtype]:
+def _example_input(
+    spec: JobSpec, architecture: str | None, model: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.dtype]:
     generator = torch.Generator().manual_seed(spec.seed)
     arch = None
     if architecture is not None:
@@ -391,10 +393,23 @@ def _example_input(spec: JobSpec, architecture: str | None) -> tuple[torch.Tenso
         raise ConfigError(
             "input_shape is required when the model has no registry architecture", key="input_shape"
         )
-    if arch is not None and arch.input_dtype == torch.long:
-        vocab = int(arch.kwargs.get("vocab_size", 100))  # type: ignore[call-overload]
+    if spec.input_dtype is not None:
+        wants_ids = spec.input_dtype == "int64"
+    else:
+        wants_ids = arch is not None and arch.input_dtype == torch.long
+    if wants_ids:
+        vocab = _vocab_size(arch, model)
         return torch.randint(0, vocab, tuple(shape), generator=generator), torch.long
     return torch.randn(tuple(shape), generator=generator), torch.float32
+
+
+def _vocab_size(arch: Any, model: nn.Module | None) -> int:
+    """The exclusive upper bound of valid token ids: the architecture's vocabulary, else the
+    smallest embedding table of the model (any id below it is valid for every table)."""
+    if arch is not None and "vocab_size" in arch.kwargs:
+        return int(arch.kwargs["vocab_size"])
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)] if model else []
+    return min(sizes) if sizes else 100
 
 
 def _check_runs(model: nn.Module, example: torch.Tensor) -> object:

@@ -15,7 +15,15 @@ from nncompress.errors import ConfigError
 from nncompress.finetune.spec import FinetuneSpec
 from nncompress.quantize.spec import QuantSpec
 
-__all__ = ["BUILTIN_DATASETS", "LATENCY_DTYPES", "SCHEDULE_KINDS", "JobSpec", "ScheduleSpec", "pruner_names"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "INPUT_DTYPES",
+    "LATENCY_DTYPES",
+    "SCHEDULE_KINDS",
+    "JobSpec",
+    "ScheduleSpec",
+    "pruner_names",
+]
 
 _SPEC_KEYS = (
     "pruner",
@@ -23,6 +31,7 @@ _SPEC_KEYS = (
     "speedup",
     "device",
     "input_shape",
+    "input_dtype",
     "export_onnx",
     "verify",
     "seed",
@@ -37,6 +46,9 @@ _SPEC_KEYS = (
     "quantize",
 )
 
+
+# Dtypes of the example input: float32 for images and features, int64 for token ids.
+INPUT_DTYPES: tuple[str, ...] = ("float32", "int64")
 
 # Dtypes latency may be measured in ("bf16 where asked", design §3); the model itself is not converted.
 LATENCY_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -113,6 +125,8 @@ class JobSpec:
         device: where latency is measured: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         input_shape: example input shape including the batch dimension; None takes the
             architecture's.
+        input_dtype: dtype of the example input (:data:`INPUT_DTYPES`); None takes the
+            architecture's, else float32. ``"int64"`` is for models that take token ids.
         export_onnx: also write ``model.onnx`` and check it in onnxruntime.
         verify: check that the compressed model computes what the masked model computes.
         seed: seeds torch before pruning, so the example inputs and any sampling are reproducible.
@@ -140,6 +154,7 @@ class JobSpec:
     speedup: bool = True
     device: str = "cpu"
     input_shape: tuple[int, ...] | None = None
+    input_dtype: str | None = None
     export_onnx: bool = True
     verify: bool = True
     seed: int = 0
@@ -233,6 +248,7 @@ class JobSpec:
             speedup=_bool(data, "speedup", True),
             device=device,
             input_shape=input_shape,
+            input_dtype=_input_dtype(data.get("input_dtype")),
             export_onnx=_bool(data, "export_onnx", True),
             verify=_bool(data, "verify", True),
             seed=_int(data, "seed", 0, minimum=0),
@@ -333,6 +349,15 @@ def _latency_dtype(value: object) -> str:
     raise ConfigError(
         f"job spec key 'latency_dtype' must be one of {', '.join(LATENCY_DTYPES)}, got {value!r}",
         key="latency_dtype",
+    )
+
+
+def _input_dtype(value: object) -> str | None:
+    if value is None or value in INPUT_DTYPES:
+        return value  # type: ignore[return-value]
+    raise ConfigError(
+        f"job spec key 'input_dtype' must be one of {', '.join(INPUT_DTYPES)} or null, got {value!r}",
+        key="input_dtype",
     )
 
 
