@@ -1,0 +1,279 @@
+"""Models a user really has, built by torchvision, timm and transformers, and exported as their docs say.
+
+Random weights (``weights=None``, ``pretrained=False``, ``from_config``): nothing is downloaded. Sizes are
+cut down (narrow widths, few blocks, 64×64 images, 16-token texts) so a job runs in seconds on two CPU
+cores; the layer names, op patterns and module classes are the libraries' own.
+
+Each :class:`ZooCase` names its intake route, the files a user would upload for it, and a config_list
+written against the *PyTorch* model's layer names.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Routes: how the user hands the model over.
+ONNX = "onnx"  # torch.onnx.export(..., dynamo=False), the TorchScript exporter
+ONNX_DYNAMO = "onnx_dynamo"  # torch.onnx.export(..., dynamo=True)
+HF_DIR = "hf_dir"  # transformers save_pretrained / timm save_for_hf directory, zipped
+BY_NAME = "by_name"  # architecture "torchvision/..." or "timm/..." + safetensors state_dict
+STATE_DICT = "state_dict"  # architecture name + torch.save(model.state_dict())
+PICKLE = "pickle"  # torch.save(model), on a deployment that allows pickles
+
+
+@dataclass(frozen=True)
+class ZooCase:
+    """One model of the zoo, the route it takes and the config a user would write for it."""
+
+    name: str
+    family: str  # cnn | segmentation | transformer | mobile
+    route: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    config_list: list[dict[str, Any]]
+    input_dtype: torch.dtype = torch.float32
+    architecture: str | None = None  # for BY_NAME / STATE_DICT
+    vocab_size: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)
+        shape = (batch, *self.input_shape[1:])
+        if self.input_dtype == torch.long:
+            return torch.randint(0, self.vocab_size, shape, generator=gen)
+        return torch.randn(shape, generator=gen)
+
+
+def _half(op_types: list[str], exclude: list[str]) -> list[dict[str, Any]]:
+    config: list[dict[str, Any]] = [{"sparsity_per_layer": 0.5, "op_types": op_types}]
+    if exclude:
+        config.append({"exclude": True, "op_names": exclude})
+    return config
+
+
+def _ffn(names: list[str]) -> list[dict[str, Any]]:
+    return [{"sparsity_per_layer": 0.5, "op_names": names}]
+
+
+# ---------------------------------------------------------------- builders
+def _tv(name: str, **kwargs: Any) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        torch.manual_seed(0)
+        return torchvision.models.get_model(name, weights=None, **kwargs).eval()
+
+    return build
+
+
+def _tv_seg(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=4)
+        return _SegOut(model).eval()
+
+    return build
+
+
+class _SegOut(nn.Module):
+    """torchvision's segmentation models return ``{"out": …}``; users export the tensor (ONNX has no dicts)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def _tv_convnext_small() -> nn.Module:
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    torch.manual_seed(0)
+    settings = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 1), CNBlockConfig(64, None, 1)]
+    return ConvNeXt(settings, num_classes=10).eval()
+
+
+def _timm(name: str, **kwargs: Any) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        torch.manual_seed(0)
+        return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+    return build
+
+
+def _hf(config_name: str, model_class: str, **config: Any) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import transformers
+
+        torch.manual_seed(0)
+        cfg = getattr(transformers, config_name)(**config)
+        model = getattr(transformers, model_class)._from_config(cfg, attn_implementation="eager")
+        return model.eval()
+
+    return build
+
+
+_BERT = {
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 32,
+    "num_labels": 3,
+}
+_GPT2 = {"vocab_size": 100, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 32, "num_labels": 3,
+         "pad_token_id": 0}
+_VIT = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 64, "num_labels": 5}
+_DISTIL = {"vocab_size": 100, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64,
+           "max_position_embeddings": 32, "num_labels": 2}
+
+
+IMG = (1, 3, 64, 64)
+
+ZOO: list[ZooCase] = [
+    # CNN classifiers
+    ZooCase("tv_resnet18", "cnn", ONNX, _tv("resnet18", num_classes=10), IMG,
+            _half(["Conv2d", "Linear"], ["fc"])),
+    ZooCase("tv_resnet18_dynamo", "cnn", ONNX_DYNAMO, _tv("resnet18", num_classes=10), IMG,
+            [{"sparsity_per_layer": 0.5, "op_names": ["layer1.0.conv1", "layer2.0.conv1", "layer3.1.conv1"]}]),
+    ZooCase("tv_resnet18_by_name", "cnn", BY_NAME, _tv("resnet18", num_classes=10), IMG,
+            _half(["Conv2d"], []), architecture="torchvision/resnet18"),
+    ZooCase("tv_resnet18_state_dict", "cnn", STATE_DICT, _tv("resnet18", num_classes=10), IMG,
+            _half(["Conv2d"], []), architecture="torchvision/resnet18"),
+    ZooCase("tv_squeezenet1_1", "cnn", ONNX, _tv("squeezenet1_1", num_classes=10), IMG,
+            _half(["Conv2d"], ["classifier.1"])),
+    ZooCase("tv_regnet_x_400mf", "cnn", BY_NAME, _tv("regnet_x_400mf", num_classes=10), IMG,
+            _half(["Conv2d"], []), architecture="torchvision/regnet_x_400mf"),
+    ZooCase("tv_convnext_small", "cnn", ONNX, _tv_convnext_small, IMG,
+            _half(["Linear"], ["classifier.2"])),
+    ZooCase("timm_resnet18_dir", "cnn", HF_DIR, _timm("resnet18", num_classes=10), IMG,
+            _half(["Conv2d"], [])),
+    ZooCase("timm_densenet121", "cnn", ONNX, _timm("densenet121", num_classes=10), IMG,
+            _half(["Conv2d"], [])),
+    # mobile
+    ZooCase("tv_mobilenet_v3_small", "mobile", ONNX, _tv("mobilenet_v3_small", num_classes=10), IMG,
+            _half(["Conv2d"], [])),
+    ZooCase("tv_mobilenet_v2_pickle", "mobile", PICKLE, _tv("mobilenet_v2", num_classes=10), IMG,
+            _half(["Conv2d"], [])),
+    ZooCase("tv_efficientnet_b0", "mobile", ONNX, _tv("efficientnet_b0", num_classes=10), IMG,
+            _half(["Conv2d"], [])),
+    ZooCase("timm_mobilevit_xxs", "mobile", ONNX, _timm("mobilevit_xxs", num_classes=10), IMG,
+            _half(["Conv2d"], [])),
+    # segmentation
+    ZooCase("tv_lraspp_mobilenet_v3", "segmentation", ONNX, _tv_seg("lraspp_mobilenet_v3_large"), IMG,
+            _half(["Conv2d"], ["model.classifier.low_classifier", "model.classifier.high_classifier"])),
+    ZooCase("tv_deeplabv3_mobilenet_v3", "segmentation", ONNX, _tv_seg("deeplabv3_mobilenet_v3_large"), IMG,
+            _half(["Conv2d"], ["model.classifier.4"])),
+    # transformers
+    ZooCase("hf_bert_dir", "transformer", HF_DIR, _hf("BertConfig", "BertForSequenceClassification", **_BERT),
+            (1, 16), _ffn(["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.intermediate.dense"]),
+            input_dtype=torch.long, vocab_size=100),
+    ZooCase("hf_bert_onnx", "transformer", ONNX, _hf("BertConfig", "BertForSequenceClassification", **_BERT),
+            (1, 16), _ffn(["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.intermediate.dense"]),
+            input_dtype=torch.long, vocab_size=100),
+    ZooCase("hf_gpt2_dir", "transformer", HF_DIR, _hf("GPT2Config", "GPT2ForSequenceClassification", **_GPT2),
+            (1, 16), _ffn(["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]),
+            input_dtype=torch.long, vocab_size=100),
+    ZooCase("hf_vit_dir", "transformer", HF_DIR, _hf("ViTConfig", "ViTForImageClassification", **_VIT),
+            (1, 3, 32, 32), _ffn(["vit.encoder.layer.0.intermediate.dense", "vit.encoder.layer.1.intermediate.dense"])),
+    ZooCase("hf_distilbert_onnx", "transformer", ONNX,
+            _hf("DistilBertConfig", "DistilBertForSequenceClassification", **_DISTIL),
+            (1, 16), _ffn(["distilbert.transformer.layer.0.ffn.lin1", "distilbert.transformer.layer.1.ffn.lin1"]),
+            input_dtype=torch.long, vocab_size=100),
+    ZooCase("timm_vit_tiny", "transformer", ONNX,
+            _timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10), (1, 3, 32, 32),
+            _ffn(["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"])),
+]
+
+
+# ---------------------------------------------------------------- export, as the libraries' docs say
+class _Logits(nn.Module):
+    """A transformers model as users export it: positional token ids in, the logits tensor out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def export_upload(case: ZooCase, model: nn.Module, folder: Path) -> dict[str, Any]:
+    """Writes what a user would upload for ``case``; returns the multipart ``files`` and ``data``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = case.example_input()
+    if case.route in (ONNX, ONNX_DYNAMO):
+        path = folder / "model.onnx"
+        target = _Logits(model) if hasattr(model, "config") and hasattr(model.config, "model_type") else model
+        if case.route == ONNX:
+            torch.onnx.export(
+                target, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
+        else:
+            torch.onnx.export(target, (x,), str(path), dynamo=True)
+        data_files = [p for p in folder.iterdir() if p.name != "model.onnx"]
+        if data_files:  # the dynamo exporter keeps the weights in a side file: upload both, zipped
+            bundle = folder / "model.zip"
+            with zipfile.ZipFile(bundle, "w") as zf:
+                for member in [path, *data_files]:
+                    zf.write(member, member.name)
+            return {"file": bundle, "data": {}}
+        return {"file": path, "data": {}}
+    if case.route == HF_DIR:
+        directory = folder / "dir"
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(directory, safe_serialization=True)
+        else:
+            from timm.models import _hub
+
+            _hub.save_for_hf(model, str(directory), safe_serialization=True)
+        path = folder / "model.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for member in sorted(directory.iterdir()):
+                zf.write(member, member.name)
+        return {"file": path, "data": {}}
+    if case.route == BY_NAME:
+        from safetensors.torch import save_file
+
+        path = folder / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        return {"file": path, "data": {"architecture": case.architecture}}
+    if case.route == STATE_DICT:
+        path = folder / "model.pt"
+        torch.save(model.state_dict(), path)
+        return {"file": path, "data": {"architecture": case.architecture}}
+    if case.route == PICKLE:
+        path = folder / "model.pt"
+        torch.save(model, path)
+        return {"file": path, "data": {}}
+    raise ValueError(f"unknown route {case.route!r}")
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip of ``files`` (name → bytes), for hostile-upload tests."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def describe(case: ZooCase) -> str:
+    return json.dumps({"name": case.name, "route": case.route, "family": case.family})
