@@ -60,8 +60,9 @@ def _half(op_types: list[str], exclude: list[str]) -> list[dict[str, Any]]:
     return config
 
 
-def _ffn(names: list[str]) -> list[dict[str, Any]]:
-    return [{"sparsity_per_layer": 0.5, "op_names": names}]
+def _ffn(pattern: str, layers: int = 2) -> list[dict[str, Any]]:
+    """Half of the feed-forward width of every block: ``pattern`` has ``{}`` where the block index goes."""
+    return [{"sparsity_per_layer": 0.5, "op_names": [pattern.format(i) for i in range(layers)]}]
 
 
 # ---------------------------------------------------------------- builders
@@ -87,7 +88,7 @@ def _tv_seg(name: str) -> Callable[[], nn.Module]:
 
 
 class _SegOut(nn.Module):
-    """torchvision's segmentation models return ``{"out": …}``; users export the tensor (ONNX has no dicts)."""
+    """torchvision's segmentation models return ``{"out": …}``; users export the tensor (no dicts in ONNX)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -136,69 +137,199 @@ _BERT = {
     "max_position_embeddings": 32,
     "num_labels": 3,
 }
-_GPT2 = {"vocab_size": 100, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 32, "num_labels": 3,
-         "pad_token_id": 0}
-_VIT = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "intermediate_size": 64, "num_labels": 5}
-_DISTIL = {"vocab_size": 100, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64,
-           "max_position_embeddings": 32, "num_labels": 2}
+_GPT2 = {
+    "vocab_size": 100,
+    "n_embd": 32,
+    "n_layer": 2,
+    "n_head": 4,
+    "n_positions": 32,
+    "num_labels": 3,
+    "pad_token_id": 0,
+}
+_VIT = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "num_labels": 5,
+}
+_DISTIL = {
+    "vocab_size": 100,
+    "dim": 32,
+    "n_layers": 2,
+    "n_heads": 4,
+    "hidden_dim": 64,
+    "max_position_embeddings": 32,
+    "num_labels": 2,
+}
 
 
 IMG = (1, 3, 64, 64)
 
 ZOO: list[ZooCase] = [
     # CNN classifiers
-    ZooCase("tv_resnet18", "cnn", ONNX, _tv("resnet18", num_classes=10), IMG,
-            _half(["Conv2d", "Linear"], ["fc"])),
-    ZooCase("tv_resnet18_dynamo", "cnn", ONNX_DYNAMO, _tv("resnet18", num_classes=10), IMG,
-            [{"sparsity_per_layer": 0.5, "op_names": ["layer1.0.conv1", "layer2.0.conv1", "layer3.1.conv1"]}]),
-    ZooCase("tv_resnet18_by_name", "cnn", BY_NAME, _tv("resnet18", num_classes=10), IMG,
-            _half(["Conv2d"], []), architecture="torchvision/resnet18"),
-    ZooCase("tv_resnet18_state_dict", "cnn", STATE_DICT, _tv("resnet18", num_classes=10), IMG,
-            _half(["Conv2d"], []), architecture="torchvision/resnet18"),
-    ZooCase("tv_squeezenet1_1", "cnn", ONNX, _tv("squeezenet1_1", num_classes=10), IMG,
-            _half(["Conv2d"], ["classifier.1"])),
-    ZooCase("tv_regnet_x_400mf", "cnn", BY_NAME, _tv("regnet_x_400mf", num_classes=10), IMG,
-            _half(["Conv2d"], []), architecture="torchvision/regnet_x_400mf"),
-    ZooCase("tv_convnext_small", "cnn", ONNX, _tv_convnext_small, IMG,
-            _half(["Linear"], ["classifier.2"])),
-    ZooCase("timm_resnet18_dir", "cnn", HF_DIR, _timm("resnet18", num_classes=10), IMG,
-            _half(["Conv2d"], [])),
-    ZooCase("timm_densenet121", "cnn", ONNX, _timm("densenet121", num_classes=10), IMG,
-            _half(["Conv2d"], [])),
+    ZooCase(
+        "tv_resnet18", "cnn", ONNX, _tv("resnet18", num_classes=10), IMG, _half(["Conv2d", "Linear"], ["fc"])
+    ),
+    ZooCase(
+        "tv_resnet18_dynamo",
+        "cnn",
+        ONNX_DYNAMO,
+        _tv("resnet18", num_classes=10),
+        IMG,
+        [{"sparsity_per_layer": 0.5, "op_names": ["layer1.0.conv1", "layer2.0.conv1"]}],
+    ),
+    ZooCase(
+        "tv_resnet18_by_name",
+        "cnn",
+        BY_NAME,
+        _tv("resnet18", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+        architecture="torchvision/resnet18",
+    ),
+    ZooCase(
+        "tv_resnet18_state_dict",
+        "cnn",
+        STATE_DICT,
+        _tv("resnet18", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+        architecture="torchvision/resnet18",
+    ),
+    ZooCase(
+        "tv_squeezenet1_1",
+        "cnn",
+        ONNX,
+        _tv("squeezenet1_1", num_classes=10),
+        IMG,
+        _half(["Conv2d"], ["classifier.1"]),
+    ),
+    ZooCase(
+        "tv_regnet_x_400mf",
+        "cnn",
+        BY_NAME,
+        _tv("regnet_x_400mf", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+        architecture="torchvision/regnet_x_400mf",
+    ),
+    ZooCase("tv_convnext_small", "cnn", ONNX, _tv_convnext_small, IMG, _half(["Linear"], ["classifier.2"])),
+    ZooCase(
+        "timm_resnet18_dir", "cnn", HF_DIR, _timm("resnet18", num_classes=10), IMG, _half(["Conv2d"], [])
+    ),
+    ZooCase(
+        "timm_densenet121", "cnn", ONNX, _timm("densenet121", num_classes=10), IMG, _half(["Conv2d"], [])
+    ),
     # mobile
-    ZooCase("tv_mobilenet_v3_small", "mobile", ONNX, _tv("mobilenet_v3_small", num_classes=10), IMG,
-            _half(["Conv2d"], [])),
-    ZooCase("tv_mobilenet_v2_pickle", "mobile", PICKLE, _tv("mobilenet_v2", num_classes=10), IMG,
-            _half(["Conv2d"], [])),
-    ZooCase("tv_efficientnet_b0", "mobile", ONNX, _tv("efficientnet_b0", num_classes=10), IMG,
-            _half(["Conv2d"], [])),
-    ZooCase("timm_mobilevit_xxs", "mobile", ONNX, _timm("mobilevit_xxs", num_classes=10), IMG,
-            _half(["Conv2d"], [])),
+    ZooCase(
+        "tv_mobilenet_v3_small",
+        "mobile",
+        ONNX,
+        _tv("mobilenet_v3_small", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+    ),
+    ZooCase(
+        "tv_mobilenet_v2_pickle",
+        "mobile",
+        PICKLE,
+        _tv("mobilenet_v2", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+    ),
+    ZooCase(
+        "tv_efficientnet_b0",
+        "mobile",
+        ONNX,
+        _tv("efficientnet_b0", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+    ),
+    ZooCase(
+        "timm_mobilevit_xxs",
+        "mobile",
+        ONNX,
+        _timm("mobilevit_xxs", num_classes=10),
+        IMG,
+        _half(["Conv2d"], []),
+    ),
     # segmentation
-    ZooCase("tv_lraspp_mobilenet_v3", "segmentation", ONNX, _tv_seg("lraspp_mobilenet_v3_large"), IMG,
-            _half(["Conv2d"], ["model.classifier.low_classifier", "model.classifier.high_classifier"])),
-    ZooCase("tv_deeplabv3_mobilenet_v3", "segmentation", ONNX, _tv_seg("deeplabv3_mobilenet_v3_large"), IMG,
-            _half(["Conv2d"], ["model.classifier.4"])),
+    ZooCase(
+        "tv_lraspp_mobilenet_v3",
+        "segmentation",
+        ONNX,
+        _tv_seg("lraspp_mobilenet_v3_large"),
+        IMG,
+        _half(["Conv2d"], ["model.classifier.low_classifier", "model.classifier.high_classifier"]),
+    ),
+    ZooCase(
+        "tv_deeplabv3_mobilenet_v3",
+        "segmentation",
+        ONNX,
+        _tv_seg("deeplabv3_mobilenet_v3_large"),
+        IMG,
+        _half(["Conv2d"], ["model.classifier.4"]),
+    ),
     # transformers
-    ZooCase("hf_bert_dir", "transformer", HF_DIR, _hf("BertConfig", "BertForSequenceClassification", **_BERT),
-            (1, 16), _ffn(["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.intermediate.dense"]),
-            input_dtype=torch.long, vocab_size=100),
-    ZooCase("hf_bert_onnx", "transformer", ONNX, _hf("BertConfig", "BertForSequenceClassification", **_BERT),
-            (1, 16), _ffn(["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.intermediate.dense"]),
-            input_dtype=torch.long, vocab_size=100),
-    ZooCase("hf_gpt2_dir", "transformer", HF_DIR, _hf("GPT2Config", "GPT2ForSequenceClassification", **_GPT2),
-            (1, 16), _ffn(["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]),
-            input_dtype=torch.long, vocab_size=100),
-    ZooCase("hf_vit_dir", "transformer", HF_DIR, _hf("ViTConfig", "ViTForImageClassification", **_VIT),
-            (1, 3, 32, 32), _ffn(["vit.encoder.layer.0.intermediate.dense", "vit.encoder.layer.1.intermediate.dense"])),
-    ZooCase("hf_distilbert_onnx", "transformer", ONNX,
-            _hf("DistilBertConfig", "DistilBertForSequenceClassification", **_DISTIL),
-            (1, 16), _ffn(["distilbert.transformer.layer.0.ffn.lin1", "distilbert.transformer.layer.1.ffn.lin1"]),
-            input_dtype=torch.long, vocab_size=100),
-    ZooCase("timm_vit_tiny", "transformer", ONNX,
-            _timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10), (1, 3, 32, 32),
-            _ffn(["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"])),
+    ZooCase(
+        "hf_bert_dir",
+        "transformer",
+        HF_DIR,
+        _hf("BertConfig", "BertForSequenceClassification", **_BERT),
+        (1, 16),
+        _ffn("bert.encoder.layer.{}.intermediate.dense"),
+        input_dtype=torch.long,
+        vocab_size=100,
+    ),
+    ZooCase(
+        "hf_bert_onnx",
+        "transformer",
+        ONNX,
+        _hf("BertConfig", "BertForSequenceClassification", **_BERT),
+        (1, 16),
+        _ffn("bert.encoder.layer.{}.intermediate.dense"),
+        input_dtype=torch.long,
+        vocab_size=100,
+    ),
+    ZooCase(
+        "hf_gpt2_dir",
+        "transformer",
+        HF_DIR,
+        _hf("GPT2Config", "GPT2ForSequenceClassification", **_GPT2),
+        (1, 16),
+        _ffn("transformer.h.{}.mlp.c_fc"),
+        input_dtype=torch.long,
+        vocab_size=100,
+    ),
+    ZooCase(
+        "hf_vit_dir",
+        "transformer",
+        HF_DIR,
+        _hf("ViTConfig", "ViTForImageClassification", **_VIT),
+        (1, 3, 32, 32),
+        _ffn("vit.encoder.layer.{}.intermediate.dense"),
+    ),
+    ZooCase(
+        "hf_distilbert_onnx",
+        "transformer",
+        ONNX,
+        _hf("DistilBertConfig", "DistilBertForSequenceClassification", **_DISTIL),
+        (1, 16),
+        _ffn("distilbert.transformer.layer.{}.ffn.lin1"),
+        input_dtype=torch.long,
+        vocab_size=100,
+    ),
+    ZooCase(
+        "timm_vit_tiny",
+        "transformer",
+        ONNX,
+        _timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10),
+        (1, 3, 32, 32),
+        _ffn("blocks.{}.mlp.fc1"),
+    ),
 ]
 
 
@@ -223,8 +354,14 @@ def export_upload(case: ZooCase, model: nn.Module, folder: Path) -> dict[str, An
         target = _Logits(model) if hasattr(model, "config") and hasattr(model.config, "model_type") else model
         if case.route == ONNX:
             torch.onnx.export(
-                target, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                target,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
         else:
             torch.onnx.export(target, (x,), str(path), dynamo=True)
