@@ -6,7 +6,11 @@ Accepted, in order of safety (design §4):
    and read back with ``torch.load(weights_only=True)`` (a restricted unpickler that builds
    tensors and containers only);
 2. ONNX, converted to an ``nn.Module`` (external-data tensors refused);
-3. a whole pickled ``nn.Module`` / ``GraphModule``, only with ``allow_pickle=True``.
+3. a whole pickled ``nn.Module`` / ``GraphModule``, or a ``torch.export`` archive (``.pt2``, whose
+   constants may be pickled), only with ``allow_pickle=True``.
+
+A zip of a Hugging Face model folder (``config.json`` + safetensors) is format ``"hf_dir"`` and is
+handled by :mod:`nncompress.io.hf_dir`.
 
 The format is always sniffed from the content, never taken from the file name: a pickle renamed
 ``model.safetensors`` is still a pickle and is refused as one.
@@ -30,17 +34,30 @@ from nncompress.errors import ModelLoadError
 
 __all__ = ["FORMATS", "detect_format", "load_model", "load_state_dict_strict"]
 
-FORMATS = ("safetensors", "torch_zip", "pickle", "onnx")
+FORMATS = ("safetensors", "torch_zip", "pickle", "onnx", "pt2", "hf_dir")
+# Both are torch.save output (zip since torch 1.6, a raw pickle before): a caller that says "pickle"
+# for a torch.save zip, or the reverse, means the same thing.
+_TORCH_SAVE = frozenset({"torch_zip", "pickle"})
 
 # A safetensors header above this is not a real model file (the format itself caps it at 100 MB).
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 _MAX_ONNX_BYTES = 2 * 1024**3
 
-PICKLE_DISABLED = (
-    "pickled modules are disabled on this deployment: loading a pickle runs arbitrary code. "
-    "Upload the weights as safetensors or a state_dict with an architecture name, or as ONNX"
+_SAFE_ROUTES = (
+    "Upload the model as ONNX (torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)), or its "
+    "weights (safetensors.torch.save_file(model.state_dict(), 'model.safetensors')) with the name of its "
+    "architecture (a built-in, torchvision/<model> or timm/<model>), or a Hugging Face save_pretrained "
+    "folder zipped"
 )
+PICKLE_DISABLED = (
+    "pickled modules are disabled on this deployment: loading a pickle runs arbitrary code. " + _SAFE_ROUTES
+)
+PT2_DISABLED = (
+    "torch.export archives (.pt2) are disabled on this deployment: their constants may be pickled, and "
+    "loading a pickle runs arbitrary code. " + _SAFE_ROUTES
+)
+_MAX_PT2_TAG = 64
 
 
 def detect_format(path: str | Path) -> str:
@@ -51,12 +68,18 @@ def detect_format(path: str | Path) -> str:
 
     Returns:
         One of ``"safetensors"``, ``"torch_zip"`` (``torch.save`` zip archive), ``"pickle"`` (a raw
-        pickle stream, including the legacy ``torch.save`` format) or ``"onnx"``.
+        pickle stream, including the legacy ``torch.save`` format), ``"onnx"``, ``"pt2"`` (a
+        ``torch.export.save`` archive) or ``"hf_dir"`` (a model folder, or a zip of one, holding
+        ``config.json`` and safetensors weights).
 
     Raises:
         ModelLoadError: the file is empty, unreadable or none of these.
     """
     p = Path(path)
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return "hf_dir"
+        raise ModelLoadError("the folder has no config.json, so it is not a model folder", path=str(p))
     try:
         size = p.stat().st_size
         with open(p, "rb") as fh:
@@ -66,11 +89,7 @@ def detect_format(path: str | Path) -> str:
     if not head:
         raise ModelLoadError("the model file is empty", path=str(p))
     if head.startswith(b"PK\x03\x04"):
-        if _is_torch_zip(p):
-            return "torch_zip"
-        raise ModelLoadError(
-            "the file is a zip archive but not one written by torch.save (no data.pkl)", path=str(p)
-        )
+        return _zip_format(p)
     # safetensors before pickle: a header length of 640–1535 bytes is stored as 0x80 0x02..0x05,
     # which reads like a pickle PROTO opcode. The safetensors test parses the JSON header, so it
     # cannot mistake a pickle for safetensors.
@@ -101,10 +120,14 @@ def load_model(
     Args:
         path: the uploaded file.
         fmt: the format the caller expects (one of :data:`FORMATS`); it must agree with what the
-            bytes say, or the load is refused. None accepts whatever is detected.
+            bytes say, or the load is refused ("pickle" and "torch_zip" are interchangeable: both
+            are torch.save output). None accepts whatever is detected.
         architecture: registry name to load weights onto; required for safetensors and state_dicts.
-        allow_pickle: allow whole pickled modules (runs code from the file: enable only for trusted
-            uploads, and only inside a worker).
+            Library names (``torchvision/resnet50``) get the head the weights have (see
+            :func:`nncompress.models.libraries.build_for_state`).
+        allow_pickle: allow whole pickled modules and ``torch.export`` archives (runs code from the
+            file: enable only for trusted uploads, and only inside a worker). A ``.pt2`` loads as
+            ``ExportedProgram.module()``, a flat ``GraphModule`` that is not always prunable.
 
     Returns:
         The model in eval mode.
@@ -117,7 +140,7 @@ def load_model(
     detected = detect_format(p)
     if fmt is not None and fmt not in FORMATS:
         raise ModelLoadError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", format=fmt)
-    if fmt is not None and fmt != detected:
+    if fmt is not None and fmt != detected and not {fmt, detected} <= _TORCH_SAVE:
         raise ModelLoadError(
             f"the file was declared as {fmt} but its content is {detected}", declared=fmt, detected=detected
         )
@@ -125,8 +148,20 @@ def load_model(
         from nncompress.io.onnx_import import load_onnx
 
         return load_onnx(p).eval()
+    if detected == "hf_dir":
+        from nncompress.io.hf_dir import load_hf_dir
+
+        loaded = load_hf_dir(p)
+        if architecture is not None and architecture != loaded.summary.architecture:
+            raise ModelLoadError(
+                f"the model folder holds {loaded.summary.architecture}, not {architecture}",
+                architecture=architecture,
+                detected=loaded.summary.architecture,
+            )
+        return loaded.model.eval()
+    if detected == "pt2":
+        return _load_pt2(p, allow_pickle=allow_pickle)
     if detected == "safetensors":
-        model = _build(architecture, detected)
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -134,6 +169,7 @@ def load_model(
             state = load_file(str(p))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"the safetensors file cannot be read: {exc}", path=str(p)) from exc
+        model = _build(architecture, detected, state)
         load_state_dict_strict(model, state, architecture=str(architecture))
         return model.eval()
     return _load_torch_file(p, detected, architecture=architecture, allow_pickle=allow_pickle)
@@ -199,7 +235,7 @@ def _load_torch_file(p: Path, detected: str, *, architecture: str | None, allow_
             raise ModelLoadError(
                 f"the {detected} file holds a {type(obj).__name__}, not a state_dict of tensors", path=str(p)
             )
-        model = _build(architecture, detected)
+        model = _build(architecture, detected, state)
         load_state_dict_strict(model, state, architecture=str(architecture))
         return model.eval()
     if not allow_pickle:
@@ -231,27 +267,61 @@ def _extract_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _build(architecture: str | None, detected: str) -> nn.Module:
+def _load_pt2(p: Path, *, allow_pickle: bool) -> nn.Module:
+    if not allow_pickle:
+        raise ModelLoadError(PT2_DISABLED, format="pt2")
+    # Trusted path, explicitly enabled by the deployment.
+    try:
+        with open(p, "rb") as fh:
+            program = torch.export.load(fh)
+        module = program.module()
+    except Exception as exc:
+        raise ModelLoadError(f"the torch.export archive cannot be loaded: {exc}", format="pt2") from exc
+    return module.eval()
+
+
+def _build(architecture: str | None, detected: str, state: Mapping[str, Any]) -> nn.Module:
     if architecture is None:
         raise ModelLoadError(
             f"a {detected} file holds weights only; name the architecture they belong to "
             "(see `nncompress models`)",
             format=detected,
         )
-    from nncompress.models import get
+    from nncompress.models.libraries import build_for_state
 
+    shapes = {k: list(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     try:
-        return get(architecture).build()
+        return build_for_state(architecture, shapes)
     except KeyError as exc:
         raise ModelLoadError(str(exc.args[0]), architecture=architecture) from exc
 
 
-def _is_torch_zip(p: Path) -> bool:
+def _zip_format(p: Path) -> str:
+    """``pt2``, ``torch_zip`` or ``hf_dir`` from a zip's member names (and the pt2 tag's few bytes)."""
+    from nncompress.io.hf_archive import is_hf_zip
+
     try:
         with zipfile.ZipFile(p) as zf:
-            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+            names = zf.namelist()
+            # torch.export.save writes <name>/archive_format holding "pt2" (torch 2.6+); older
+            # releases wrote serialized_exported_program.json.
+            tags = [n for n in names if n == "archive_format" or n.endswith("/archive_format")]
+            small = bool(tags) and zf.getinfo(tags[0]).file_size <= _MAX_PT2_TAG
+            if small and zf.read(tags[0]).strip() == b"pt2":
+                return "pt2"
+            if any(n.endswith("serialized_exported_program.json") for n in names):
+                return "pt2"
+            if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return "torch_zip"
+    except (zipfile.BadZipFile, OSError, KeyError):
+        pass
+    if is_hf_zip(p):
+        return "hf_dir"
+    raise ModelLoadError(
+        "the file is a zip archive but neither torch.save output (no data.pkl), a torch.export archive, "
+        "nor a model folder (config.json + model.safetensors)",
+        path=str(p),
+    )
 
 
 def _is_safetensors(p: Path, head: bytes, size: int) -> bool:

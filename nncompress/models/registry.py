@@ -58,16 +58,32 @@ def register(arch: Architecture, *, replace: bool = False) -> Architecture:
 
 
 def get(name: str) -> Architecture:
-    """Returns the architecture called ``name``; the error lists the known names."""
+    """Returns the architecture called ``name``; the error lists the known names.
+
+    Besides the registered names, ``torchvision/<model>`` and ``timm/<model>`` resolve lazily when
+    that library is installed (see :mod:`nncompress.models.libraries`).
+
+    Raises:
+        KeyError: unknown name. For a library name, the message says whether the library is missing
+            (``LibraryUnavailableError``, a KeyError) or lists the closest model names.
+    """
     _ensure_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise KeyError(f"unknown architecture {name!r}; known: {known}") from None
+    arch = _REGISTRY.get(name)
+    if arch is not None:
+        return arch
+    from nncompress.models import libraries
+
+    if libraries.is_library_name(name):
+        return libraries.resolve(name)
+    known = ", ".join(sorted(_REGISTRY)) or "none"
+    raise KeyError(
+        f"unknown architecture {name!r}; known: {known} (or torchvision/<model>, timm/<model>)"
+    ) from None
 
 
 def names() -> list[str]:
+    """The registered (built-in and deployment) names only; library models are listed by
+    :func:`nncompress.models.libraries.library_families`, since timm alone has ~1,300."""
     _ensure_builtins()
     return sorted(_REGISTRY)
 
