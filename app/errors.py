@@ -93,6 +93,18 @@ class WeightsMismatch(ServiceError):
     code, status, title = "weights_mismatch", 422, "Weights do not fit the architecture"
 
 
+class UnsupportedModelFormat(ServiceError):
+    code, status, title = "unsupported_model_format", 422, "This kind of model file cannot be compressed"
+
+
+class UnsupportedOnnxOps(ServiceError):
+    code, status, title = "unsupported_onnx_ops", 422, "The ONNX graph uses ops the importer does not support"
+
+
+class OnnxExternalData(ServiceError):
+    code, status, title = "onnx_external_data", 422, "The ONNX model keeps its tensors in another file"
+
+
 class InvalidInputShape(ServiceError):
     code, status, title = "invalid_input_shape", 422, "Input shape does not fit the model"
 

@@ -21,6 +21,11 @@ def model_key(model_id: str) -> str:
     return f"models/{model_id}/upload.bin"
 
 
+def config_key(model_id: str) -> str:
+    """A Hugging Face config.json uploaded as its own part, next to the weights."""
+    return f"models/{model_id}/config.json"
+
+
 def artifact_key(job_id: str, name: str) -> str:
     return f"jobs/{job_id}/{name}"
 

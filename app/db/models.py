@@ -142,6 +142,13 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
+    def summary(self) -> dict[str, Any] | None:
+        """``details`` as the API shows it: without the layer list and storage keys."""
+        if self.details is None:
+            return None
+        return {k: v for k, v in self.details.items() if k not in ("layers", "config_key")}
+
+    @property
     def intake_format(self) -> str | None:
         """The ``fmt`` to pass to ``nncompress.io.intake.load_model`` for this file.
 

@@ -11,7 +11,8 @@ from app.db.models import Model
 from app.deps import CurrentModel, CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.errors import InvalidUpload
 from app.schemas.models import ModelOut, PreflightIn
-from app.services.models import FORMATS, create_model
+from app.services.model_intake import FORMATS
+from app.services.models import create_model
 from app.services.multipart import receive_form
 from app.services.preflight import run_preflight
 
@@ -26,8 +27,23 @@ UPLOAD_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "architecture": {"type": "string", "description": "registry name, e.g. mnist_net"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "safetensors or torch.save weights (with 'architecture'), ONNX, "
+                            "a zip of a Hugging Face save_pretrained folder or of an ONNX model with its "
+                            "external data, or (where the deployment allows it) a pickled module",
+                        },
+                        "config": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "config.json of a Hugging Face model whose weights are 'file'",
+                        },
+                        "architecture": {
+                            "type": "string",
+                            "description": "for weights: a registry name (mnist_net), torchvision/<model> or "
+                            "timm/<model>",
+                        },
                         "format": {
                             "type": "string",
                             "enum": list(FORMATS),
@@ -50,12 +66,18 @@ async def upload_model(
     storage: StorageDep,
     principal: CurrentPrincipal,
 ) -> Model:
-    """Upload a model (weights + architecture name, or ONNX); streamed to storage with its sha256."""
-    form = await receive_form(request, storage=storage, file_field="file", limit=principal.max_upload_bytes)
+    """Upload a model (weights + architecture name, ONNX, a model folder zip); streamed with its sha256."""
+    form = await receive_form(
+        request,
+        storage=storage,
+        file_field="file",
+        limit=principal.max_upload_bytes,
+        extra_file_fields=("config",),
+    )
     assert form.file is not None  # receive_form raises when the file part is missing
     declared = form.fields.get("format") or None
     if declared is not None and declared not in FORMATS:
-        form.file.discard()
+        form.discard()
         raise InvalidUpload(
             f"format {declared!r} is not one of {', '.join(FORMATS)}", errors=[{"field": "format"}]
         )
@@ -66,6 +88,7 @@ async def upload_model(
         storage=storage,
         upload=form.file,
         filename=form.filename,
+        config=form.files.get("config"),
         architecture=form.fields.get("architecture") or None,
         declared_format=declared,
         allow_pickle=settings.allow_pickle,
@@ -76,7 +99,7 @@ async def upload_model(
 
 @router.get("/{model_id}", response_model=ModelOut)
 def get_model(model: CurrentModel) -> Model:
-    """An uploaded model's id, hash, size, format and architecture."""
+    """An uploaded model's id, hash, size, format, architecture and what intake read from it."""
     return model
 
 

@@ -16,9 +16,17 @@ class ModelOut(BaseModel):
     id: str
     sha256: str
     size_bytes: int
-    format: str = Field(description="detected from the bytes: safetensors | state_dict | onnx | pickle")
+    format: str = Field(
+        description="detected from the bytes: safetensors | state_dict | onnx | onnx_zip | hf_dir | pickle"
+    )
     architecture: str | None
     filename: str = Field(description="the uploaded file name, for display only")
+    summary: dict[str, Any] | None = Field(
+        default=None,
+        description="what intake read from the file without running it: source, library, class, input "
+        "(shape, dtype), layer_count, parameters, opset and ops for ONNX; null for pickles' contents",
+        examples=[{"source": "onnx", "input": {"shape": [1, 3, 32, 32], "dtype": "float32"}}],
+    )
     created_at: datetime
 
 

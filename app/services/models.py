@@ -8,23 +8,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from pathlib import Path
 
-import torch
-from safetensors import safe_open
 from sqlalchemy.orm import Session
 
 from app.db.models import Model
 from app.db.types import new_id
-from app.errors import FormatMismatch, InvalidUpload, PickleDisabled, UnknownArchitecture, WeightsMismatch
-from app.services.pickle_scan import torch_zip_kind
-from app.storage import Storage, TempWrite, model_key
-from nncompress.errors import ModelLoadError
-from nncompress.io.intake import detect_format
-from nncompress.models import get, names
+from app.errors import FormatMismatch, InvalidUpload, PickleDisabled
+from app.services.model_intake import check_architecture, classify, describe
+from app.storage import Storage, TempWrite, config_key, model_key
 
-FORMATS = ("safetensors", "state_dict", "onnx", "pickle")
-WEIGHTS_ONLY = frozenset({"safetensors", "state_dict"})
 _UNSAFE_CHARS = re.compile(r"[^\w.\- ]+")
 
 
@@ -35,56 +27,6 @@ def display_filename(raw: str) -> str:
     return name[:255] or "upload"
 
 
-def classify(path: Path) -> str:
-    """One of :data:`FORMATS`, from the content only (the file name is never consulted)."""
-    try:
-        detected = detect_format(path)
-    except ModelLoadError as exc:
-        raise InvalidUpload(exc.message, errors=[{"code": exc.code, "message": exc.message}]) from None
-    return torch_zip_kind(path) if detected == "torch_zip" else detected
-
-
-def check_architecture(architecture: str | None, fmt: str) -> None:
-    if architecture is None:
-        if fmt in WEIGHTS_ONLY:
-            raise UnknownArchitecture(
-                f"a {fmt} file holds weights only: name their architecture in the 'architecture' form field "
-                f"(known: {', '.join(names())})",
-                errors=[{"field": "architecture", "known": names()}],
-            )
-        return
-    if architecture not in names():
-        raise UnknownArchitecture(
-            f"unknown architecture {architecture!r}; known: {', '.join(names())}",
-            errors=[{"field": "architecture", "value": architecture, "known": names()}],
-        )
-
-
-def check_safetensors_fit(path: Path, architecture: str) -> None:
-    """Compares tensor names and shapes in the file's header with the architecture's state_dict."""
-    with torch.device("meta"):
-        expected = {k: list(v.shape) for k, v in get(architecture).build().state_dict().items()}
-    try:
-        with safe_open(str(path), framework="pt") as handle:  # type: ignore[no-untyped-call]
-            found = {k: list(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
-    except Exception as exc:
-        raise InvalidUpload(f"the safetensors file cannot be read: {exc}") from None
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = {k: {"file": found[k], "model": expected[k]} for k in sorted(set(found) & set(expected))}
-    shapes = {k: v for k, v in shapes.items() if v["file"] != v["model"]}
-    if missing or unexpected or shapes:
-        parts = [
-            f"missing {missing[:5]}" if missing else "",
-            f"unexpected {unexpected[:5]}" if unexpected else "",
-        ]
-        parts.append(f"shape mismatches {dict(list(shapes.items())[:5])}" if shapes else "")
-        raise WeightsMismatch(
-            f"the weights do not fit architecture {architecture!r}: " + "; ".join(p for p in parts if p),
-            errors=[{"missing": missing, "unexpected": unexpected, "shape_mismatches": shapes}],
-        )
-
-
 def create_model(
     *,
     session: Session,
@@ -92,19 +34,37 @@ def create_model(
     storage: Storage,
     upload: TempWrite,
     filename: str,
+    config: TempWrite | None = None,
     architecture: str | None,
     declared_format: str | None,
     allow_pickle: bool,
 ) -> Model:
     """Checks an uploaded temp file; if acceptable, moves it to ``models/<id>/upload.bin`` and records it.
 
-    The temp file is deleted on every refusal, and the stored file if the insert fails.
+    ``config`` is the config.json part of a Hugging Face folder sent as parts (``file`` = its
+    safetensors weights); it is stored next to the upload as ``models/<id>/config.json``. The temp
+    files are deleted on every refusal, and the stored files if the insert fails.
 
     Raises:
-        InvalidUpload, FormatMismatch, PickleDisabled, UnknownArchitecture, WeightsMismatch.
+        InvalidUpload, FormatMismatch, PickleDisabled, UnknownArchitecture, WeightsMismatch,
+        UnsupportedModelFormat, UnsupportedOnnxOps, OnnxExternalData.
     """
+    temps = [upload] if config is None else [upload, config]
     try:
         fmt = classify(upload.path)
+        if config is not None:
+            if fmt != "safetensors":
+                raise InvalidUpload(
+                    f"a 'config' part goes with the safetensors weights of a Hugging Face model, "
+                    f"not with a {fmt} file",
+                    errors=[{"field": "config", "format": fmt}],
+                )
+            if architecture is not None:
+                raise InvalidUpload(
+                    "config.json names the architecture; leave the 'architecture' field out",
+                    errors=[{"field": "architecture"}],
+                )
+            fmt = "hf_dir"
         if declared_format and declared_format != fmt:
             raise FormatMismatch(
                 f"declared format {declared_format!r} but the content is {fmt}",
@@ -116,14 +76,19 @@ def create_model(
                 "safetensors weights with an architecture name, a state_dict, or ONNX"
             )
         check_architecture(architecture, fmt)
-        if fmt == "safetensors" and architecture is not None:  # None was refused just above
-            check_safetensors_fit(upload.path, architecture)
+        details = describe(
+            upload.path, fmt, architecture, config_path=config.path if config is not None else None
+        )
     except BaseException:
-        upload.discard()
+        for temp in temps:
+            temp.discard()
         raise
     model_id = new_id()
     key = model_key(model_id)
     storage.commit(upload, key)
+    if config is not None:
+        storage.commit(config, config_key(model_id))
+        details["config_key"] = config_key(model_id)
     model = Model(
         id=model_id,
         tenant_id=tenant_id,
@@ -133,12 +98,15 @@ def create_model(
         architecture=architecture,
         filename=display_filename(filename),
         storage_key=key,
+        details=details,
     )
     try:
         session.add(model)
         session.commit()
     except BaseException:
         session.rollback()
+        if config is not None:
+            storage.delete(config_key(model_id))
         storage.delete(key)
         raise
     return model

@@ -17,7 +17,7 @@ from torch import nn
 from app.db.models import Model
 from app.errors import PreflightUnavailable
 from app.schemas.models import PreflightIn
-from app.services.validation import check_on_architecture, default_input_shape
+from app.services.validation import check_on_architecture, default_input_dtype, default_input_shape
 from app.storage import Storage
 from nncompress.inspection import preflight
 from nncompress.io.intake import load_model
@@ -25,14 +25,14 @@ from nncompress.models import get
 
 
 def example_input(model: Model, shape: list[int]) -> torch.Tensor:
-    if model.architecture is not None and get(model.architecture).input_dtype == torch.long:
+    if default_input_dtype(model, None) == "int64":
         return torch.zeros(shape, dtype=torch.long)  # token ids: any valid id traces the same graph
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
 
 def build_for_preflight(model: Model, storage: Storage) -> nn.Module:
     if model.architecture is not None:
-        return get(model.architecture).build().eval()
+        return get(model.architecture).build(**build_kwargs(model)).eval()
     if model.format == "onnx":
         return load_model(storage.path(model.storage_key), fmt="onnx")
     raise PreflightUnavailable(
@@ -42,11 +42,17 @@ def build_for_preflight(model: Model, storage: Storage) -> nn.Module:
     )
 
 
+def build_kwargs(model: Model) -> dict[str, Any]:
+    """What the uploaded weights need from the architecture's factory (a library model's head)."""
+    return dict((model.details or {}).get("build_kwargs") or {})
+
+
 def run_preflight(*, model: Model, storage: Storage, body: PreflightIn) -> dict[str, Any]:
     """The preflight report of ``body.config_list`` on ``model`` (config errors → 422)."""
     shape = default_input_shape(model, body.input_shape)
     if model.architecture is not None:
-        check_on_architecture(model.architecture, body.config_list, shape)  # clear 422s before tracing
+        # clear 422s before tracing
+        check_on_architecture(model.architecture, body.config_list, shape, build_kwargs=build_kwargs(model))
     net = build_for_preflight(model, storage)
     report = preflight(net, body.config_list, example_input(model, shape), pruner=body.pruner)
     return report.to_dict()

@@ -14,15 +14,19 @@ from app.db.models import Dataset, Model
 from app.errors import InvalidInputShape, InvalidJobSpec
 from app.schemas.jobs import JobIn
 from app.services.datasets import check_job_dataset
+from app.services.model_summary import build_meta, skeleton
 from nncompress.config import parse_config_list, resolve_config
 from nncompress.models import get
 from nncompress.pipeline import JobSpec
 from nncompress.pipeline.spec import DATA_DRIVEN_PRUNERS
 from nncompress.quantize import QuantSpec, plan_quantization
 
+_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.long}
+
 
 def default_input_shape(model: Model, requested: list[int] | None) -> list[int]:
-    """The shape the job will trace with: the request's, else the architecture's."""
+    """The shape the job will trace with: the request's, else the architecture's, else the one
+    intake read from the file (ONNX input, Hugging Face config)."""
     if requested is not None:
         if any(d < 1 for d in requested):
             raise InvalidInputShape(
@@ -30,13 +34,28 @@ def default_input_shape(model: Model, requested: list[int] | None) -> list[int]:
                 errors=[{"field": "input_shape", "value": requested}],
             )
         return list(requested)
-    if model.architecture is None:
-        raise InvalidJobSpec(
-            f"input_shape is required for a {model.format} model: "
-            "it has no registry architecture to take it from",
-            errors=[{"field": "input_shape", "message": "required"}],
-        )
-    return list(get(model.architecture).input_shape)
+    if model.architecture is not None:
+        return list(get(model.architecture).input_shape)
+    read = (model.details or {}).get("input") or {}
+    if read.get("shape"):
+        return [int(d) for d in read["shape"]]
+    raise InvalidJobSpec(
+        f"input_shape is required for a {model.format} model: "
+        "it has no registry architecture and its file does not say",
+        errors=[{"field": "input_shape", "message": "required"}],
+    )
+
+
+def default_input_dtype(model: Model, requested: str | None) -> str:
+    """The example input's dtype: the request's, else the model's (int64 for token ids), else float32."""
+    if requested is not None:
+        return requested
+    read = (model.details or {}).get("input") or {}
+    if read.get("dtype"):
+        return str(read["dtype"])
+    if model.architecture is not None and get(model.architecture).input_dtype == torch.long:
+        return "int64"
+    return "float32"
 
 
 def check_on_architecture(
@@ -44,21 +63,28 @@ def check_on_architecture(
     config_list: list[Any] | None,
     input_shape: list[int],
     quantize: QuantSpec | None = None,
+    *,
+    build_kwargs: dict[str, Any] | None = None,
+    input_dtype: str | None = None,
 ) -> int | None:
     """Resolves the config (and quant config) against the architecture's layers and runs a meta
     forward pass of the shape.
+
+    Args:
+        build_kwargs: what the uploaded weights need (a library model's ``num_classes``).
+        input_dtype: the example input's dtype; None takes the architecture's.
 
     Returns:
         The model's class count (its 2-D output's width), or None when the output is not 2-D.
     """
     arch = get(architecture)
-    with torch.device("meta"):
-        net = arch.build().eval()
+    net = build_meta(architecture, build_kwargs)
     if config_list is not None:
         resolve_config(net, config_list)  # UnknownLayerError / NoMatchError name the entry and key
     if quantize is not None:
         plan_quantization(net, quantize)  # QuantConfigError names the entry, key and nearest layers
-    example = torch.empty(input_shape, dtype=arch.input_dtype, device="meta")
+    dtype = arch.input_dtype if input_dtype is None else _TORCH_DTYPES[input_dtype]
+    example = torch.empty(input_shape, dtype=dtype, device="meta")
     try:
         with torch.no_grad():
             out = net(example)
@@ -69,6 +95,19 @@ def check_on_architecture(
             errors=[{"field": "input_shape", "value": input_shape, "expected": list(arch.input_shape)}],
         ) from None
     return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def check_on_summary(model: Model, config_list: list[Any] | None) -> None:
+    """Resolves the config against the layers intake read from a model without a registry
+    architecture (ONNX, Hugging Face): a layer name that is not there is a 422 now, not a failed job.
+
+    The quantize config is left to the worker: its resolver looks at module classes, which the
+    weightless stand-in does not have.
+    """
+    layers = (model.details or {}).get("layers")
+    if not layers or config_list is None:
+        return  # a pickle, or a summary without layers: the worker validates against the loaded model
+    resolve_config(skeleton(layers), config_list)
 
 
 def validate_job(*, model: Model, body: JobIn, dataset: Dataset | None = None) -> dict[str, Any]:
@@ -98,14 +137,23 @@ def validate_job(*, model: Model, body: JobIn, dataset: Dataset | None = None) -
             errors=[{"field": f"options.{repeated[0]}"}],
         )
     raw["input_shape"] = default_input_shape(model, body.input_shape)
+    raw["input_dtype"] = default_input_dtype(model, body.input_dtype)
     spec = JobSpec.from_dict({**raw, **body.options})
     if body.config_list is not None:
         parse_config_list(body.config_list)
     classes = None
     if model.architecture is not None:
         classes = check_on_architecture(
-            model.architecture, body.config_list, raw["input_shape"], spec.quantize
+            model.architecture,
+            body.config_list,
+            raw["input_shape"],
+            spec.quantize,
+            build_kwargs=(model.details or {}).get("build_kwargs"),
+            input_dtype=raw["input_dtype"],
         )
+    else:
+        check_on_summary(model, body.config_list)
+        classes = (model.details or {}).get("num_classes")
     _check_data(spec, dataset, raw["input_shape"], classes)
     return spec.to_dict()
 

@@ -1,0 +1,81 @@
+"""Model files as users produce them, built small and in memory for the intake tests."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class TinyCnn(nn.Module):
+    """A 3×16×16 classifier small enough to export, import and prune in a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.conv2(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyCnn().eval()
+
+
+def onnx_bytes(model: nn.Module | None = None, shape: tuple[int, ...] = (1, 3, 16, 16)) -> bytes:
+    """The legacy (TorchScript) exporter's ONNX, weights inside the file."""
+    buffer = io.BytesIO()
+    torch.onnx.export(model or tiny_cnn(), (torch.randn(shape),), buffer, dynamo=False, opset_version=17)
+    return buffer.getvalue()
+
+
+def onnx_with_external_data(folder: Path) -> tuple[Path, Path]:
+    """model.onnx whose initializers live in model.onnx.data (as large exports are written)."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes())
+    path = folder / "model.onnx"
+    onnx.save_model(
+        proto, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0
+    )
+    return path, folder / "model.onnx.data"
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def onnx_with_op(op_type: str) -> bytes:
+    """A one-node graph using ``op_type`` (e.g. an op the importer does not convert)."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op_type, ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return bytes(model.SerializeToString())
+
+
+def pt2_bytes() -> bytes:
+    buffer = io.BytesIO()
+    program = torch.export.export(tiny_cnn(), (torch.randn(1, 3, 16, 16),))
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
