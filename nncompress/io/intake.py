@@ -277,7 +277,8 @@ def _load_pt2(p: Path, *, allow_pickle: bool) -> nn.Module:
         module = program.module()
     except Exception as exc:
         raise ModelLoadError(f"the torch.export archive cannot be loaded: {exc}", format="pt2") from exc
-    return module.eval()
+    # An ExportedProgram's module refuses .eval()/.train(): it keeps the mode it was exported in.
+    return module
 
 
 def _build(architecture: str | None, detected: str, state: Mapping[str, Any]) -> nn.Module:
