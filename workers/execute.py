@@ -7,6 +7,11 @@ Runs only inside the job process (``workers.child``): this is where a model file
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +25,14 @@ from workers import state
 from workers.child import JobContext, JobOutput
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from nncompress.datasets import LabelledDataset
 
 log = logging.getLogger(__name__)
+
+# A plain file name: no separators, no leading dot (what an ONNX export writes next to model.onnx).
+ONNX_ZIP_MEMBER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 
 
 def resume_stage(last_finished: str | None, stages: tuple[str, ...]) -> str | None:
@@ -39,7 +49,6 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
     Engine errors (bad config, unsafe or broken model file, failed verification) propagate with
     their stable ``code``; ``workers.child`` records them on the job.
     """
-    from nncompress.io.intake import load_model
     from nncompress.pipeline import STAGES, JobSpec, run_job
 
     ctx.progress("loading", 0.0, "loading the model")
@@ -49,12 +58,7 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
             raise RuntimeError(f"model {ctx.job.model_id} of job {ctx.job_id} does not exist")
         session.expunge(model_row)
     storage = Storage(Path(ctx.settings.storage_dir))
-    model = load_model(
-        storage.path(model_row.storage_key),
-        fmt=model_row.intake_format,
-        architecture=model_row.architecture,
-        allow_pickle=ctx.settings.allow_pickle,
-    )
+    model = load_uploaded_model(model_row, storage, allow_pickle=ctx.settings.allow_pickle)
     spec = JobSpec.from_dict(ctx.job.spec)
     dataset, val_dataset = (None, None)
     if spec.dataset_id is not None:
@@ -81,6 +85,60 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
             for a in result.artifacts
         ],
     )
+
+
+def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: bool) -> nn.Module:
+    """Loads an uploaded model as its format says, unpacking folders into a temp dir first.
+
+    A Hugging Face model sent as parts (weights + config.json) is put back together as a folder; an
+    ONNX model with external data is extracted (its .onnx and the data files it names, nothing else)
+    and imported with that folder as the only place its tensors may come from.
+    """
+    from nncompress.io.intake import load_model
+
+    path = storage.path(model_row.storage_key)
+    details = model_row.details or {}
+    if model_row.format == "hf_dir" and details.get("config_key"):
+        from nncompress.io.hf_dir import load_hf_dir
+
+        with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="hf-") as tmp:
+            folder = Path(tmp)
+            os.link(path, folder / "model.safetensors")  # a hard link: the reader refuses symlinks
+            os.link(storage.path(details["config_key"]), folder / "config.json")
+            return load_hf_dir(folder).model.eval()
+    if model_row.format == "onnx_zip":
+        from nncompress.io.onnx_import import load_onnx
+
+        with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="onnx-") as tmp:
+            onnx_path = extract_onnx_zip(path, Path(tmp))
+            return load_onnx(onnx_path, external_data_dir=Path(tmp)).eval()
+    return load_model(
+        path, fmt=model_row.intake_format, architecture=model_row.architecture, allow_pickle=allow_pickle
+    )
+
+
+def extract_onnx_zip(path: Path, dest: Path) -> Path:
+    """Writes the zip's one ``.onnx`` file and the other plain files beside it into ``dest``.
+
+    Member names are never used as paths: each is reduced to its last component, which must be a
+    plain name, and written under ``dest`` (the API refused anything else at upload).
+    """
+    from nncompress.errors import ModelLoadError
+
+    with zipfile.ZipFile(path) as archive:
+        members = [i for i in archive.infolist() if not i.is_dir()]
+        onnx_files = [i for i in members if i.filename.lower().endswith(".onnx")]
+        if len(onnx_files) != 1:
+            raise ModelLoadError(f"the zip holds {len(onnx_files)} .onnx files; expected one")
+        for info in members:
+            name = info.filename.rpartition("/")[2]
+            if not ONNX_ZIP_MEMBER.fullmatch(name):
+                raise ModelLoadError(
+                    f"zip member {info.filename!r} has an unexpected name", member=info.filename
+                )
+            with archive.open(info) as src, open(dest / name, "xb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+    return dest / onnx_files[0].filename.rpartition("/")[2]
 
 
 def load_job_dataset(

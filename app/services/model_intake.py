@@ -8,6 +8,8 @@ model's ``details``.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from app.errors import (
     UnknownArchitecture,
     UnsupportedModelFormat,
     UnsupportedOnnxOps,
+    WeightsMismatch,
 )
 from app.services.model_summary import describe_weights, layers_of
 from app.services.pickle_scan import torch_zip_kind
@@ -132,7 +135,7 @@ def describe(
     Raises:
         WeightsMismatch, UnknownArchitecture, UnsupportedOnnxOps, OnnxExternalData, InvalidUpload.
     """
-    if fmt in WEIGHTS_ONLY and config_path is not None:
+    if config_path is not None:
         return describe_hf_parts(path, config_path)
     if fmt in WEIGHTS_ONLY:
         assert architecture is not None  # check_architecture refused None
@@ -217,8 +220,45 @@ def describe_onnx_zip(path: Path) -> dict[str, Any]:
 
 
 def describe_hf(path: Path) -> dict[str, Any]:
-    raise InvalidUpload("Hugging Face model folders are not supported yet", errors=[{"format": "hf_dir"}])
+    """A Hugging Face ``save_pretrained`` folder (zipped, or as a folder): config.json as JSON and
+    the safetensors headers, checked against the class built on the meta device."""
+    from nncompress.io.hf_build import build_model, parse_config
+    from nncompress.io.hf_dir import describe_hf_dir
+
+    try:
+        summary = describe_hf_dir(path)
+    except ModelLoadError as exc:
+        keys = ("missing", "unexpected", "shape_mismatches")
+        fields = {k: exc.context[k] for k in keys if k in exc.context}
+        if fields:
+            raise WeightsMismatch(exc.message, errors=[fields]) from None
+        raise InvalidUpload(exc.message, errors=[{"code": exc.code, "message": exc.message}]) from None
+    layers = layers_of(build_model(parse_config(summary.config), device="meta"))
+    info = summary.to_dict()
+    return {
+        "source": "hf_dir",
+        "library": info["library"],
+        "class_name": info["class_name"],
+        "architecture": info["architecture"],
+        "model_type": info["model_type"],
+        "input": {"shape": info["input_shape"], "dtype": _dtype_name(info["input_dtype"])},
+        "vocab_size": info["vocab_size"],
+        "parameters": info["num_params"],
+        "file_dtypes": info["file_dtypes"],
+        "layer_count": len(layers),
+        "layers": layers,
+    }
 
 
 def describe_hf_parts(weights: Path, config: Path) -> dict[str, Any]:
-    raise InvalidUpload("Hugging Face model folders are not supported yet", errors=[{"format": "hf_dir"}])
+    """A Hugging Face model sent as two parts: its model.safetensors and its config.json."""
+    with tempfile.TemporaryDirectory(dir=weights.parent, prefix="hf-parts-") as tmp:
+        folder = Path(tmp)
+        # Hard links: the folder reader refuses symlinks, and a copy of the weights is not needed.
+        os.link(weights, folder / "model.safetensors")
+        os.link(config, folder / "config.json")
+        return describe_hf(folder)
+
+
+def _dtype_name(name: str) -> str:
+    return {"int64": "int64", "long": "int64"}.get(name, "float32")

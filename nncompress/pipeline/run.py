@@ -322,6 +322,7 @@ def run_job(
             compressed,
             spec=spec,
             architecture=architecture,
+            architecture_kwargs=_architecture_kwargs(architecture, original),
             kept=kept,
             example=example,
             input_dtype=input_dtype,
@@ -445,6 +446,7 @@ def _save_weights(
     *,
     spec: JobSpec,
     architecture: str | None,
+    architecture_kwargs: dict[str, Any] | None,
     kept: dict[str, dict[str, list[int]]],
     example: torch.Tensor,
     input_dtype: torch.dtype,
@@ -455,6 +457,7 @@ def _save_weights(
         compressed,
         out,
         architecture=architecture,
+        architecture_kwargs=architecture_kwargs,
         kept=kept,
         config_list=spec.config_list,
         pruner=spec.pruner or "none",
@@ -467,6 +470,19 @@ def _save_weights(
         file_artifact(out / WEIGHTS_FILE, "application/octet-stream"),
         file_artifact(out / MANIFEST_FILE, "application/json"),
     ]
+
+
+def _architecture_kwargs(architecture: str | None, original: nn.Module) -> dict[str, Any] | None:
+    """The build arguments the original model needed (a library model's head fitted to its
+    weights, e.g. ``num_classes=10``), so the manifest rebuilds the same model; None: the registry's."""
+    if architecture is None:
+        return None
+    from nncompress.models import get
+    from nncompress.models.libraries import state_overrides
+
+    shapes = {k: list(v.shape) for k, v in original.state_dict().items()}
+    overrides = state_overrides(architecture, shapes)
+    return {**get(architecture).kwargs, **overrides} if overrides else None
 
 
 def _check_reload(

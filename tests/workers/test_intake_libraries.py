@@ -1,0 +1,117 @@
+"""Library models through the HTTP API to a finished job: a Hugging Face folder (zip or parts) and a
+torchvision architecture by name with a custom head (real job processes, embedded dispatcher)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from tests.workers.test_intake_formats import make_client, run_job, upload
+
+pytestmark = pytest.mark.slow  # each test runs a real job process
+
+
+@pytest.fixture
+def client(tmp_path: Path, sqlite_url: str) -> Iterator[TestClient]:
+    with make_client(tmp_path, sqlite_url) as client:
+        yield client
+
+
+def tiny_bert_folder(folder: Path) -> Path:
+    """save_pretrained of a random 2-layer BERT classifier (hidden 32, 2 heads, vocab 128)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def zipped(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"bert/{path.name}")
+    return buffer.getvalue()
+
+
+FFN_HALF = [
+    {"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]},
+]
+
+
+def test_hf_bert_zip_job_prunes_the_ffn(client: TestClient, tmp_path: Path) -> None:
+    model = upload(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
+    assert model["format"] == "hf_dir" and model["architecture"] is None
+    summary = model["summary"]
+    assert summary["class_name"] == "BertForSequenceClassification"
+    assert summary["input"]["dtype"] == "int64"
+
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "model_id": model["id"],
+            "config_list": [{"sparse_ratio": 0.5, "op_names": ["bert.encoder.layer.0.ffn"]}],
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["code"] == "unknown_layer"
+
+    job = run_job(client, {"model_id": model["id"], "config_list": FFN_HALF})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["spec"]["input_dtype"] == "int64"
+    assert job["metrics"]["after"]["params"] < job["metrics"]["before"]["params"]
+
+
+def test_hf_bert_as_parts_weights_and_config(client: TestClient, tmp_path: Path) -> None:
+    folder = tiny_bert_folder(tmp_path / "bert")
+    response = client.post(
+        "/v1/models",
+        files={
+            "file": ("model.safetensors", (folder / "model.safetensors").read_bytes()),
+            "config": ("config.json", (folder / "config.json").read_bytes()),
+        },
+    )
+    assert response.status_code == 201, response.text
+    model: dict[str, Any] = response.json()
+    assert model["format"] == "hf_dir"
+    job = run_job(client, {"model_id": model["id"], "config_list": FFN_HALF})
+    assert job["status"] == "succeeded", job["error"]
+
+
+def test_torchvision_resnet18_with_a_10_class_head_by_name(client: TestClient) -> None:
+    from safetensors.torch import save
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    data = save(resnet18(weights=None, num_classes=10).state_dict())
+    model = upload(client, data, "resnet18.safetensors", architecture="torchvision/resnet18")
+    assert model["summary"]["num_classes"] == 10 and model["summary"]["library"] == "torchvision"
+    job = run_job(
+        client,
+        {
+            "model_id": model["id"],
+            "config_list": [
+                {"sparse_ratio": 0.5, "op_types": ["Conv2d"]},
+                {"exclude": True, "op_names": ["conv1"]},
+            ],
+            "input_shape": [1, 3, 32, 32],
+        },
+    )
+    assert job["status"] == "succeeded", job["error"]
+    assert job["metrics"]["after"]["params"] < job["metrics"]["before"]["params"]
