@@ -250,17 +250,18 @@ def test_onnx_external_data_is_refused(net: nn.Module, tmp_path: Path) -> None:
 
 
 def test_onnx_unsupported_op_is_named(tmp_path: Path) -> None:
-    node = helper.make_node("Erf", ["x"], ["y"])
+    # A string op: no torch module will ever stand for it (Erf, used here before, is converted now).
+    node = helper.make_node("StringNormalizer", ["x"], ["y"])
     graph = helper.make_graph(
         [node],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, [1, 4])],
     )
-    onnx.save_model(helper.make_model(graph), str(tmp_path / "erf.onnx"))
-    with pytest.raises(ModelLoadError, match="Erf") as info:
-        load_model(tmp_path / "erf.onnx")
-    assert info.value.context["ops"] == ["Erf"]
+    onnx.save_model(helper.make_model(graph), str(tmp_path / "strings.onnx"))
+    with pytest.raises(ModelLoadError, match="StringNormalizer") as info:
+        load_model(tmp_path / "strings.onnx")
+    assert info.value.context["ops"] == ["StringNormalizer"]
 
 
 class _SizeView(nn.Module):
@@ -303,3 +304,69 @@ def test_onnx_shape_arithmetic_keeps_the_batch_dynamic(tmp_path: Path) -> None:
     # Exported again (as the pipeline does), the converted model still takes any batch size.
     path = export_onnx(loaded, x[:1], tmp_path / "again.onnx")
     assert check_onnx(path, loaded, x[:1], batch_sizes=(1, 3)).max_abs_diff < 1e-4
+
+
+# --- declared formats, legacy pickles, torch.export archives ----------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("declared", ["pickle", "torch_zip"])
+def test_whole_module_loads_under_either_torch_save_format_name(
+    net: nn.Module, tmp_path: Path, legacy: bool, declared: str
+) -> None:
+    # A caller that says "pickle" for a torch.save zip (or "torch_zip" for a legacy torch.save
+    # pickle) means the same thing: both are torch.save output.
+    path = tmp_path / "whole.pt"
+    torch.save(net, path, _use_new_zipfile_serialization=not legacy)
+    assert detect_format(path) == ("pickle" if legacy else "torch_zip")
+    assert _same(load_model(path, fmt=declared, allow_pickle=True), net)
+    with pytest.raises(ModelLoadError, match="pickled modules are disabled"):
+        load_model(path, fmt=declared)
+
+
+def test_legacy_state_dict_loads_without_pickle(net: nn.Module, tmp_path: Path) -> None:
+    torch.save(net.state_dict(), tmp_path / "w.pt", _use_new_zipfile_serialization=False)
+    assert _same(load_model(tmp_path / "w.pt", fmt="pickle", architecture="mnist_net"), net)
+
+
+def test_refusal_names_the_working_routes(net: nn.Module, tmp_path: Path) -> None:
+    torch.save(net, tmp_path / "whole.pt")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(tmp_path / "whole.pt")
+    assert "torch.onnx.export" in str(info.value) and "safetensors" in str(info.value)
+
+
+def _export_pt2(net: nn.Module, path: Path) -> Path:
+    program = torch.export.export(net, (torch.randn(1, 1, 28, 28),))
+    torch.export.save(program, path)
+    return path
+
+
+def test_pt2_is_detected_and_needs_allow_pickle(net: nn.Module, tmp_path: Path) -> None:
+    path = _export_pt2(net, tmp_path / "model.bin")  # the name is not what decides
+    assert detect_format(path) == "pt2"
+    with pytest.raises(ModelLoadError, match=r"torch\.export archives") as info:
+        load_model(path)
+    assert "torch.onnx.export" in str(info.value)
+    with pytest.raises(ModelLoadError, match="declared as safetensors but its content is pt2"):
+        load_model(path, fmt="safetensors", allow_pickle=True)
+    loaded = load_model(path, fmt="pt2", allow_pickle=True)
+    x = torch.randn(1, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), net(x), atol=1e-5)
+
+
+def test_pt2_module_is_not_prunable(net: nn.Module, tmp_path: Path) -> None:
+    # ExportedProgram.module() is a flat GraphModule: its layers are plain Modules holding tensors
+    # (no Conv2d to select) and it refuses .eval(), which tracing calls. Documented in load_model.
+    from nncompress.errors import NncompressError
+    from nncompress.pruners import prune
+
+    loaded = load_model(_export_pt2(net, tmp_path / "m.pt2"), allow_pickle=True)
+    assert not any(isinstance(m, nn.Conv2d) for m in loaded.modules())
+    with pytest.raises(NncompressError):
+        prune(
+            loaded,
+            [{"sparsity_per_layer": 0.5, "op_names": ["conv1"]}],
+            example_inputs=torch.randn(1, 1, 28, 28),
+        )
