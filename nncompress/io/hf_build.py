@@ -30,6 +30,10 @@ __all__ = [
 TEXT_SEQ_LEN = 16
 _MAX_IMAGE_SIDE = 4096
 _MAX_CHANNELS = 64
+# The meta-device build in the API process costs time per module, not per weight: a config asking
+# for a million layers would stall it. The largest released models have under 200 layers.
+_MAX_LAYERS = 1024
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers", "decoder_layers")
 # Keys that would make transformers or timm run, download or read something beyond the config.
 _REFUSED_TRANSFORMERS_KEYS = ("auto_map", "trust_remote_code", "quantization_config", "custom_pipelines")
 _REFUSED_TIMM_ARGS = frozenset(
@@ -79,6 +83,13 @@ def parse_config(raw: Mapping[str, Any]) -> ParsedConfig:
             f"config.json sets {refused!r}: models that need their own code (or a quantization back-end) are "
             "refused; only classes that ship with transformers are built, never with trust_remote_code",
             key=refused,
+        )
+    too_deep = _find_large(raw, _LAYER_KEYS, _MAX_LAYERS)
+    if too_deep is not None:
+        raise ModelLoadError(
+            f"config.json sets {too_deep} above {_MAX_LAYERS} layers; refused",
+            key=too_deep,
+            limit=_MAX_LAYERS,
         )
     if "architecture" in raw and "model_type" not in raw:
         return _parse_timm(raw)
@@ -368,6 +379,19 @@ def _find_key(value: object, keys: tuple[str, ...], depth: int = 0) -> str | Non
             found = _find_key(v, keys, depth + 1)
             if found is not None:
                 return found
+    return None
+
+
+def _find_large(value: object, keys: tuple[str, ...], limit: int, depth: int = 0) -> str | None:
+    """The first of ``keys`` (at any depth) whose value is a number above ``limit``."""
+    if depth > 8 or not isinstance(value, Mapping):
+        return None
+    for k, v in value.items():
+        if k in keys and isinstance(v, int | float) and v > limit:
+            return str(k)
+        found = _find_large(v, keys, limit, depth + 1)
+        if found is not None:
+            return found
     return None
 
 

@@ -225,6 +225,7 @@ def _edit_config(directory: Path, edit: Callable[[dict[str, object]], None]) -> 
         (lambda c: c.update(model_type="no-such-type"), "does not know"),
         (lambda c: c.pop("model_type") and c.pop("architectures"), "names no model"),
         (lambda c: c.update(intermediate_size=48), "shape mismatches"),
+        (lambda c: c.update(num_hidden_layers=10**6), "layers; refused"),
     ],
 )
 def test_bad_configs_are_refused(
