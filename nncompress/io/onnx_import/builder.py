@@ -11,6 +11,8 @@ import torch
 from torch import fx, nn
 
 from nncompress.errors import ModelLoadError
+from nncompress.io.onnx_import.naming import LayerPlan
+from nncompress.io.onnx_import.runtime import onnx_dims_tensor
 
 __all__ = ["GraphBuilder", "identifier"]
 
@@ -18,25 +20,44 @@ __all__ = ["GraphBuilder", "identifier"]
 class GraphBuilder:
     """Accumulates fx nodes and modules while walking the ONNX graph in topological order."""
 
-    def __init__(self, initializers: dict[str, torch.Tensor], ranks: dict[str, int]) -> None:
+    def __init__(
+        self,
+        initializers: dict[str, torch.Tensor],
+        ranks: dict[str, int],
+        plans: dict[str, LayerPlan] | None = None,
+    ) -> None:
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.values: dict[str, fx.Node] = {}
         self.consts = initializers
         self.ranks = ranks
+        self.plans = plans or {}
         # ONNX values that hold tensor *dimensions* (Shape → Gather → Concat → Reshape chains). They
         # are kept as Python ints and lists in the graph, so tracers see x.size(0) symbolically and
         # the batch dimension stays dynamic when the converted model is exported again.
         self.dims: set[str] = set()
+        # Outputs of nodes a layer already computes (the Add of a MatMul's bias): their nodes are skipped.
+        self.fused: set[str] = set()
         self._used_names: set[str] = set()
 
-    def add_input(self, name: str) -> None:
-        """Adds a graph input (a placeholder named after the ONNX input)."""
-        self.values[name] = self.graph.placeholder(self._unique(identifier(name)))
+    def add_input(self, name: str, dtype: torch.dtype | None = None) -> None:
+        """Adds a graph input (a placeholder named after the ONNX input, its dtype in ``meta``)."""
+        node = self.graph.placeholder(self._unique(identifier(name)))
+        node.meta["onnx_name"] = name
+        if dtype is not None:
+            node.meta["onnx_dtype"] = dtype
+        self.values[name] = node
 
     def const(self, name: str) -> torch.Tensor | None:
         """The constant (initializer or folded Constant) called ``name``, or None when it is computed."""
         return self.consts.get(name)
+
+    def tensor(self, name: str) -> fx.Node:
+        """Like :meth:`value`, but a dimension value (Python ints) is turned into an int64 tensor."""
+        if name in self.dims:
+            node = self.graph.call_function(onnx_dims_tensor, (self.value(name),))
+            return node
+        return self.value(name)
 
     def value(self, name: str) -> fx.Node:
         """The fx node holding ONNX value ``name``; a constant used as data becomes a buffer."""
@@ -51,14 +72,14 @@ class GraphBuilder:
             return node
         raise ModelLoadError(f"ONNX value {name!r} is used before it is produced", value=name)
 
-    def add_module(self, weight_name: str, fallback: str, module: nn.Module) -> str:
-        """Adds a layer at the path its weight names (``conv1.weight`` → ``conv1``); returns the path."""
-        path = weight_name.rsplit(".", 1)[0] if weight_name.endswith(".weight") else ""
-        if not path or not all(
-            part.isidentifier() and not keyword.iskeyword(part) for part in path.split(".")
-        ):
-            path = identifier(fallback)
-        path = self._unique(path)
+    def plan(self, node: Any) -> LayerPlan | None:
+        """The layer planned for ONNX ``node`` (see :mod:`naming`), or None when it stays a function."""
+        return self.plans.get(node.output[0]) if node.output else None
+
+    def add_layer(self, node: Any, module: nn.Module) -> str:
+        """Adds ``module`` at the PyTorch path planned for ``node``; returns the path."""
+        plan = self.plan(node)
+        path = plan.path if plan is not None else self._unique(identifier(node.name or node.op_type))
         parent = self.root
         parts = path.split(".")
         for part in parts[:-1]:
@@ -68,6 +89,7 @@ class GraphBuilder:
                 parent.add_module(part, child)
             parent = child
         parent.add_module(parts[-1], module)
+        self._used_names.add(parts[0])
         return path
 
     def call_module(self, out: str, path: str, args: Sequence[Any]) -> None:
@@ -102,7 +124,7 @@ class GraphBuilder:
 
     def _unique(self, name: str) -> str:
         candidate, index = name, 1
-        while candidate in self._used_names:
+        while candidate in self._used_names or hasattr(self.root, candidate):
             candidate = f"{name}_{index}"
             index += 1
         self._used_names.add(candidate)

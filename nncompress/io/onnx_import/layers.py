@@ -1,7 +1,7 @@
-"""Converters for ONNX ops with weights: each becomes a real torch layer named after its weight.
+"""Converters for ONNX ops with weights: each becomes a real torch layer at its PyTorch module path.
 
-``conv1.weight`` becomes module ``conv1`` (an ``nn.Conv2d``), so a config_list written for the original
-PyTorch model selects the same layers, and the pruners see the layer types they know.
+The path comes from :mod:`naming` (``layer1.0.conv1`` becomes an ``nn.Conv2d`` there), so a config_list
+written for the original PyTorch model selects the same layers, and the pruners see the types they know.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from torch import nn
 from nncompress.errors import ModelLoadError
 from nncompress.io.onnx_import.builder import GraphBuilder
 from nncompress.io.onnx_import.registry import converts, optional_const, required_const, symmetric_pads
+from nncompress.io.onnx_import.runtime_tensor import onnx_layer_norm
 
-__all__: list[str] = []
+__all__ = ["embedding"]
 
 
 @converts("Conv")
@@ -38,7 +39,7 @@ def _conv(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         conv.weight.copy_(weight)
         if bias is not None and conv.bias is not None:
             conv.bias.copy_(bias)
-    path = b.add_module(node.input[1], node.name or "conv", conv)
+    path = b.add_layer(node, conv)
     b.call_module(node.output[0], path, [b.value(node.input[0])])
 
 
@@ -60,21 +61,63 @@ def _gemm(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         linear.weight.copy_(weight * alpha)
         if bias is not None:
             linear.bias.copy_(bias.reshape(-1).expand(weight.shape[0]) * beta)
-    path = b.add_module(node.input[1], node.name or "linear", linear)
+    path = b.add_layer(node, linear)
     b.call_module(node.output[0], path, [b.value(node.input[0])])
 
 
 @converts("MatMul")
 def _matmul(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
+    plan = b.plan(node)
     weight = b.const(node.input[1])
-    if weight is not None and weight.dim() == 2:
-        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=False)
-        with torch.no_grad():
-            linear.weight.copy_(weight.t())
-        path = b.add_module(node.input[1], node.name or "matmul", linear)
-        b.call_module(node.output[0], path, [b.value(node.input[0])])
+    if plan is None or weight is None or weight.dim() != 2:
+        b.call(node.output[0], torch.matmul, [b.tensor(node.input[0]), b.tensor(node.input[1])])
         return
-    b.call(node.output[0], torch.matmul, [b.value(node.input[0]), b.value(node.input[1])])
+    # MatMul by a constant, plus the Add of a constant vector right after it, is how exporters write
+    # nn.Linear; one layer keeps the PyTorch module (and lets pruning shrink both together).
+    bias = b.const(plan.bias) if plan.bias else None
+    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(weight.t())
+        if bias is not None and linear.bias is not None:
+            linear.bias.copy_(bias)
+    path = b.add_layer(node, linear)
+    b.call_module(node.output[0], path, [b.value(node.input[0])])
+    if bias is not None and plan.fused_output:
+        b.values[plan.fused_output] = b.values[node.output[0]]
+        b.fused.add(plan.fused_output)
+
+
+@converts("LayerNormalization")
+def _layer_norm(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
+    if any(node.output[1:]):
+        raise ModelLoadError(
+            f"LayerNormalization {node.name!r}: the Mean/InvStdDev outputs are not supported", node=node.name
+        )
+    eps, axis = float(attrs.get("epsilon", 1e-5)), int(attrs.get("axis", -1))
+    scale, shift = b.const(node.input[1]), optional_const(b, node, 2)
+    if b.plan(node) is None or scale is None:
+        bias = b.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        args = [b.value(node.input[0]), axis, b.value(node.input[1]), bias, eps]
+        b.call(node.output[0], onnx_layer_norm, args)
+        return
+    norm = nn.LayerNorm(scale.numel(), eps=eps, bias=shift is not None)
+    with torch.no_grad():
+        norm.weight.copy_(scale.reshape(-1))
+        if shift is not None and norm.bias is not None:
+            norm.bias.copy_(shift.reshape(-1).expand(scale.numel()))
+    b.call_module(node.output[0], b.add_layer(node, norm), [b.value(node.input[0])])
+
+
+def embedding(b: GraphBuilder, node: Any) -> bool:
+    """Gather from a constant 2-D float table by computed indices becomes an nn.Embedding."""
+    plan = b.plan(node)
+    table = b.const(node.input[0])
+    if plan is None or plan.kind != "Embedding" or table is None:
+        return False
+    layer = nn.Embedding.from_pretrained(table.clone(), freeze=False)
+    ids = b.graph.call_function(torch.Tensor.long, (b.tensor(node.input[1]),))
+    b.call_module(node.output[0], b.add_layer(node, layer), [ids])
+    return True
 
 
 @converts("BatchNormalization")
@@ -95,5 +138,5 @@ def _batchnorm(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         assert bn.running_mean is not None and bn.running_var is not None
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
-    path = b.add_module(node.input[1], node.name or "bn", bn)
+    path = b.add_layer(node, bn)
     b.call_module(node.output[0], path, [b.value(node.input[0])])

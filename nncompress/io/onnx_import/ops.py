@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from nncompress.errors import ModelLoadError
+from nncompress.io.onnx_import import layers
 from nncompress.io.onnx_import.builder import GraphBuilder
 from nncompress.io.onnx_import.registry import CONVERTERS, converts, optional_const, symmetric_pads
 from nncompress.io.onnx_import.runtime import (
@@ -19,6 +20,7 @@ from nncompress.io.onnx_import.runtime import (
     onnx_dims_arith,
     onnx_dims_concat,
     onnx_dims_gather,
+    onnx_dims_slice,
     onnx_dims_squeeze,
     onnx_dims_unsqueeze,
     onnx_flatten,
@@ -54,7 +56,7 @@ def _elementwise(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         a, c = (b.dims_value(i) for i in node.input)
         b.call_dims(node.output[0], onnx_dims_arith, [node.op_type, a, c])
         return
-    b.call(node.output[0], _ELEMENTWISE[node.op_type], [b.value(i) for i in node.input])
+    b.call(node.output[0], _ELEMENTWISE[node.op_type], [b.tensor(i) for i in node.input])
 
 
 for _name in _ELEMENTWISE:
@@ -76,11 +78,22 @@ def _identity(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
 def _constant(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     from onnx import numpy_helper
 
-    if "value" not in attrs:
-        raise ModelLoadError(
-            f"Constant {node.name!r}: only tensor 'value' constants are supported", node=node.name
-        )
-    b.consts[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(attrs["value"])))
+    if "value" in attrs:
+        b.consts[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(attrs["value"])))
+        return
+    # The scalar and list forms (value_int, value_floats …) the dynamo exporter writes.
+    for key, dtype in (
+        ("value_int", torch.int64),
+        ("value_ints", torch.int64),
+        ("value_float", torch.float32),
+        ("value_floats", torch.float32),
+    ):
+        if key in attrs:
+            b.consts[node.output[0]] = torch.tensor(attrs[key], dtype=dtype)
+            return
+    raise ModelLoadError(
+        f"Constant {node.name!r}: only tensor, int and float constants are supported", node=node.name
+    )
 
 
 @converts("LeakyRelu")
@@ -176,6 +189,11 @@ def _flatten(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
 @converts("Reshape")
 def _reshape(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     shape = b.const(node.input[1])
+    if node.input[0] in b.dims and shape is not None and shape.numel() <= 1:
+        # A dimension value reshaped to 1-D ([n] or [-1]) or to a scalar stays a dimension value.
+        fn = onnx_dims_unsqueeze if shape.numel() == 1 else onnx_dims_squeeze
+        b.call_dims(node.output[0], fn, [b.value(node.input[0])])
+        return
     target = [int(d) for d in shape.tolist()] if shape is not None else b.value(node.input[1])
     b.call(node.output[0], onnx_reshape, [b.value(node.input[0]), target, bool(attrs.get("allowzero", 0))])
 
@@ -204,13 +222,17 @@ def _concat(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
 
 @converts("Shape")
 def _shape(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
-    if "start" in attrs or "end" in attrs:
-        raise ModelLoadError(f"Shape {node.name!r}: start/end are not supported", node=node.name)
     b.call_dims(node.output[0], onnx_dims, [b.value(node.input[0])])
+    if "start" in attrs or "end" in attrs:  # opset 15+: a slice of the shape
+        whole = b.values.pop(node.output[0])
+        end = attrs.get("end", 2**62)
+        b.call_dims(node.output[0], onnx_dims_slice, [whole, int(attrs.get("start", 0)), int(end)])
 
 
 @converts("Gather")
 def _gather(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
+    if layers.embedding(b, node):
+        return
     if node.input[0] in b.dims:
         index = b.dims_value(node.input[1])
         b.call_dims(node.output[0], onnx_dims_gather, [b.value(node.input[0]), index])
@@ -250,11 +272,12 @@ def _unsqueeze(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
 
 @converts("Cast")
 def _cast(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
-    if node.input[0] in b.dims:  # dimensions are ints whatever integer type ONNX names
-        b.values[node.output[0]] = b.value(node.input[0])
-        b.dims.add(node.output[0])
-        return
     from onnx import helper
 
     dtype = torch.from_numpy(np.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(int(attrs["to"])))).dtype
-    b.call(node.output[0], torch.Tensor.to, [b.value(node.input[0]), dtype])
+    if node.input[0] in b.dims and not dtype.is_floating_point:
+        # Dimensions are ints whatever integer type ONNX names.
+        b.values[node.output[0]] = b.value(node.input[0])
+        b.dims.add(node.output[0])
+        return
+    b.call(node.output[0], torch.Tensor.to, [b.tensor(node.input[0]), dtype])

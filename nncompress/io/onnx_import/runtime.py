@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -17,9 +18,13 @@ __all__ = [
     "onnx_dims",
     "onnx_dims_arith",
     "onnx_dims_concat",
+    "onnx_dims_equal",
     "onnx_dims_gather",
+    "onnx_dims_slice",
     "onnx_dims_squeeze",
+    "onnx_dims_tensor",
     "onnx_dims_unsqueeze",
+    "onnx_dims_where",
     "onnx_flatten",
     "onnx_gather",
     "onnx_mean",
@@ -47,8 +52,12 @@ def onnx_flatten(x: torch.Tensor, axis: int) -> torch.Tensor:
     return x.reshape(math.prod(x.shape[:axis]), -1)
 
 
-def onnx_dims(x: torch.Tensor) -> list[int]:
-    """ONNX Shape, as a list of ints (symbolic sizes when traced)."""
+def onnx_dims(x: torch.Tensor | list[int] | int) -> list[int]:
+    """ONNX Shape, as a list of ints (symbolic sizes when traced); of a dimension list, its length."""
+    if isinstance(x, list):
+        return [len(x)]
+    if isinstance(x, int):
+        return []
     return [x.size(i) for i in range(x.dim())]
 
 
@@ -122,3 +131,36 @@ def onnx_mean(x: torch.Tensor, axes: Sequence[int] | None, keepdim: bool) -> tor
 def onnx_reverse_permute(x: torch.Tensor) -> torch.Tensor:
     """ONNX Transpose without ``perm``: reverse all dimensions."""
     return x.permute(*reversed(range(x.dim())))
+
+
+def onnx_dims_tensor(value: int | list[int]) -> torch.Tensor:
+    """A dimension value used as data (e.g. fed to a Range or a Cast): an int64 tensor."""
+    return torch.tensor(value, dtype=torch.int64)
+
+
+def onnx_dims_slice(dims: list[int], start: int, end: int, step: int = 1) -> list[int]:
+    """ONNX Slice (or Shape's start/end) on a dimension list, with ONNX's clamping of out-of-range ends."""
+    return dims[slice(start, end, step)]
+
+
+def _plain(value: Any) -> Any:
+    """A small tensor met among dimension values (a computed mask, a constant) as Python values."""
+    return value.tolist() if isinstance(value, torch.Tensor) else value
+
+
+def onnx_dims_equal(a: int | list[int], b: int | list[int]) -> list[bool] | bool:
+    """ONNX Equal on dimension values (how exporters spell "where the target shape is -1")."""
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, list) or isinstance(b, list):
+        left = a if isinstance(a, list) else [a] * len(b)  # type: ignore[arg-type]
+        right = b if isinstance(b, list) else [b] * len(left)
+        return [x == y for x, y in zip(left, right, strict=True)]
+    return a == b
+
+
+def onnx_dims_where(cond: list[bool], a: int | list[int], b: int | list[int]) -> list[int]:
+    """ONNX Where over dimension lists: ``a[i] if cond[i] else b[i]``, scalars broadcast."""
+    cond, a, b = _plain(cond), _plain(a), _plain(b)
+    left = a if isinstance(a, list) else [a] * len(cond)
+    right = b if isinstance(b, list) else [b] * len(cond)
+    return [x if c else y for c, x, y in zip(cond, left, right, strict=True)]
