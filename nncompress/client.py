@@ -132,12 +132,29 @@ class Client:
     # -- models -----------------------------------------------------------------------------------
 
     def upload_model(
-        self, path: str | os.PathLike[str], architecture: str, format: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        architecture: str | None = None,
+        format: str | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
     ) -> JSON:
-        """Uploads a weights file (streamed from disk, never read whole) and returns the model record."""
-        path = Path(path)
-        fields = {"architecture": architecture, **({"format": format} if format else {})}
-        body, length, content_type = _multipart(fields, "file", path)
+        """Uploads a model file (streamed from disk, never read whole) and returns the model record.
+
+        Args:
+            path: safetensors or state_dict weights (give ``architecture``), ONNX, a zip of a Hugging
+                Face ``save_pretrained`` folder or of an ONNX model with its external data, or a
+                pickled module where the server allows it.
+            architecture: for weights only: ``mnist_net``, ``torchvision/resnet50``, ``timm/resnet18``.
+            format: the format the server must find (it is checked, not trusted).
+            config: a Hugging Face ``config.json`` sent with its ``model.safetensors`` as ``path``.
+        """
+        fields = {
+            **({"architecture": architecture} if architecture else {}),
+            **({"format": format} if format else {}),
+        }
+        files = [("file", Path(path))] + ([("config", Path(config))] if config is not None else [])
+        body, length, content_type = _multipart(fields, files)
         return self._json(
             "POST",
             "/v1/models",
@@ -491,10 +508,10 @@ def _seg(value: str) -> str:
     return urllib.parse.quote(str(value), safe="")
 
 
-def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[Iterator[bytes], int, str]:
+def _multipart(fields: dict[str, str], files: list[tuple[str, Path]]) -> tuple[Iterator[bytes], int, str]:
     """A multipart/form-data body as an iterator of chunks plus its exact length.
 
-    The file is read in 1 MiB chunks while the request is sent, so uploading a 1 GiB model holds
+    Each file is read in 1 MiB chunks while the request is sent, so uploading a 1 GiB model holds
     1 MiB in memory; the length is known up front so no chunked encoding is needed.
     """
     boundary = f"nncompress-{uuid.uuid4().hex}"
@@ -502,18 +519,25 @@ def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[Ite
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
         for k, v in fields.items()
     )
-    filename = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
-    head += (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
+    parts: list[tuple[bytes, Path]] = []
+    for index, (field_name, path) in enumerate(files):
+        filename = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        part_head = (
+            ("\r\n" if index else "") + f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        parts.append((part_head, path))
+    parts[0] = (head + parts[0][0], parts[0][1])
     tail = f"\r\n--{boundary}--\r\n".encode()
-    size = path.stat().st_size
+    size = sum(len(part_head) + path.stat().st_size for part_head, path in parts)
 
     def chunks() -> Iterator[bytes]:
-        yield head
-        with path.open("rb") as fh:
-            yield from iter(lambda: fh.read(_CHUNK), b"")
+        for part_head, path in parts:
+            yield part_head
+            with path.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    yield chunk
         yield tail
 
-    return chunks(), len(head) + size + len(tail), f"multipart/form-data; boundary={boundary}"
+    return chunks(), size + len(tail), f"multipart/form-data; boundary={boundary}"

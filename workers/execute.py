@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
     from nncompress.datasets import LabelledDataset
 
 log = logging.getLogger(__name__)
-
-# A plain file name: no separators, no leading dot (what an ONNX export writes next to model.onnx).
-ONNX_ZIP_MEMBER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 
 
 def resume_stage(last_finished: str | None, stages: tuple[str, ...]) -> str | None:
@@ -123,6 +119,7 @@ def extract_onnx_zip(path: Path, dest: Path) -> Path:
     Member names are never used as paths: each is reduced to its last component, which must be a
     plain name, and written under ``dest`` (the API refused anything else at upload).
     """
+    from app.services.model_intake import ZIP_MEMBER_NAME  # the rule the API checked at upload
     from nncompress.errors import ModelLoadError
 
     with zipfile.ZipFile(path) as archive:
@@ -132,7 +129,7 @@ def extract_onnx_zip(path: Path, dest: Path) -> Path:
             raise ModelLoadError(f"the zip holds {len(onnx_files)} .onnx files; expected one")
         for info in members:
             name = info.filename.rpartition("/")[2]
-            if not ONNX_ZIP_MEMBER.fullmatch(name):
+            if not ZIP_MEMBER_NAME.fullmatch(name):
                 raise ModelLoadError(
                     f"zip member {info.filename!r} has an unexpected name", member=info.filename
                 )

@@ -18,13 +18,28 @@ class ArchitectureOut(BaseModel):
     num_classes: int | None
 
 
+class LibraryFamilyOut(BaseModel):
+    library: str = Field(examples=["timm"])
+    prefix: str = Field(examples=["timm/"], description="how its model names are spelled")
+    installed: bool
+    version: str | None
+    count: int | None = Field(description="models it offers by name; null when not nameable or missing")
+    examples: list[str]
+    note: str
+
+
 class ArchitecturePage(BaseModel):
     items: list[ArchitectureOut]
+    libraries: list[LibraryFamilyOut] = Field(
+        default_factory=list,
+        description="installed model libraries: weights may name torchvision/<model> or timm/<model>; "
+        "Hugging Face models are uploaded as their save_pretrained folder",
+    )
 
 
 @router.get("", response_model=ArchitecturePage)
 def list_architectures() -> ArchitecturePage:
-    """Registry architectures: upload safetensors or weights-only state_dict weights for one of these."""
+    """Registry architectures and library families: upload safetensors or state_dict weights for one."""
     items = []
     for name in names():
         arch = get(name)
@@ -37,4 +52,12 @@ def list_architectures() -> ArchitecturePage:
                 num_classes=arch.num_classes,
             )
         )
-    return ArchitecturePage(items=items)
+    return ArchitecturePage(items=items, libraries=_library_families())
+
+
+def _library_families() -> list[LibraryFamilyOut]:
+    try:
+        from nncompress.models.libraries import library_families
+    except ImportError:  # an engine without the library adapters
+        return []
+    return [LibraryFamilyOut(**family.to_dict()) for family in library_families().values()]

@@ -9,6 +9,8 @@ model's ``details``.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,6 +45,10 @@ PT2_ROUTES = [
         "'architecture' field (a registry name, torchvision/<model> or timm/<model>)",
     },
 ]
+# An ONNX zip: a few plain file names (model.onnx, model.onnx.data, ...), none inflating absurdly.
+MAX_ZIP_MEMBERS = 64
+MAX_RATIO = 200
+ZIP_MEMBER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 ONNX_EXPORT_HINT = (
     'export with torch.onnx.export(model, example, "model.onnx", dynamo=False, opset_version=17); '
     "the legacy TorchScript exporter emits plain Conv/Gemm/MatMul ops"
@@ -149,19 +155,82 @@ def describe(
     return {"source": "pickle"}
 
 
-def describe_onnx(path: Path, *, external_data_dir: Path | None = None) -> dict[str, Any]:
-    """Opset, inputs, ops and the layers the import will produce; 422 for unsupported ops or
-    external data the upload does not carry."""
-    import onnx
-    from onnx import external_data_helper
+def describe_onnx(path: Path, *, data_files: set[str] | None = None) -> dict[str, Any]:
+    """Opset, inputs, ops and the layers the import will produce (no conversion, nothing run);
+    422 for unsupported ops or external data the upload does not carry.
 
-    from nncompress.io.onnx_import import SUPPORTED_OPS, load_onnx
+    Args:
+        path: the .onnx file.
+        data_files: the other files of an uploaded zip (where external data may live), or None.
+    """
+    import onnx
+
+    from nncompress.io.onnx_import import example_inputs
+    from nncompress.io.onnx_import.summary import summarize
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise InvalidUpload(f"the ONNX file cannot be parsed: {exc}") from None
-    external = sorted(
+        summary = summarize(proto)
+    except Exception as exc:  # a protobuf or analysis failure: the file is not usable ONNX
+        raise InvalidUpload(f"the ONNX file cannot be parsed: {str(exc).splitlines()[0]}") from None
+    locations = _external_locations(proto)
+    if locations and data_files is None:
+        raise OnnxExternalData(
+            f"the ONNX model keeps its tensors in {', '.join(locations)}, which was not uploaded: upload "
+            "a zip of model.onnx and its data file(s), or export with the weights inside the .onnx "
+            "file (models under 2 GB fit)",
+            errors=[{"external_data": locations, "upload": "a zip of the .onnx file and its data file(s)"}],
+        )
+    missing = [name for name in locations if data_files is not None and name not in data_files]
+    if missing:
+        raise OnnxExternalData(
+            f"the zip lacks the external data file(s) {', '.join(missing)} that the ONNX model names",
+            errors=[{"external_data": locations, "missing": missing}],
+        )
+    if summary.unsupported_ops:
+        hints = {op: summary.hints.get(op, ONNX_EXPORT_HINT) for op in summary.unsupported_ops}
+        raise UnsupportedOnnxOps(
+            f"the ONNX graph uses ops the importer does not support: {', '.join(summary.unsupported_ops)}; "
+            + ONNX_EXPORT_HINT,
+            errors=[{"ops": list(summary.unsupported_ops), "hints": hints, "hint": ONNX_EXPORT_HINT}],
+        )
+    dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+    layers = [_onnx_layer(layer.name, layer.type, dims) for layer in summary.layers]
+    first = summary.inputs[0] if summary.inputs else None
+    example = example_inputs(summary) if first is not None else ()
+    return {
+        "source": "onnx",
+        "opset": summary.opset,
+        "producer": summary.producer,
+        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in summary.inputs],
+        "input": {
+            "shape": list(example[0].shape) if example else None,
+            "dtype": "int64" if first is not None and not first.dtype.startswith("float") else "float32",
+        },
+        "ops": list(summary.ops),
+        "external_data": locations,
+        "layer_count": len(layers),
+        "layers": layers,
+    }
+
+
+# Layer types whose module carries a ``weight`` (what a config_list can prune or exclude by name).
+_WEIGHTED = ("Conv", "Linear", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "Embedding")
+
+
+def _onnx_layer(name: str, type_name: str, dims: dict[str, list[int]]) -> dict[str, Any]:
+    layer: dict[str, Any] = {"name": name, "type": type_name}
+    if f"{name}.weight" in dims:
+        layer["weight_shape"] = dims[f"{name}.weight"]
+    elif type_name.startswith(_WEIGHTED):
+        layer["weight_shape"] = [1]  # named after no initializer (folded or renamed): shape unknown
+    return layer
+
+
+def _external_locations(proto: Any) -> list[str]:
+    from onnx import external_data_helper
+
+    return sorted(
         {
             entry.value
             for tensor in proto.graph.initializer
@@ -170,53 +239,42 @@ def describe_onnx(path: Path, *, external_data_dir: Path | None = None) -> dict[
             if entry.key == "location"
         }
     )
-    if external and external_data_dir is None:
-        raise OnnxExternalData(
-            f"the ONNX model keeps its tensors in {', '.join(external)}, which was not uploaded: upload "
-            "a zip of model.onnx and its data file(s), or export with the weights inside the .onnx "
-            "file (models under 2 GB fit)",
-            errors=[{"external_data": external, "upload": "a zip of the .onnx file and its data file(s)"}],
-        )
-    unsupported = sorted({n.op_type for n in proto.graph.node if n.op_type not in SUPPORTED_OPS})
-    if unsupported:
-        raise UnsupportedOnnxOps(
-            f"the ONNX graph uses ops the importer does not support: {', '.join(unsupported)}; "
-            + ONNX_EXPORT_HINT,
-            errors=[{"ops": unsupported, "hint": ONNX_EXPORT_HINT, "supported": list(SUPPORTED_OPS)}],
-        )
-    try:
-        net = load_onnx(path)
-    except ModelLoadError as exc:
-        raise InvalidUpload(exc.message, errors=[{"code": exc.code, "message": exc.message}]) from None
-    initializers = {t.name for t in proto.graph.initializer}
-    inputs = [_onnx_input(v) for v in proto.graph.input if v.name not in initializers]
-    first = inputs[0] if inputs else {"shape": None, "dtype": "float32"}
-    layers = layers_of(net)
-    return {
-        "source": "onnx",
-        "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
-        "inputs": inputs,
-        "input": {"shape": first["shape"], "dtype": first["dtype"]},
-        "ops": sorted({n.op_type for n in proto.graph.node}),
-        "external_data": external,
-        "layer_count": len(layers),
-        "layers": layers,
-    }
-
-
-def _onnx_input(value: Any) -> dict[str, Any]:
-    from onnx import TensorProto
-
-    tensor_type = value.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
-    # A symbolic batch (or sequence) dimension becomes 1 in the example input.
-    shape = [d if d else 1 for d in dims] if dims else None
-    dtype = "int64" if tensor_type.elem_type in (TensorProto.INT64, TensorProto.INT32) else "float32"
-    return {"name": value.name, "shape": shape, "dims": dims, "dtype": dtype}
 
 
 def describe_onnx_zip(path: Path) -> dict[str, Any]:
-    raise InvalidUpload("ONNX in a zip is not supported yet", errors=[{"format": "onnx_zip"}])
+    """A zip of one .onnx file and the external data files it names, side by side.
+
+    Only the .onnx member is extracted (to a temp file next to the upload) and parsed; the data
+    files are checked by name and size from the central directory, never read here.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = [i for i in archive.infolist() if not i.is_dir()]
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise InvalidUpload(f"the zip holds {len(members)} files; an ONNX export has a few")
+        for info in members:
+            leaf = info.filename.rpartition("/")[2]
+            if not ZIP_MEMBER_NAME.fullmatch(leaf) or info.filename.count("/") > 1:
+                raise InvalidUpload(
+                    f"zip member {info.filename!r}: expected plain file names at the top (or in one folder)",
+                    errors=[{"member": info.filename}],
+                )
+            if info.file_size > MAX_RATIO * max(info.compress_size, 1) + 1024 * 1024:
+                raise InvalidUpload(f"zip member {info.filename!r} inflates beyond any model file")
+        onnx_members = [i for i in members if i.filename.lower().endswith(".onnx")]
+        if len(onnx_members) != 1:
+            raise InvalidUpload(
+                f"the zip holds {len(onnx_members)} .onnx files; expected exactly one with its data file(s)"
+            )
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx") as tmp:
+            with archive.open(onnx_members[0]) as src:
+                shutil.copyfileobj(src, tmp, 1024 * 1024)
+            tmp.flush()
+            data_files = {i.filename.rpartition("/")[2] for i in members} - {
+                onnx_members[0].filename.rpartition("/")[2]
+            }
+            details = describe_onnx(Path(tmp.name), data_files=data_files)
+    details["source"] = "onnx_zip"
+    return details
 
 
 def describe_hf(path: Path) -> dict[str, Any]:

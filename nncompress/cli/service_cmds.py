@@ -7,10 +7,13 @@ stack (uvicorn, FastAPI, the app) inside its handler, so the engine never import
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -130,6 +133,8 @@ def _add_submit(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         epilog=(
             "examples:\n"
             "  nncompress submit --model net.safetensors --arch mnist_net --config config.json --wait\n"
+            "  nncompress submit --model model.onnx --config config.json      # ONNX names its own layers\n"
+            "  nncompress submit --model ./bert-finetuned/ --config ffn.json  # a save_pretrained folder\n"
             "  nncompress submit --model-id 3f2a... --arch mnist_net --pruner fpgm \\\n"
             '      --config \'[{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]\' --input-shape 1,1,28,28\n'
             "exit status: 0 once submitted (with --wait: 0 only if the job succeeded)"
@@ -137,11 +142,21 @@ def _add_submit(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", type=Path, help="weights file to upload (safetensors, state_dict or ONNX)")
+    src.add_argument(
+        "--model",
+        type=Path,
+        help="model to upload: weights (with --arch), ONNX, a Hugging Face save_pretrained folder "
+        "(zipped for you) or its zip, a zip of an ONNX model with its external data",
+    )
     src.add_argument("--model-id", help="a model already uploaded (skips the upload)")
-    p.add_argument("--arch", help="registered architecture name, e.g. mnist_net (needed with --model)")
     p.add_argument(
-        "--format", help="upload format when detection is not wanted (safetensors|state_dict|onnx)"
+        "--arch",
+        help="architecture of a weights file: mnist_net, torchvision/resnet50, timm/resnet18 "
+        "(only with safetensors or state_dict weights; other files describe their own model)",
+    )
+    p.add_argument(
+        "--format",
+        help="format the server must find (safetensors|state_dict|onnx|onnx_zip|hf_dir|pickle)",
     )
     p.add_argument("--config", required=True, help="config_list: a JSON file, or the JSON text itself")
     p.add_argument("--pruner", default="l1norm", help="pruner name (default l1norm)")
@@ -167,10 +182,10 @@ def _submit(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
         if args.model is not None:
-            if not args.arch:
-                print("error: --arch is needed with --model (e.g. --arch mnist_net)", file=sys.stderr)
-                return 2
-            model = client.upload_model(args.model, architecture=args.arch, format=args.format)
+            # The server tells weights (which need --arch) from self-describing files by their
+            # bytes, and validates the config against the model that was uploaded, never another.
+            with _upload_source(args.model) as source:
+                model = client.upload_model(source, architecture=args.arch, format=args.format)
             print(
                 f"uploaded {args.model.name}: model {model['id']} ({model['size_bytes']} bytes)",
                 file=sys.stderr,
@@ -195,6 +210,21 @@ def _submit(args: argparse.Namespace) -> int:
         return _wait_and_report(client, job["id"], args.wait_timeout)
     except ServiceError as exc:
         return _report_error(exc)
+
+
+@contextlib.contextmanager
+def _upload_source(path: Path) -> Iterator[Path]:
+    """The file to upload: ``path`` itself, or a zip of it when it is a model folder."""
+    if not path.is_dir():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="nncompress-upload-") as tmp:
+        archive = Path(tmp) / f"{path.name or 'model'}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # weights barely compress
+            for child in sorted(path.iterdir()):
+                if child.is_file() and not child.name.startswith("."):
+                    zf.write(child, child.name)
+        yield archive
 
 
 def _wait_and_report(client: Client, job_id: str, timeout: float | None) -> int:

@@ -41,10 +41,10 @@ def test_pt2_is_refused_naming_the_routes_that_work(make_client: Callable[..., A
 def test_onnx_with_an_unsupported_op_is_refused_listing_it(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
-    body = problem(upload(make_client(), onnx_with_op("Einsum"), filename="m.onnx"), "unsupported_onnx_ops")
+    body = problem(upload(make_client(), onnx_with_op("StringNormalizer"), filename="m.onnx"), "unsupported_onnx_ops")
     (error,) = body["errors"]
-    assert error["ops"] == ["Einsum"] and "dynamo=False" in error["hint"]
-    assert "Einsum" in body["detail"]
+    assert error["ops"] == ["StringNormalizer"] and "dynamo=False" in error["hint"]
+    assert "StringNormalizer" in body["detail"]
     assert files_under(tmp_path / "storage") == []
 
 
@@ -125,3 +125,10 @@ def test_pickled_modules_need_allow_pickle(make_client: Callable[..., Any], lega
     torch.save(tiny_cnn(), buffer, _use_new_zipfile_serialization=not legacy)
     response = upload(make_client(), buffer.getvalue(), filename="m.pt")
     assert response.status_code == 422 and response.json()["type"] == "urn:nncompress:problem:pickle_disabled"
+
+
+def test_architectures_lists_the_installed_library_families(make_client: Callable[..., Any]) -> None:
+    body = make_client().get("/v1/architectures").json()
+    families = {f["library"]: f for f in body["libraries"]}
+    assert families["torchvision"]["installed"] and families["torchvision"]["prefix"] == "torchvision/"
+    assert families["timm"]["count"] > 100 and "transformers" in families

@@ -107,3 +107,27 @@ def test_pickled_module_is_refused_at_upload_without_allow_pickle(client: TestCl
         response = client.post("/v1/models", files={"file": ("m.pt", data, "application/octet-stream")})
         assert response.status_code == 422, response.text
         assert response.json()["type"] == "urn:nncompress:problem:pickle_disabled"
+
+
+def test_onnx_zip_with_external_data_job_succeeds(client: TestClient, tmp_path: Path) -> None:
+    from tests.app.model_files import onnx_with_external_data, zip_of
+
+    path, data = onnx_with_external_data(tmp_path)
+    archive = zip_of({"export/model.onnx": path.read_bytes(), "export/model.onnx.data": data.read_bytes()})
+    model = upload(client, archive, "model.zip")
+    assert model["format"] == "onnx_zip" and model["summary"]["external_data"] == ["model.onnx.data"]
+    job = run_job(
+        client, {"model_id": model["id"], "config_list": [{"sparse_ratio": 0.5, "op_names": ["conv1"]}]}
+    )
+    assert job["status"] == "succeeded", job["error"]
+    assert job["metrics"]["after"]["params"] < job["metrics"]["before"]["params"]
+
+
+def test_onnx_zip_missing_its_data_file_is_refused(client: TestClient, tmp_path: Path) -> None:
+    from tests.app.model_files import onnx_with_external_data, zip_of
+
+    path, _ = onnx_with_external_data(tmp_path)
+    response = client.post("/v1/models", files={"file": ("m.zip", zip_of({"model.onnx": path.read_bytes()}))})
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "urn:nncompress:problem:onnx_external_data"
+    assert response.json()["errors"][0]["missing"] == ["model.onnx.data"]
