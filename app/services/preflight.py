@@ -35,6 +35,11 @@ def build_for_preflight(model: Model, storage: Storage) -> nn.Module:
         return get(model.architecture).build(**build_kwargs(model)).eval()
     if model.format == "onnx":
         return load_model(storage.path(model.storage_key), fmt="onnx")
+    if model.format != "pickle":
+        raise PreflightUnavailable(
+            f"preflight of a {model.format} upload is not available yet; POST /v1/jobs still resolves the "
+            "config_list against its layers (422 naming any unknown layer)"
+        )
     raise PreflightUnavailable(
         f"model {model.id} is a {model.format} file without a registry architecture; preflight would have to "
         "unpickle it, which the API never does. Upload safetensors weights with an architecture (or ONNX) to "

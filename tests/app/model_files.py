@@ -79,3 +79,23 @@ def pt2_bytes() -> bytes:
     program = torch.export.export(tiny_cnn(), (torch.randn(1, 3, 16, 16),))
     torch.export.save(program, buffer)
     return buffer.getvalue()
+
+
+class TinyTokenModel(nn.Module):
+    """Token ids → class logits: an embedding, a linear layer, mean over the sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(ids)).mean(1)
+
+
+def token_onnx_bytes() -> bytes:
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    ids = torch.zeros(1, 8, dtype=torch.long)
+    torch.onnx.export(TinyTokenModel().eval(), (ids,), buffer, dynamo=False, opset_version=17)
+    return buffer.getvalue()

@@ -41,7 +41,9 @@ def test_pt2_is_refused_naming_the_routes_that_work(make_client: Callable[..., A
 def test_onnx_with_an_unsupported_op_is_refused_listing_it(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
-    body = problem(upload(make_client(), onnx_with_op("StringNormalizer"), filename="m.onnx"), "unsupported_onnx_ops")
+    body = problem(
+        upload(make_client(), onnx_with_op("StringNormalizer"), filename="m.onnx"), "unsupported_onnx_ops"
+    )
     (error,) = body["errors"]
     assert error["ops"] == ["StringNormalizer"] and "dynamo=False" in error["hint"]
     assert "StringNormalizer" in body["detail"]
@@ -132,3 +134,17 @@ def test_architectures_lists_the_installed_library_families(make_client: Callabl
     families = {f["library"]: f for f in body["libraries"]}
     assert families["torchvision"]["installed"] and families["torchvision"]["prefix"] == "torchvision/"
     assert families["timm"]["count"] > 100 and "transformers" in families
+
+
+def test_token_id_onnx_jobs_get_int64_inputs(make_client: Callable[..., Any]) -> None:
+    from tests.app.model_files import token_onnx_bytes
+
+    client = make_client()
+    model = upload(client, token_onnx_bytes(), filename="tokens.onnx").json()
+    assert model["summary"]["input"] == {"shape": [1, 8], "dtype": "int64"}
+    response = client.post(
+        "/v1/jobs", json={"model_id": model["id"], "config_list": [{"sparse_ratio": 0.5, "op_names": ["fc"]}]}
+    )
+    assert response.status_code == 202, response.text
+    spec = client.get(response.headers["Location"]).json()["spec"]
+    assert (spec["input_shape"], spec["input_dtype"]) == ([1, 8], "int64")
