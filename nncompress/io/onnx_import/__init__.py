@@ -90,6 +90,7 @@ def load_onnx(
     initializers = {t.name: _tensor(t) for t in graph.initializer}
     ranks = {name: len(dims) for name, dims in analysis.facts.shapes.items()}
     builder = GraphBuilder(initializers, ranks, analysis.plans)
+    builder.elem_types = analysis.facts.elem_types
     for value in graph.input:
         if value.name not in initializers:
             builder.add_input(value.name, torch_dtype(value.type.tensor_type.elem_type))

@@ -32,6 +32,7 @@ class GraphBuilder:
         self.consts = initializers
         self.ranks = ranks
         self.plans = plans or {}
+        self.elem_types: dict[str, int] = {}  # ONNX element types where known (set by the loader)
         # ONNX values that hold tensor *dimensions* (Shape → Gather → Concat → Reshape chains). They
         # are kept as Python ints and lists in the graph, so tracers see x.size(0) symbolically and
         # the batch dimension stays dynamic when the converted model is exported again.

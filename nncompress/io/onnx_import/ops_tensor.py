@@ -96,6 +96,13 @@ for _name in _BINARY:
 @converts("CastLike")
 def _cast_like(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     like = b.const(node.input[1])
+    source = b.const(node.input[0])
+    known = b.elem_types.get(node.input[1])
+    if source is not None and known:  # a constant cast like an input of known type stays a constant
+        from nncompress.io.onnx_import.summary import torch_dtype
+
+        b.consts[node.output[0]] = source.to(torch_dtype(known))
+        return
     if like is not None:
         b.call(node.output[0], torch.Tensor.to, [b.tensor(node.input[0]), like.dtype])
         return

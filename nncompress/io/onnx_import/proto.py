@@ -135,6 +135,13 @@ def graph_facts(proto: Any) -> tuple[GraphFacts, Any]:
                     facts.shapes[node.output[0]] = list(attr.t.dims)
                     facts.elem_types[node.output[0]] = attr.t.data_type
         elif (
+            node.op_type == "CastLike"
+            and {node.input[0]} <= facts.consts
+            and facts.elem_types.get(node.input[1])
+        ):
+            # Exporters cast constants "like" the input; its dtype is known, so the result is constant.
+            facts.consts.add(node.output[0])
+        elif (
             node.domain in ("", "ai.onnx")
             and node.op_type not in _NOT_FOLDABLE
             and node.input
