@@ -29,6 +29,7 @@ from nncompress.io.onnx_import.runtime_tensor import (
     onnx_resize,
     onnx_slice,
     onnx_split,
+    onnx_split_sequence,
     onnx_tile,
     onnx_trilu,
 )
@@ -160,6 +161,25 @@ def _split(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     for index, name in enumerate(node.output):
         if name:
             b.values[name] = b.graph.call_function(operator.getitem, (parts, index))
+
+
+@converts("SplitToSequence")
+def _split_to_sequence(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
+    # The dynamo exporter's torch.split/chunk without its optimizer; the sequence is a Python tuple.
+    axis = int(attrs.get("axis", 0))
+    if len(node.input) > 1 and node.input[1]:
+        b.call(
+            node.output[0], onnx_split_sequence, [b.value(node.input[0]), b.dims_value(node.input[1]), axis]
+        )
+        return
+    keep = bool(attrs.get("keepdims", 1))
+    b.call(node.output[0], onnx_split_sequence, [b.value(node.input[0]), 1, axis, keep])
+
+
+@converts("SequenceAt")
+def _sequence_at(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
+    index = b.dims_value(node.input[1])
+    b.call(node.output[0], operator.getitem, [b.value(node.input[0]), index])
 
 
 @converts("Expand")

@@ -23,6 +23,7 @@ __all__ = [
     "onnx_resize",
     "onnx_slice",
     "onnx_split",
+    "onnx_split_sequence",
     "onnx_tile",
     "onnx_trilu",
 ]
@@ -62,6 +63,17 @@ def onnx_split(x: torch.Tensor, sizes: Any, axis: int, count: int) -> tuple[torc
     length = x.shape[axis]
     chunk = -(-length // count)
     return tuple(torch.split(x, chunk, dim=axis))
+
+
+def onnx_split_sequence(
+    x: torch.Tensor, split: Any, axis: int, keepdims: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """ONNX SplitToSequence: a scalar ``split`` is a chunk size, a list gives the sizes."""
+    sizes: Any = split if isinstance(split, int) else _ints(split)
+    if isinstance(split, torch.Tensor) and split.dim() == 0:
+        sizes = int(split)
+    parts = tuple(torch.split(x, sizes, dim=axis))
+    return parts if keepdims else tuple(p.squeeze(axis) for p in parts)
 
 
 def onnx_expand(x: torch.Tensor, shape: Any) -> torch.Tensor:

@@ -42,7 +42,7 @@ _EXPORT_HINT = (
 _NEVER = "never supported: "
 _HINTS: dict[str, str] = {
     **dict.fromkeys(
-        ("Loop", "If", "Scan", "SequenceConstruct", "SequenceAt", "SplitToSequence", "ConcatFromSequence"),
+        ("Loop", "If", "Scan", "SequenceConstruct", "SequenceInsert", "ConcatFromSequence"),
         _NEVER + "data-dependent control flow and sequences have no fixed graph to prune; export a traced "
         "model (torch.onnx.export(..., dynamo=False) traces one path)",
     ),
