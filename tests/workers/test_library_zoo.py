@@ -10,6 +10,8 @@ The service runs embedded (SQLite, local files, the real job process), as ``nnco
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -105,12 +106,33 @@ def test_library_model_compresses_through_the_api(
     assert after["params"] < before["params"], "the compressed model is no smaller"
     report = job["result"]
     assert report["speedup_applied"], report["notes"]
-    equivalence = report["checks"]["equivalence"]
-    assert equivalence["passed"], equivalence
+    equivalence = report["checks"]["equivalence"]  # the job fails when it does not hold; check the figure
+    allowed = equivalence["rtol"] * equivalence["output_scale"] + equivalence["atol"]
+    assert equivalence["max_abs_diff"] <= allowed, equivalence
     # The layers the user named by their PyTorch paths are the ones that shrank.
     layers = {layer["name"]: layer for layer in report["layers"]}
     for name in _named_layers(case.config_list):
         assert name in layers, f"{name} not among {sorted(layers)[:20]}"
         assert layers[name]["out_after"] < layers[name]["out_before"], layers[name]
     _check_onnx(zoo_client, job, case, tmp_path)
-    torch.manual_seed(0)
+    _record(case, job)
+
+
+def _record(case: ZooCase, job: dict[str, Any]) -> None:
+    """Appends the case's figures to ``$NNCOMPRESS_ZOO_REPORT`` (a JSON-lines file) when it is set."""
+    target = os.environ.get("NNCOMPRESS_ZOO_REPORT")
+    if not target:
+        return
+    timings = job["result"].get("timings", {})
+    row = {
+        "model": case.name,
+        "family": case.family,
+        "route": case.route,
+        "status": job["status"],
+        "params_before": job["metrics"]["before"]["params"],
+        "params_after": job["metrics"]["after"]["params"],
+        "job_seconds": round(sum(float(v) for v in timings.values()), 2),
+        "timings": timings,
+    }
+    with open(target, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
