@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nncompress.datasets import LabelledDataset
+    from nncompress.io.hf_dir import LoadedHf
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
             raise RuntimeError(f"model {ctx.job.model_id} of job {ctx.job_id} does not exist")
         session.expunge(model_row)
     storage = Storage(Path(ctx.settings.storage_dir))
-    model = load_uploaded_model(model_row, storage, allow_pickle=ctx.settings.allow_pickle)
+    upload = load_upload(model_row, storage, allow_pickle=ctx.settings.allow_pickle)
     spec = JobSpec.from_dict(ctx.job.spec)
     dataset, val_dataset = (None, None)
     if spec.dataset_id is not None:
@@ -62,8 +64,9 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
         dataset, val_dataset = load_job_dataset(ctx, storage, spec.dataset_id)
     result = run_job(
         spec,
-        model=model,
-        architecture=model_row.architecture,
+        model=upload.model,
+        architecture=upload.architecture,
+        architecture_kwargs=upload.architecture_kwargs,
         out_dir=ctx.out_dir,
         progress=ctx.progress,
         should_stop=ctx.should_stop,
@@ -83,25 +86,66 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
     )
 
 
-def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: bool) -> nn.Module:
+@dataclass
+class LoadedUpload:
+    """An uploaded model loaded in the job process, with what its artifact's manifest records.
+
+    Args:
+        model: the module, in eval mode.
+        architecture: the name the artifact is rebuilt from: the upload's registry architecture,
+            ``hf/<Class>`` or ``timm/<model>`` for a model folder, None for ONNX and pickles.
+        architecture_kwargs: the build arguments to record (a folder's config or timm model_args);
+            None lets the pipeline work them out for registry architectures.
+    """
+
+    model: nn.Module
+    architecture: str | None
+    architecture_kwargs: dict[str, Any] | None = None
+
+
+def load_upload(model_row: Model, storage: Storage, *, allow_pickle: bool) -> LoadedUpload:
     """Loads an uploaded model as its format says, unpacking folders into a temp dir first.
 
     A Hugging Face model sent as parts (weights + config.json) is put back together as a folder; an
     ONNX model with external data is extracted (its .onnx and the data files it names, nothing else)
-    and imported with that folder as the only place its tensors may come from.
+    and imported with that folder as the only place its tensors may come from. A model folder
+    (transformers or timm) also yields the architecture and build arguments its compressed artifact
+    is rebuilt from without the service (``nncompress.io.library_rebuild.recorded_build``).
     """
+    if model_row.format == "hf_dir":
+        from nncompress.io.library_rebuild import recorded_build
+
+        loaded = _load_hf(model_row, storage)
+        summary = loaded.summary
+        architecture, kwargs = recorded_build(
+            summary.library, summary.class_name, loaded.model, summary.config
+        )
+        return LoadedUpload(loaded.model.eval(), architecture, kwargs)
+    model = load_uploaded_model(model_row, storage, allow_pickle=allow_pickle)
+    return LoadedUpload(model, model_row.architecture)
+
+
+def _load_hf(model_row: Model, storage: Storage) -> LoadedHf:
+    from nncompress.io.hf_dir import load_hf_dir
+
+    path = storage.path(model_row.storage_key)
+    config_key = (model_row.details or {}).get("config_key")
+    if not config_key:
+        return load_hf_dir(path)  # a zip: extracted to a temp folder and deleted by the loader
+    with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="hf-") as tmp:
+        folder = Path(tmp)
+        os.link(path, folder / "model.safetensors")  # a hard link: the reader refuses symlinks
+        os.link(storage.path(config_key), folder / "config.json")
+        return load_hf_dir(folder)
+
+
+def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: bool) -> nn.Module:
+    """Loads an uploaded model as its format says (see :func:`load_upload`), the module alone."""
     from nncompress.io.intake import load_model
 
     path = storage.path(model_row.storage_key)
-    details = model_row.details or {}
-    if model_row.format == "hf_dir" and details.get("config_key"):
-        from nncompress.io.hf_dir import load_hf_dir
-
-        with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="hf-") as tmp:
-            folder = Path(tmp)
-            os.link(path, folder / "model.safetensors")  # a hard link: the reader refuses symlinks
-            os.link(storage.path(details["config_key"]), folder / "config.json")
-            return load_hf_dir(folder).model.eval()
+    if model_row.format == "hf_dir":
+        return _load_hf(model_row, storage).model.eval()
     if model_row.format == "onnx_zip":
         from nncompress.io.onnx_import import load_onnx
 

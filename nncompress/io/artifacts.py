@@ -3,12 +3,14 @@
 A compressed model is stored as two files in one folder:
 
 * ``model.safetensors`` — every tensor of the state_dict (no code, so loading it runs nothing);
-* ``manifest.json`` — what is needed to rebuild the module around those tensors: the registry
-  architecture and its kwargs, the kept channel indices of every pruned layer, the shape of every
-  tensor, the config_list and pruner that produced it, the input it expects, library versions,
-  metrics, and the sha256 of the weights file.
+* ``manifest.json`` — what is needed to rebuild the module around those tensors: the
+  architecture and its kwargs (a registry name, or ``hf/<Class>`` with the model's config), the
+  kept channel indices of every pruned layer, the shape of every tensor, the config_list and
+  pruner that produced it, the input it expects, library versions, metrics, and the sha256 of
+  the weights file.
 
-Loading rebuilds the architecture from the registry, replays the recorded pruning on it
+Loading rebuilds the architecture (registry, or transformers from the recorded config; see
+:mod:`nncompress.io.library_rebuild`), replays the recorded pruning on it
 (``nncompress.speedup.apply_kept_indices``), and only then loads the weights with
 ``strict=True``; every mismatch is an :class:`~nncompress.errors.ArtifactError` naming the field
 or tensor.
@@ -54,9 +56,11 @@ class Manifest:
 
     Attributes:
         format_version: version of this layout; a loader refuses versions it does not know.
-        architecture: registry name of the architecture, or None when the model did not come from
-            the registry (e.g. an ONNX upload): such an artifact cannot be rebuilt from weights alone.
-        architecture_kwargs: keyword arguments the architecture was built with.
+        architecture: registry name of the architecture (``timm/resnet18`` included), or
+            ``hf/<transformers class>``, or None when the model has no buildable architecture (e.g.
+            an ONNX upload): such an artifact cannot be rebuilt from weights alone.
+        architecture_kwargs: keyword arguments the architecture was built with; for ``hf/…``
+            ``{"config": <config.to_dict()>}`` of the model before speedup.
         kept: per pruned module, the kept indices per dimension (e.g. ``{"conv1": {"out": [...]}}``);
             empty when no shape changed (unstructured sparsity, or no speedup).
         structured: True when ``kept`` describes a physical shrink of the architecture.
@@ -187,13 +191,14 @@ def save_compressed(
     Args:
         model: the compressed model (shrunk, or masked when no speedup ran).
         out_dir: folder to write into; created when missing. Existing files of the same names are replaced.
-        architecture: registry name the model was built from, or None when there is none.
+        architecture: registry name the model was built from, ``hf/<Class>``, or None when there is none.
         kept: kept indices per pruned module as returned by the speedup; None or empty for no shape change.
         config_list: the config_list used (stored verbatim; must be JSON-able).
         pruner: the pruner's registry name.
         input_shape: example input shape, batch dimension included.
         input_dtype: example input dtype.
-        architecture_kwargs: kwargs the architecture was built with; defaults to the registry's.
+        architecture_kwargs: kwargs the architecture was built with; defaults to the registry's
+            (required for ``hf/…``: ``library_rebuild.transformers_build_kwargs(original)``).
         metrics: measured metrics to record (JSON-able).
         extra: anything else to record (JSON-able).
 
@@ -252,9 +257,10 @@ def read_manifest(path: str | Path) -> Manifest:
 def load_compressed(path: str | Path, *, map_location: str = "cpu") -> nn.Module:
     """Rebuilds a compressed model from its folder, without unpickling anything.
 
-    Steps: read and validate the manifest → check the weights file's sha256 → build the registry
-    architecture → replay the kept indices on it → load the safetensors weights → check every
-    tensor's shape against the manifest and the rebuilt module → ``load_state_dict(strict=True)``.
+    Steps: read and validate the manifest → check the weights file's sha256 → build the
+    architecture (registry, or ``hf/…`` from the recorded config) → replay the kept indices on
+    it → load the safetensors weights → check every tensor's shape against the manifest and the
+    rebuilt module → ``load_state_dict(strict=True)``.
 
     Args:
         path: the artifact folder (or its ``manifest.json``).
@@ -305,6 +311,14 @@ def _manifest_path(path: str | Path) -> Path:
 def _registry_kwargs(architecture: str | None) -> dict[str, Any]:
     if architecture is None:
         return {}
+    from nncompress.io.library_rebuild import is_hf_architecture
+
+    if is_hf_architecture(architecture):
+        raise ArtifactError(
+            f"{architecture} is rebuilt from its config: pass architecture_kwargs={{'config': ...}} "
+            "(nncompress.io.library_rebuild.transformers_build_kwargs(model))",
+            field="architecture_kwargs",
+        )
     from nncompress.models import get
 
     try:
@@ -314,24 +328,15 @@ def _registry_kwargs(architecture: str | None) -> dict[str, Any]:
 
 
 def _rebuild(manifest: Manifest) -> nn.Module:
-    from nncompress.models import get
+    from nncompress.io.library_rebuild import build_recorded
 
     if manifest.architecture is None:
         raise ArtifactError(
-            "this artifact names no registry architecture, so it cannot be rebuilt from its weights; "
+            "this artifact names no architecture, so it cannot be rebuilt from its weights; "
             "load its model.onnx instead",
             field="architecture",
         )
-    try:
-        arch = get(manifest.architecture)
-    except KeyError as exc:
-        raise ArtifactError(str(exc.args[0]), field="architecture") from exc
-    try:
-        model = arch.build(**manifest.architecture_kwargs)
-    except TypeError as exc:
-        raise ArtifactError(
-            f"architecture {arch.name!r} rejects the manifest's kwargs: {exc}", field="architecture_kwargs"
-        ) from exc
+    model = build_recorded(manifest.architecture, manifest.architecture_kwargs)
     model.eval()
     if not manifest.kept:
         return model
@@ -351,7 +356,7 @@ def _rebuild(manifest: Manifest) -> nn.Module:
         raise
     except Exception as exc:
         raise ArtifactError(
-            f"replaying the manifest's kept indices on {arch.name!r} failed: {exc}", field="kept"
+            f"replaying the manifest's kept indices on {manifest.architecture!r} failed: {exc}", field="kept"
         ) from exc
 
 

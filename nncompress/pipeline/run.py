@@ -17,6 +17,7 @@ from torch import nn
 from nncompress.datasets import LabelledDataset
 from nncompress.errors import ArtifactError, ConfigError
 from nncompress.io.artifacts import MANIFEST_FILE, WEIGHTS_FILE, load_compressed, save_compressed
+from nncompress.io.library_rebuild import is_hf_architecture, transformers_build_kwargs
 from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
 from nncompress.metrics import measure_model, resolve_device
 from nncompress.pipeline.checkpoint import load_masks, remove_checkpoint, save_masks, state_digest
@@ -54,6 +55,7 @@ def run_job(
     model: nn.Module,
     architecture: str | None,
     out_dir: str | Path,
+    architecture_kwargs: Mapping[str, Any] | None = None,
     progress: ProgressFn = noop_progress,
     should_stop: Callable[[], bool] = lambda: False,
     resume_from: str | None = None,
@@ -72,9 +74,13 @@ def run_job(
     Args:
         spec: the validated job.
         model: the model to compress (e.g. from :func:`nncompress.io.load_model`).
-        architecture: its registry name, which makes the artifact reloadable without pickle; None
-            for models that came from ONNX or a pickle (the weights are still saved, with a note).
+        architecture: its registry name (``timm/<model>`` included) or ``hf/<transformers class>``,
+            which makes the artifact reloadable without pickle; None for models that came from
+            ONNX or a pickle (the weights are still saved, with a note).
         out_dir: the job's folder; created when missing.
+        architecture_kwargs: what the architecture was built with, recorded in the manifest:
+            a timm folder's ``model_args``, or ``{"config": ...}`` for ``hf/…`` (by default read
+            from ``model.config``). None: the registry's kwargs plus a head fitted to the weights.
         progress: called as ``progress(stage, percent_of_job, message)``; percent never decreases
             and the last call reports 100.
         should_stop: polled before each stage; when it returns True, :class:`JobCancelled` is raised.
@@ -322,7 +328,7 @@ def run_job(
             compressed,
             spec=spec,
             architecture=architecture,
-            architecture_kwargs=_architecture_kwargs(architecture, original),
+            architecture_kwargs=_architecture_kwargs(architecture, original, architecture_kwargs),
             kept=kept,
             example=example,
             input_dtype=input_dtype,
@@ -382,7 +388,7 @@ def _example_input(
 ) -> tuple[torch.Tensor, torch.dtype]:
     generator = torch.Generator().manual_seed(spec.seed)
     arch = None
-    if architecture is not None:
+    if architecture is not None and not is_hf_architecture(architecture):
         from nncompress.models import get
 
         try:
@@ -472,11 +478,18 @@ def _save_weights(
     ]
 
 
-def _architecture_kwargs(architecture: str | None, original: nn.Module) -> dict[str, Any] | None:
+def _architecture_kwargs(
+    architecture: str | None, original: nn.Module, given: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
     """The build arguments the original model needed (a library model's head fitted to its
-    weights, e.g. ``num_classes=10``), so the manifest rebuilds the same model; None: the registry's."""
+    weights, e.g. ``num_classes=10``; a transformers model's config before speedup), so the
+    manifest rebuilds the same model; None: the registry's."""
+    if given is not None:
+        return dict(given)
     if architecture is None:
         return None
+    if is_hf_architecture(architecture):
+        return transformers_build_kwargs(original)
     from nncompress.models import get
     from nncompress.models.libraries import state_overrides
 
@@ -488,7 +501,7 @@ def _architecture_kwargs(architecture: str | None, original: nn.Module) -> dict[
 def _check_reload(
     out: Path, compressed: nn.Module, example: torch.Tensor, *, architecture: str
 ) -> dict[str, Any]:
-    # Prove the artifact is what we claim: rebuilt from the registry without pickle, it computes
+    # Prove the artifact is what we claim: rebuilt from its manifest without pickle, it computes
     # exactly what the compressed model computes (same ops on the same device: bit-identical).
     reloaded = load_compressed(out)
     with torch.inference_mode():

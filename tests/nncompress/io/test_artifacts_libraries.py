@@ -1,0 +1,211 @@
+"""Compressed Hugging Face and timm-folder models reload from their artifact alone (no pickle, no
+service database): the manifest records ``hf/<Class>`` + the config, or ``timm/<model>`` + its
+model_args; the rebuild replays the kept indices and loads the weights strictly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nncompress.errors import ArtifactError
+from nncompress.io import load_compressed, load_hf_dir, read_manifest, save_compressed
+from nncompress.io.library_rebuild import build_recorded, recorded_build
+from nncompress.pipeline import JobSpec, run_job
+from nncompress.pruners import prune
+from nncompress.speedup import speedup
+
+transformers = pytest.importorskip("transformers")
+timm = pytest.importorskip("timm")
+
+
+def _bert() -> nn.Module:
+    cfg = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    return transformers.BertForSequenceClassification(cfg)
+
+
+def _gpt2() -> nn.Module:
+    cfg = transformers.GPT2Config(
+        vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def _vit() -> nn.Module:
+    cfg = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    )
+    return transformers.ViTForImageClassification(cfg)
+
+
+def _save_hf(make: Callable[[], nn.Module], folder: Path) -> Path:
+    torch.manual_seed(0)
+    make().save_pretrained(folder)
+    return folder
+
+
+def _save_timm_resnet18(folder: Path) -> Path:
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    from timm.models._hub import save_for_hf
+
+    save_for_hf(model, str(folder), safe_serialization=True)  # what push_to_hub uploads, offline
+    return folder
+
+
+CASES = {
+    # name: (folder writer, config_list, example input)
+    "bert_ffn": (
+        lambda d: _save_hf(_bert, d),
+        [{"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]}],
+        lambda: torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1)),
+    ),
+    "gpt2_ffn": (
+        lambda d: _save_hf(_gpt2, d),
+        [{"sparse_ratio": 0.5, "op_names_re": [r"transformer\.h\.\d+\.mlp\.c_fc"]}],
+        lambda: torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1)),
+    ),
+    "vit_ffn": (
+        lambda d: _save_hf(_vit, d),
+        [{"sparse_ratio": 0.5, "op_names_re": [r"vit\.layers\.\d+\.mlp\.fc1"]}],
+        lambda: torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)),
+    ),
+    "timm_resnet18_dir": (
+        _save_timm_resnet18,
+        [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}, {"exclude": True, "op_names": ["conv1"]}],
+        lambda: torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pruned_library_model_reloads_from_its_artifact(case: str, tmp_path: Path) -> None:
+    write, config_list, make_input = CASES[case]
+    loaded = load_hf_dir(write(tmp_path / "upload"))
+    architecture, kwargs = recorded_build(
+        loaded.summary.library, loaded.summary.class_name, loaded.model, loaded.summary.config
+    )
+    example = make_input()
+    original = loaded.model.eval()
+    masks = prune(original, config_list, example_inputs=example[:1]).masks
+    sped = speedup(original, masks, example[:1])
+    assert sped.kept, "the config should shrink some layer"
+    save_compressed(
+        sped.model,
+        tmp_path / "out",
+        architecture=architecture,
+        architecture_kwargs=kwargs,
+        kept=sped.kept,
+        config_list=config_list,
+        pruner="l1norm",
+        input_shape=list(example[:1].shape),
+        input_dtype=example.dtype,
+    )
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["architecture"] == architecture
+    assert architecture.startswith(("hf/", "timm/"))
+    reloaded = load_compressed(tmp_path / "out")
+    assert sum(p.numel() for p in reloaded.parameters()) < sum(p.numel() for p in original.parameters())
+    with torch.inference_mode():
+        expected, actual = sped.model.eval()(example), reloaded(example)
+    assert isinstance(actual, torch.Tensor) and actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_bert_manifest_records_the_config_before_speedup(tmp_path: Path) -> None:
+    loaded = load_hf_dir(_save_hf(_bert, tmp_path / "bert"))
+    architecture, kwargs = recorded_build("transformers", "BertForSequenceClassification", loaded.model, {})
+    assert architecture == "hf/BertForSequenceClassification"
+    config = kwargs["config"]
+    assert config["intermediate_size"] == 64 and config["architectures"] == ["BertForSequenceClassification"]
+    json.dumps(kwargs)  # JSON-able as is
+
+
+def test_timm_folder_records_its_model_args(tmp_path: Path) -> None:
+    loaded = load_hf_dir(_save_timm_resnet18(tmp_path / "r18"))
+    architecture, kwargs = recorded_build("timm", "resnet18", loaded.model, loaded.summary.config)
+    assert architecture == "timm/resnet18"
+    assert kwargs["pretrained"] is False and kwargs["num_classes"] == 10
+
+
+def test_run_job_on_a_bert_folder_proves_the_reload(tmp_path: Path) -> None:
+    loaded = load_hf_dir(_save_hf(_bert, tmp_path / "bert"))
+    spec = JobSpec.from_dict(
+        {
+            "pruner": "l1norm",
+            "config_list": CASES["bert_ffn"][1],
+            "input_shape": [1, 16],
+            "input_dtype": "int64",
+            "export_onnx": False,
+            "latency_runs": 1,
+            "latency_batch_sizes": [1],
+        }
+    )
+    # architecture_kwargs left out: run_job reads the config from the transformers model itself.
+    result = run_job(
+        spec, model=loaded.model, architecture="hf/BertForSequenceClassification", out_dir=tmp_path / "out"
+    )
+    assert result.speedup_applied
+    assert result.checks["reload"] == {
+        "max_abs_diff": 0.0,
+        "architecture": "hf/BertForSequenceClassification",
+    }
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest.architecture_kwargs["config"]["intermediate_size"] == 64  # the engine keeps the config
+    reloaded = load_compressed(tmp_path / "out")
+    ffn = dict(reloaded.named_modules())["bert.encoder.layer.0.intermediate.dense"]
+    assert ffn.out_features == 32
+
+
+def test_manifest_config_with_remote_code_is_refused(tmp_path: Path) -> None:
+    config = _bert().config.to_dict()
+    config["auto_map"] = {"AutoModel": "evil.Model"}
+    with pytest.raises(ArtifactError) as err:
+        build_recorded("hf/BertForSequenceClassification", {"config": config})
+    assert err.value.context["field"] == "architecture_kwargs"
+
+
+def test_manifest_config_of_another_class_is_refused() -> None:
+    config = _bert().config.to_dict()
+    config["architectures"] = ["BertForSequenceClassification"]
+    with pytest.raises(ArtifactError, match="describes hf/BertForSequenceClassification"):
+        build_recorded("hf/BertModel", {"config": config})
+
+
+def test_timm_kwargs_that_download_are_refused() -> None:
+    with pytest.raises(ArtifactError) as err:
+        build_recorded("timm/resnet18", {"pretrained": True})
+    assert err.value.context["keys"] == ["pretrained"]
+    with pytest.raises(ArtifactError):
+        build_recorded("timm/resnet18", {"checkpoint_path": "/etc/passwd"})
+
+
+def test_hf_architecture_without_a_config_cannot_be_saved(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="rebuilt from its config"):
+        save_compressed(
+            _bert(),
+            tmp_path,
+            architecture="hf/BertForSequenceClassification",
+            kept=None,
+            config_list=[],
+            pruner="none",
+            input_shape=[1, 16],
+        )
