@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,6 +145,7 @@ def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: boo
     if model_row.format == "hf_dir":
         return _load_hf(model_row, storage).model.eval()
     if model_row.format == "onnx_zip":
+        from app.services.model_intake import extract_onnx_zip
         from nncompress.io.onnx_import import load_onnx
 
         with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="onnx-") as tmp:
@@ -155,31 +154,6 @@ def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: boo
     return load_model(
         path, fmt=model_row.intake_format, architecture=model_row.architecture, allow_pickle=allow_pickle
     )
-
-
-def extract_onnx_zip(path: Path, dest: Path) -> Path:
-    """Writes the zip's one ``.onnx`` file and the other plain files beside it into ``dest``.
-
-    Member names are never used as paths: each is reduced to its last component, which must be a
-    plain name, and written under ``dest`` (the API refused anything else at upload).
-    """
-    from app.services.model_intake import ZIP_MEMBER_NAME  # the rule the API checked at upload
-    from nncompress.errors import ModelLoadError
-
-    with zipfile.ZipFile(path) as archive:
-        members = [i for i in archive.infolist() if not i.is_dir()]
-        onnx_files = [i for i in members if i.filename.lower().endswith(".onnx")]
-        if len(onnx_files) != 1:
-            raise ModelLoadError(f"the zip holds {len(onnx_files)} .onnx files; expected one")
-        for info in members:
-            name = info.filename.rpartition("/")[2]
-            if not ZIP_MEMBER_NAME.fullmatch(name):
-                raise ModelLoadError(
-                    f"zip member {info.filename!r} has an unexpected name", member=info.filename
-                )
-            with archive.open(info) as src, open(dest / name, "xb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
-    return dest / onnx_files[0].filename.rpartition("/")[2]
 
 
 def load_job_dataset(

@@ -277,6 +277,29 @@ def describe_onnx_zip(path: Path) -> dict[str, Any]:
     return details
 
 
+def extract_onnx_zip(path: Path, dest: Path) -> Path:
+    """Writes the zip's one ``.onnx`` file and the other plain files beside it into ``dest``.
+
+    Member names are never used as paths: each is reduced to its last component, which must be a
+    plain name, and written under ``dest`` (:func:`describe_onnx_zip` refused anything else at
+    upload). Used by the worker (to import the model) and by preflight.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = [i for i in archive.infolist() if not i.is_dir()]
+        onnx_files = [i for i in members if i.filename.lower().endswith(".onnx")]
+        if len(onnx_files) != 1:
+            raise ModelLoadError(f"the zip holds {len(onnx_files)} .onnx files; expected one")
+        for info in members:
+            name = info.filename.rpartition("/")[2]
+            if not ZIP_MEMBER_NAME.fullmatch(name):
+                raise ModelLoadError(
+                    f"zip member {info.filename!r} has an unexpected name", member=info.filename
+                )
+            with archive.open(info) as src, open(dest / name, "xb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+    return dest / onnx_files[0].filename.rpartition("/")[2]
+
+
 def describe_hf(path: Path) -> dict[str, Any]:
     """A Hugging Face ``save_pretrained`` folder (zipped, or as a folder): config.json as JSON and
     the safetensors headers, checked against the class built on the meta device."""

@@ -1,0 +1,159 @@
+"""POST /v1/models/{id}/preflight for Hugging Face folders (zip or parts, transformers or timm) and
+ONNX zips with external data: built from the stored config / converted from the stored parts in the
+API process, bounded by a parameter limit (409 with the reason above it)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.app.factories import upload
+from tests.app.model_files import onnx_with_external_data, zip_of
+
+pytest.importorskip("transformers")
+pytest.importorskip("timm")
+
+FFN_HALF = [{"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]}]
+
+
+def bert_folder(folder: Path) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def zipped(folder: Path, prefix: str = "model/") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{prefix}{path.name}")
+    return buffer.getvalue()
+
+
+def uploaded(client: Any, data: bytes, filename: str) -> dict[str, Any]:
+    response = upload(client, data, filename=filename)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def layers_of(response: Any) -> dict[str, dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return {layer["name"]: layer for layer in response.json()["layers"]}
+
+
+def test_hf_zip_preflight_halves_the_ffn(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    client = make_client()
+    model = uploaded(client, zipped(bert_folder(tmp_path / "bert")), "bert.zip")
+    assert model["format"] == "hf_dir"
+    response = client.post(f"/v1/models/{model['id']}/preflight", json={"config_list": FFN_HALF})
+    layers = layers_of(response)
+    ffn = layers["bert.encoder.layer.0.intermediate.dense"]
+    assert (ffn["channels"], ffn["channels_after"]) == (64, 32)
+    assert "bert.encoder.layer.1.intermediate.dense" in layers
+
+
+def test_hf_parts_preflight(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    client = make_client()
+    folder = bert_folder(tmp_path / "bert")
+    response = client.post(
+        "/v1/models",
+        files={
+            "file": ("model.safetensors", (folder / "model.safetensors").read_bytes()),
+            "config": ("config.json", (folder / "config.json").read_bytes()),
+        },
+    )
+    assert response.status_code == 201, response.text
+    response = client.post(f"/v1/models/{response.json()['id']}/preflight", json={"config_list": FFN_HALF})
+    assert layers_of(response)["bert.encoder.layer.1.intermediate.dense"]["channels_after"] == 32
+
+
+def test_hf_preflight_names_an_unknown_layer(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    client = make_client()
+    model = uploaded(client, zipped(bert_folder(tmp_path / "bert")), "bert.zip")
+    response = client.post(
+        f"/v1/models/{model['id']}/preflight",
+        json={"config_list": [{"sparse_ratio": 0.5, "op_names": ["bert.encoder.layer.0.ffn"]}]},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["code"] == "unknown_layer"
+
+
+def test_timm_folder_preflight(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    import timm
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(0)
+    folder = tmp_path / "r18"
+    save_for_hf(timm.create_model("resnet18", num_classes=10), str(folder), safe_serialization=True)
+    client = make_client()
+    model = uploaded(client, zipped(folder), "resnet18.zip")
+    response = client.post(
+        f"/v1/models/{model['id']}/preflight",
+        json={
+            "config_list": [{"sparse_ratio": 0.5, "op_names": ["layer1.0.conv1"]}],
+            "input_shape": [1, 3, 32, 32],
+        },
+    )
+    conv = layers_of(response)["layer1.0.conv1"]
+    assert (conv["channels"], conv["channels_after"]) == (64, 32)
+
+
+def test_onnx_zip_preflight_uses_its_external_data(make_client: Callable[..., Any], tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    onnx_path, data_path = onnx_with_external_data(folder)
+    client = make_client()
+    data = zip_of(
+        {"export/model.onnx": onnx_path.read_bytes(), "export/model.onnx.data": data_path.read_bytes()}
+    )
+    model = uploaded(client, data, "model.zip")
+    assert model["format"] == "onnx_zip"
+    response = client.post(
+        f"/v1/models/{model['id']}/preflight",
+        json={"config_list": [{"sparse_ratio": 0.5, "op_names": ["conv1"]}]},
+    )
+    conv = layers_of(response)["conv1"]
+    assert (conv["channels"], conv["channels_after"]) == (8, 4)
+    assert list((tmp_path / "storage" / "tmp").iterdir()) == []  # the extracted files are gone
+
+
+@pytest.mark.parametrize("kind", ["hf_dir", "onnx_zip"])
+def test_preflight_above_the_parameter_limit_is_409_with_the_reason(
+    make_client: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import app.services.preflight as preflight_service
+
+    client = make_client()
+    if kind == "hf_dir":
+        data, config = zipped(bert_folder(tmp_path / "bert")), FFN_HALF
+    else:
+        folder = tmp_path / "export"
+        folder.mkdir()
+        onnx_path, data_path = onnx_with_external_data(folder)
+        data = zip_of({"model.onnx": onnx_path.read_bytes(), "model.onnx.data": data_path.read_bytes()})
+        config = [{"sparse_ratio": 0.5, "op_names": ["conv1"]}]
+    model = uploaded(client, data, "model.zip")
+    monkeypatch.setattr(preflight_service, "PREFLIGHT_MAX_PARAMS", 100)
+    response = client.post(f"/v1/models/{model['id']}/preflight", json={"config_list": config})
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["type"] == "urn:nncompress:problem:preflight_unavailable"
+    assert "preflight limit of 100" in body["detail"] and "POST /v1/jobs" in body["detail"]
+    assert body["errors"][0]["limit"] == 100 and body["errors"][0]["parameters"] > 100
