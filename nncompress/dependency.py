@@ -37,6 +37,16 @@ import torch_pruning as tp
 from torch import nn
 
 from nncompress.errors import UnsupportedModelError
+from nncompress.layers import (
+    FusedAttention,
+    conv1d_types,
+    fused_attentions,
+    is_conv1d,
+    is_rms_norm,
+    library_pruners,
+    traced_outputs,
+    without_cache,
+)
 
 __all__ = [
     "ChannelGroup",
@@ -270,11 +280,18 @@ def build_graph(
         >>> group = dg.get_pruning_group(model.conv1, tp.prune_conv_out_channels, [0, 1])
     """
     recurrent = _RecurrentInputPruner()
-    customized = {t: recurrent for t in _RECURRENT_TYPES}
+    customized: dict[type[nn.Module], tp.pruner.BasePruningFunc] = {t: recurrent for t in _RECURRENT_TYPES}
+    customized.update(library_pruners(model))
     if isinstance(example_inputs, list):
         example_inputs = tuple(example_inputs)
     try:
-        with _preserve_mode(model), _opaque_recurrent(model), torch.enable_grad(), warnings.catch_warnings():
+        with (
+            _preserve_mode(model),
+            _opaque_recurrent(model),
+            without_cache(model),
+            torch.enable_grad(),
+            warnings.catch_warnings(),
+        ):
             # Torch-Pruning warns about every op it treats as element-wise; unsupported_ops()
             # reports what matters instead.
             warnings.simplefilter("ignore")
@@ -283,6 +300,7 @@ def build_graph(
                 example_inputs=example_inputs,
                 customized_pruners=customized,  # type: ignore[arg-type]
                 ignored_layers=list(ignored_layers),
+                output_transform=traced_outputs,
                 verbose=False,
             )
     except UnsupportedModelError:
@@ -331,16 +349,42 @@ def channel_groups(
     groups: list[ChannelGroup] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tp_groups = list(dg.get_all_groups(root_module_types=_ROOT_TYPES))
+        tp_groups = list(dg.get_all_groups(root_module_types=(*_ROOT_TYPES, *conv1d_types(model))))
     for tp_group in tp_groups:
         group = _convert(tp_group, names, param_names, blocked, order)
         if group is not None:
             groups.append(group)
+    fused = {fa.fused: fa for fa in fused_attentions(model)}
+    groups = [
+        _fused_group(model, fused[g.roots[0]])
+        if g.roots[:1] == g.roots and g.roots and g.roots[0] in fused
+        else g
+        for g in groups
+    ]
     groups.sort(key=lambda g: min((order.get(r, 1 << 30) for r in g.roots), default=1 << 30))
     if roots is not None:
         wanted = set(roots)
         groups = [g for g in groups if wanted & set(g.roots)]
     return groups
+
+
+def _fused_group(model: nn.Module, fa: FusedAttention) -> ChannelGroup:
+    """The heads of a fused q/k/v projection: channel ``c`` is row ``c`` of each of q, k and v."""
+    fused, out = model.get_submodule(fa.fused), model.get_submodule(fa.out)
+    rows = tuple(range(3 * fa.width))
+    chans = tuple(r % fa.width for r in rows)
+    members = [ChannelSlice(fa.fused, "weight", 1 if is_conv1d(fused) else 0, rows, chans)]
+    if getattr(fused, "bias", None) is not None:
+        members.append(ChannelSlice(fa.fused, "bias", 0, rows, chans))
+    cols = tuple(range(fa.width))
+    consumer = ChannelSlice(fa.out, "weight", 0 if is_conv1d(out) else 1, cols, cols)
+    return ChannelGroup(
+        roots=(fa.fused,),
+        members=tuple(members),
+        consumers=(consumer,),
+        channels=fa.width,
+        block=fa.head_size,
+    )
 
 
 def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
@@ -350,7 +394,7 @@ def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
             blocked[m] = "recurrent hidden units are not pruned"
         elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups != m.out_channels:
             blocked[m] = f"grouped convolution (groups={m.groups}) couples channels across groups"
-        elif isinstance(m, nn.LayerNorm | nn.GroupNorm):
+        elif isinstance(m, nn.LayerNorm | nn.GroupNorm) or is_rms_norm(m):
             # Removing channels a norm normalises across changes the statistics of those that stay,
             # so the speedup keeps such groups whole; pruning them would only add zeros.
             blocked[m] = f"{type(m).__name__} normalises across these channels"
@@ -473,6 +517,10 @@ def _slices(
         return [], [s(name, "weight", 1)], False
     if isinstance(module, nn.Embedding):
         return [s(name, "weight", 1)], [], True
+    if is_conv1d(module):  # weight is (in, out)
+        if is_out:
+            return [s(name, "weight", 1), *([s(name, "bias", 0)] if has_bias else [])], [], True
+        return [], [s(name, "weight", 0)], False
     if isinstance(module, nn.MultiheadAttention):
         return _attention_slices(module, name, idxs, chans)
     if isinstance(module, _NORM_TYPES):
@@ -485,6 +533,8 @@ def _slices(
         if module.bias is not None:
             out.append(s(name, "bias", module.bias.dim() - 1))
         return out, [], False
+    if is_rms_norm(module):
+        return [s(name, "weight", 0)], [], False
     if isinstance(module, nn.PReLU):
         return ([s(name, "weight", 0)] if module.num_parameters > 1 else []), [], False
     if isinstance(module, _RECURRENT_TYPES):
@@ -586,7 +636,7 @@ def unsupported_ops(model: nn.Module, example_inputs: ExampleInputs) -> list[Uns
                     "are not pruned",
                 )
             )
-        elif m in children_of_known or isinstance(m, known):
+        elif m in children_of_known or isinstance(m, known) or is_conv1d(m) or is_rms_norm(m):
             continue
         elif any(True for _ in m.parameters(recurse=False)):
             found.append(

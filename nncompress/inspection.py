@@ -397,7 +397,9 @@ def _group_report(
             ratios = sorted({t.sparse_ratio for t in deciders})
             # One channel choice serves every layer of the group; the smallest ratio keeps every
             # layer at or under what the config asked for it.
-            after = kept_channels(group.channels, ratios[0])
+            # Attention heads go whole: the ratio counts heads, as the pruner's allocation does.
+            block = group.block if group.block > 1 and group.channels % group.block == 0 else 1
+            after = kept_channels(group.channels // block, ratios[0]) * block
             if len(ratios) > 1:
                 messages.append(
                     f"group #{gid} ({', '.join(group.roots)}) shares one channel choice but the config asks "
@@ -435,6 +437,11 @@ def _layer_report(
     traced: bool,
 ) -> LayerReport:
     channels = group.channels if group is not None else _out_channels(target)
+    # A fused q/k/v projection has three rows per group channel: report the layer's own count.
+    per_channel = _rows_per_channel(group, target.name)
+    channels *= per_channel
+    if group_after is not None:
+        group_after *= per_channel
     notes: list[str] = []
     after: int | None = channels
     if not structured:
@@ -474,6 +481,15 @@ def _layer_report(
         entry_index=target.entry_index,
         notes=tuple(notes),
     )
+
+
+def _rows_per_channel(group: ChannelGroup | None, name: str) -> int:
+    if group is None or name not in group.roots or group.channels == 0:
+        return 1
+    try:
+        return max(1, len(group.root_slice(name).index) // group.channels)
+    except KeyError:
+        return 1
 
 
 def _out_channels(target: LayerTarget) -> int:

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nncompress.errors import SpeedupError, VerificationError
+from nncompress.speedup.attention import sync_attention_heads
 from nncompress.speedup.diagnose import forward_failure
 from nncompress.speedup.groups import (
     ChannelGroup,
@@ -93,10 +94,12 @@ def speedup(
     kept = kept_indices(groups, removed)
     clock.lap("plan")
     prune_groups(dg, groups, removed)
+    head_changes = sync_attention_heads(work)
     clock.lap("prune")
     # Running the shrunk model on the verification inputs doubles as the check that it runs at all;
     # only a crash or a changed output shape triggers the shape-constant rewrite.
     shrunk, rewrites, outputs = _runnable(work, batches, output_shapes(reference), analysis, kept)
+    rewrites = head_changes + rewrites
     clock.lap("run")
 
     report = None
@@ -172,6 +175,7 @@ def apply_kept_indices(
     except ValueError as exc:
         raise SpeedupError(str(exc)) from exc
     prune_groups(dg, groups, removed)
+    sync_attention_heads(model)
     shrunk, _, _ = _runnable(model, batches, expected, analysis, kept_indices(groups, removed))
     shrunk.train(was_training)
     return shrunk

@@ -16,6 +16,15 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from nncompress.layers import (
+    FusedAttention,
+    fused_attentions,
+    is_conv1d,
+    is_rms_norm,
+    library_pruners,
+    output_tensors,
+    without_cache,
+)
 from nncompress.speedup.recurrent import RecurrentPruner, check_supported, opaque_recurrent_layers, unit_rows
 
 Inputs = tuple[torch.Tensor, ...]
@@ -84,6 +93,9 @@ class ChannelGroup:
         channels: the root's output channels.
         members: every named layer side in the group (root included).
         skip_reason: why the group must not change shape (its channels stay, as sparsity), or None.
+        block: channels go in whole blocks of this size (attention heads), or not at all.
+        fused: set for the heads of a fused q/k/v projection, pruned member by member rather than
+            through Torch-Pruning's propagation (see :class:`nncompress.layers.FusedAttention`).
     """
 
     root: str
@@ -92,6 +104,8 @@ class ChannelGroup:
     channels: int
     members: list[Member] = field(default_factory=list)
     skip_reason: str | None = None
+    block: int = 1
+    fused: FusedAttention | None = None
 
 
 def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
@@ -108,14 +122,21 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
         if isinstance(module, nn.LSTM | nn.GRU):
             check_supported(module, name)
     recurrent = RecurrentPruner()
+    customized: dict[type[nn.Module], tp.pruner.BasePruningFunc] = {nn.LSTM: recurrent, nn.GRU: recurrent}
+    customized.update(library_pruners(model))
     was_training = model.training
     try:
-        with torch.enable_grad(), opaque_recurrent_layers(model):
+        with (
+            torch.enable_grad(),
+            opaque_recurrent_layers(model),
+            without_cache(model),
+        ):
             dg = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs=inputs,
                 forward_fn=lambda m, x: m(*x),
-                customized_pruners={nn.LSTM: recurrent, nn.GRU: recurrent},
+                customized_pruners=customized,  # type: ignore[arg-type]
+                output_transform=output_tensors,
                 verbose=False,
             )
     finally:
@@ -158,7 +179,8 @@ def channel_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
     """
     groups: list[ChannelGroup] = []
     covered: set[nn.Module] = set()
-    for root_types in (PRIMARY_ROOTS, SECONDARY_ROOTS):
+    library = tuple({type(m) for m in dg.module2node if isinstance(m, nn.Module) and is_conv1d(m)})
+    for root_types in ((*PRIMARY_ROOTS, *library), SECONDARY_ROOTS):
         for root_module in list(dg.module2node):
             if root_module in covered or not isinstance(root_module, root_types):
                 continue
@@ -173,7 +195,23 @@ def channel_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
                 if dg.is_out_channel_pruning_fn(item.dep.handler)
             )
             groups.append(_describe_group(dg, group, root_module, int(channels)))
-    return groups
+    fused = {fa.fused: fa for fa in fused_attentions(dg.model)}
+    return [_fused_group(dg, fused[g.root]) if g.root in fused else g for g in groups]
+
+
+def _fused_group(dg: tp.DependencyGraph, fa: FusedAttention) -> ChannelGroup:
+    """The heads of a fused q/k/v projection, numbered by query channel (0 .. width-1)."""
+    fused, out = dg.model.get_submodule(fa.fused), dg.model.get_submodule(fa.out)
+    pruner = dg.get_pruner_of_module(fused)
+    rows = torch.arange(3 * fa.width)
+    cols = torch.arange(fa.width)
+    members = [
+        Member(fa.fused, fused, "out", rows, rows % fa.width, 3 * fa.width),
+        Member(fa.out, out, "in", cols, cols, fa.width),
+    ]
+    return ChannelGroup(
+        fa.fused, fused, pruner.prune_out_channels, fa.width, members, block=fa.head_size, fused=fa
+    )
 
 
 def _describe_group(
@@ -214,7 +252,7 @@ def _index(values: list[int]) -> torch.Tensor:
 def _unremovable(module: nn.Module, name: str) -> str | None:
     # Removing channels that a norm layer normalises *across* changes its mean/variance for the
     # channels that stay, so the shrunk model would no longer compute what the masked one does.
-    if isinstance(module, nn.LayerNorm | nn.GroupNorm):
+    if isinstance(module, nn.LayerNorm | nn.GroupNorm) or is_rms_norm(module):
         return f"{type(module).__name__} {name!r} normalises across these channels"
     if isinstance(module, nn.MultiheadAttention):
         return f"nn.MultiheadAttention {name!r} is not supported; write attention with Linear layers"
@@ -240,6 +278,8 @@ def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
         return _rows_zero(weight, module.bias)
     if isinstance(module, nn.Linear):
         return _rows_zero(module.weight, module.bias)
+    if is_conv1d(module):
+        return _rows_zero(module.weight.t(), getattr(module, "bias", None))
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         if not module.affine:
             # (0 - running_mean) / std is not zero: the channel is a constant, not an absent one.
@@ -297,9 +337,11 @@ def removable_channels(group: ChannelGroup) -> list[int]:
         removable[member.root_idxs[~zero.cpu()[member.idxs]]] = False
     if not has_producer:
         return []
+    if group.block > 1:  # a head goes only when all of its channels can
+        removable = removable.reshape(-1, group.block).all(1).repeat_interleave(group.block)
     removed = removable.nonzero().flatten().tolist()
     if len(removed) == group.channels:
-        removed = removed[1:]
+        removed = removed[group.block :]
     return removed
 
 
@@ -372,5 +414,16 @@ def prune_groups(dg: tp.DependencyGraph, groups: list[ChannelGroup], removed: di
     """Removes the chosen root channels of each group, in place, through Torch-Pruning."""
     for group in groups:
         idxs = removed.get(group.root)
-        if idxs:
+        if not idxs:
+            continue
+        if group.fused is None:
             dg.get_pruning_group(group.root_module, group.root_fn, idxs).prune(record_history=False)
+            continue
+        # Torch-Pruning's mapping through the q/k/v split is unreliable: prune both layers directly.
+        width = group.fused.width
+        for member in group.members:
+            pruner = dg.get_pruner_of_module(member.module)
+            if member.side == "out":
+                pruner.prune_out_channels(member.module, [s * width + i for s in range(3) for i in idxs])
+            else:
+                pruner.prune_in_channels(member.module, list(idxs))
