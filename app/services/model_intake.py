@@ -25,7 +25,7 @@ from app.errors import (
     WeightsMismatch,
 )
 from app.services.model_summary import describe_weights, layers_of
-from app.services.pickle_scan import torch_zip_kind
+from app.services.pickle_scan import legacy_torch_kind, torch_zip_kind
 from nncompress.errors import ModelLoadError
 from nncompress.io.intake import detect_format
 from nncompress.models import names
@@ -72,6 +72,8 @@ def classify(path: Path) -> str:
         refuse_pt2()
     if detected == "torch_zip":
         return torch_zip_kind(path)
+    if detected == "pickle":
+        return legacy_torch_kind(path)  # a legacy torch.save state_dict is weights, not code
     if detected in ("hf_dir", "zip"):
         return classify_zip(path)
     return detected
