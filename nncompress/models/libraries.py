@@ -332,11 +332,10 @@ def _unknown_message(library: str, model: str) -> str:
 
 
 def _build_meta(arch: Architecture) -> nn.Module:
-    import torch
+    from nncompress.models.meta import build_on_meta
 
     # Shapes only: the meta device allocates nothing, so even a large backbone costs milliseconds.
-    with torch.device("meta"):
-        return arch.build()
+    return build_on_meta(arch.build)
 
 
 def _last_head(model: nn.Module) -> str | None:

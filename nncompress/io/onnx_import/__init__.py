@@ -91,6 +91,8 @@ def load_onnx(
     ranks = {name: len(dims) for name, dims in analysis.facts.shapes.items()}
     builder = GraphBuilder(initializers, ranks, analysis.plans)
     builder.elem_types = analysis.facts.elem_types
+    builder.shapes = analysis.facts.shapes
+    builder.static_batch = _static_batch(graph, initializers, analysis.facts.shapes)
     for value in graph.input:
         if value.name not in initializers:
             builder.add_input(value.name, torch_dtype(value.type.tensor_type.elem_type))
@@ -116,6 +118,15 @@ def load_onnx(
     report["seconds"] = time.perf_counter() - started
     gm.meta["onnx"] = report
     return gm
+
+
+def _static_batch(
+    graph: Any, initializers: dict[str, torch.Tensor], shapes: dict[str, list[Any]]
+) -> int | None:
+    """The fixed batch size of a graph exported without a dynamic batch axis, else None."""
+    inputs = [v.name for v in graph.input if v.name not in initializers]
+    dims = shapes.get(inputs[0]) if inputs else None
+    return dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
 
 
 def _fold(b: GraphBuilder, node: Any, opset: int) -> bool:

@@ -33,6 +33,10 @@ class GraphBuilder:
         self.ranks = ranks
         self.plans = plans or {}
         self.elem_types: dict[str, int] = {}  # ONNX element types where known (set by the loader)
+        self.shapes: dict[str, list[Any]] = {}  # inferred shapes where known (set by the loader)
+        # The batch size of a graph exported with a fixed batch (its first input's first dimension), or
+        # None when the batch is symbolic. Reshapes that carry it over are made to follow the input's.
+        self.static_batch: int | None = None
         # ONNX values that hold tensor *dimensions* (Shape → Gather → Concat → Reshape chains). They
         # are kept as Python ints and lists in the graph, so tracers see x.size(0) symbolically and
         # the batch dimension stays dynamic when the converted model is exported again.

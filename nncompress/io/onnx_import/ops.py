@@ -194,8 +194,26 @@ def _reshape(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
         fn = onnx_dims_unsqueeze if shape.numel() == 1 else onnx_dims_squeeze
         b.call_dims(node.output[0], fn, [b.value(node.input[0])])
         return
+    allowzero = bool(attrs.get("allowzero", 0))
     target = [int(d) for d in shape.tolist()] if shape is not None else b.value(node.input[1])
-    b.call(node.output[0], onnx_reshape, [b.value(node.input[0]), target, bool(attrs.get("allowzero", 0))])
+    if isinstance(target, list) and 0 not in target[1:] and _carries_static_batch(b, node.input[0], target):
+        # A fixed-batch export writes the batch into reshape targets ([1, 512]); 0 without allowzero
+        # copies the input's first dimension instead, so the converted model runs at any batch, as
+        # verification needs (no other 0 in the target, so allowzero meant nothing else here).
+        target, allowzero = [0, *target[1:]], False
+    b.call(node.output[0], onnx_reshape, [b.value(node.input[0]), target, allowzero])
+
+
+def _carries_static_batch(b: GraphBuilder, data: str, target: list[int]) -> bool:
+    """True when ``target`` keeps a fixed batch dimension in place: same size first, before and after."""
+    dims = b.shapes.get(data)
+    return (
+        b.static_batch is not None
+        and bool(target)
+        and target[0] == b.static_batch
+        and bool(dims)
+        and dims[0] == b.static_batch  # type: ignore[index]
+    )
 
 
 @converts("Transpose")
