@@ -62,7 +62,8 @@ class JobResult:
 
     Attributes:
         spec: the spec that ran.
-        architecture: registry name of the model's architecture, if any.
+        architecture: the name the artifact is rebuilt from (a registry name, ``timm/<model>``,
+            ``hf/<transformers class>``), if any.
         metrics_before: measured on the model as given.
         metrics_after: measured on the compressed model.
         layers: per weighted layer, channels before/after.

@@ -146,33 +146,42 @@ def test_timm_folder_records_its_model_args(tmp_path: Path) -> None:
     assert kwargs["pretrained"] is False and kwargs["num_classes"] == 10
 
 
-def test_run_job_on_a_bert_folder_proves_the_reload(tmp_path: Path) -> None:
-    loaded = load_hf_dir(_save_hf(_bert, tmp_path / "bert"))
+@pytest.mark.parametrize(
+    ("case", "layer", "dim"),
+    [
+        ("bert_ffn", "bert.encoder.layer.0.intermediate.dense", 0),
+        ("gpt2_ffn", "transformer.h.0.mlp.c_fc", 1),  # Conv1D keeps its weight as (in, out)
+        ("vit_ffn", "vit.layers.0.mlp.fc1", 0),
+    ],
+)
+def test_run_job_on_a_transformers_folder_proves_the_reload(
+    case: str, layer: str, dim: int, tmp_path: Path
+) -> None:
+    write, config_list, make_input = CASES[case]
+    loaded = load_hf_dir(write(tmp_path / "upload"))
+    example = make_input()
     spec = JobSpec.from_dict(
         {
             "pruner": "l1norm",
-            "config_list": CASES["bert_ffn"][1],
-            "input_shape": [1, 16],
-            "input_dtype": "int64",
+            "config_list": config_list,
+            "input_shape": list(example[:1].shape),
+            "input_dtype": "int64" if example.dtype == torch.long else "float32",
             "export_onnx": False,
             "latency_runs": 1,
             "latency_batch_sizes": [1],
         }
     )
+    architecture = f"hf/{loaded.summary.class_name}"
     # architecture_kwargs left out: run_job reads the config from the transformers model itself.
-    result = run_job(
-        spec, model=loaded.model, architecture="hf/BertForSequenceClassification", out_dir=tmp_path / "out"
-    )
+    result = run_job(spec, model=loaded.model, architecture=architecture, out_dir=tmp_path / "out")
     assert result.speedup_applied
-    assert result.checks["reload"] == {
-        "max_abs_diff": 0.0,
-        "architecture": "hf/BertForSequenceClassification",
-    }
+    assert result.checks["reload"] == {"max_abs_diff": 0.0, "architecture": architecture}
     manifest = read_manifest(tmp_path / "out")
-    assert manifest.architecture_kwargs["config"]["intermediate_size"] == 64  # the engine keeps the config
+    assert manifest.architecture == architecture
     reloaded = load_compressed(tmp_path / "out")
-    ffn = dict(reloaded.named_modules())["bert.encoder.layer.0.intermediate.dense"]
-    assert ffn.out_features == 32
+    before = dict(loaded.model.named_modules())[layer].weight.shape[dim]
+    after = dict(reloaded.named_modules())[layer].weight.shape[dim]
+    assert after == before // 2  # the config keeps the old width: the kept indices halved it
 
 
 def test_manifest_config_with_remote_code_is_refused(tmp_path: Path) -> None:
