@@ -152,6 +152,9 @@ class PreflightReport:
         unsupported: ops the speedup cannot take channels through.
         warnings: config/model interactions worth a look (coupled layers outside the selection...).
         config: the normalised config (v3 terms).
+        will_shrink: some selected layer would lose output channels (or a global ranking decides);
+            False means the speedup would return a model no smaller than the input.
+        blocked_by: for selected layers that keep every channel, ``"layer: why"``.
     """
 
     model: str
@@ -162,6 +165,8 @@ class PreflightReport:
     unsupported: tuple[Issue, ...]
     warnings: tuple[str, ...]
     config: tuple[dict[str, Any], ...]
+    will_shrink: bool = True
+    blocked_by: tuple[str, ...] = ()
 
     def layer(self, name: str) -> LayerReport:
         """Returns the report of layer ``name``.
@@ -340,6 +345,19 @@ def _assemble(
     weighted = [
         n for n, m in model.named_modules() if n and isinstance(getattr(m, "weight", None), torch.Tensor)
     ]
+    shrinking = [
+        r for r in layers if r.structured and (r.channels_after is None or r.channels_after < r.channels)
+    ]
+    blocked_by = [
+        f"{r.name}: {'; '.join(r.notes) or 'keeps every channel'}"
+        for r in layers
+        if r.structured and r.channels_after == r.channels
+    ]
+    if not shrinking:
+        warnings.append(
+            "no selected layer loses an output channel: the speedup would return a model no smaller "
+            "than the input (see blocked_by)"
+        )
     return PreflightReport(
         model=type(model).__name__,
         pruner=pruner_key,
@@ -349,6 +367,8 @@ def _assemble(
         unsupported=tuple(issues),
         warnings=tuple(dict.fromkeys(warnings)),
         config=tuple(e.to_dict() for e in resolved.entries),
+        will_shrink=bool(shrinking),
+        blocked_by=tuple(blocked_by),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,10 +19,15 @@ from nncompress.speedup.result import SpeedupResult
 class ModelSpeedup:
     """Drop-in for ``nni.compression.speedup.ModelSpeedup``.
 
-    Like NNI, ``speedup_model()`` changes ``model`` in place and also returns it. Unlike NNI, the result is
-    verified against the masked model and the call fails with a VerificationError instead of returning a
-    model that computes something else. When the forward hard-codes a shape that pruning changed, the
-    returned module is a rewritten ``torch.fx.GraphModule``: use the return value, not the old object.
+    Like NNI, ``speedup_model()`` shrinks ``model`` in place and returns that same object. Unlike NNI, the
+    result is verified against the masked model and the call fails with a VerificationError instead of
+    returning a model that computes something else, and a model that ends up no smaller raises a
+    ``UserWarning`` naming the layers that blocked it (``self.result.blocked_by``).
+
+    When the forward hard-codes a shape that pruning changed (``x.view(-1, 800)``), the corrected forward
+    comes from a torch.fx trace: ``model.forward`` becomes that trace's generated code bound to ``model``
+    (an instance attribute, so the class and every other instance are untouched). Such a model saves
+    and reloads through its ``state_dict`` (or the artifact manifest), not by pickling the object.
 
     Args:
         model: the model the masks were computed for.
@@ -72,10 +79,41 @@ class ModelSpeedup:
         self.result = speedup(
             self.model, self.masks, self.dummy_input, verify=self.verify, rtol=self.rtol, atol=self.atol
         )
-        shrunk = self.result.model
+        result = self.result
+        if not result.smaller:
+            warnings.warn(
+                f"speedup removed no parameter from {type(self.model).__name__}: "
+                + ("; ".join(result.blocked_by) or "the masks empty no whole channel"),
+                UserWarning,
+                stacklevel=2,
+            )
+        shrunk = result.model
         if isinstance(shrunk, fx.GraphModule) and not isinstance(self.model, fx.GraphModule):
-            return shrunk
+            _adopt_graph(self.model, shrunk)
+            return self.model
         # Adopt the shrunk copy's state so references the caller holds to `model` see the smaller model,
         # which is what NNI users rely on.
         self.model.__dict__.update(shrunk.__dict__)
         return self.model
+
+
+def _adopt_graph(model: nn.Module, gm: fx.GraphModule) -> None:
+    """Makes ``model`` the shrunk model that ``gm`` (a rewritten trace of a pruned copy) describes.
+
+    The trace shares its layers with the pruned copy, and those layers sit at the same qualified names
+    as in ``model``: each one replaces its counterpart, then the trace's forward is bound to ``model``.
+    """
+    was_training = gm.training
+    for name, layer in gm.named_modules():
+        if not name or any(True for _ in layer.children()):
+            continue  # containers are rebuilt by fx; their leaves carry the state
+        parent, _, attr = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        if isinstance(owner, nn.Module) and hasattr(owner, attr):
+            owner._modules[attr] = layer
+    for node in gm.graph.nodes:
+        # Tensors the trace captured as constants on its root (fx names them _tensor_constant*).
+        if node.op == "get_attr" and "." not in str(node.target) and not hasattr(model, str(node.target)):
+            setattr(model, str(node.target), getattr(gm, str(node.target)))
+    model.forward = types.MethodType(type(gm).forward, model)  # type: ignore[method-assign]
+    model.train(was_training)

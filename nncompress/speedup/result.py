@@ -56,6 +56,20 @@ class SpeedupResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def smaller(self) -> bool:
+        """True when the shrunk model has fewer parameters than the input; False is not a success."""
+        return self.params_after < self.params_before
+
+    @property
+    def blocked_by(self) -> list[str]:
+        """``"root: why"`` for every group left at full width for a reason other than being an output."""
+        return [
+            f"{g.root}: {g.skipped}"
+            for g in self.groups
+            if g.skipped is not None and "outputs of the model" not in g.skipped
+        ]
+
+    @property
     def graph_rewritten(self) -> bool:
         """True when ``model`` is a GraphModule because shape constants were rewritten."""
         return bool(self.rewrites)
@@ -71,6 +85,8 @@ class SpeedupResult:
             "sparsity": self.sparsity,
             "rewrites": [r.__dict__ for r in self.rewrites],
             "graph_rewritten": self.graph_rewritten,
+            "smaller": self.smaller,
+            "blocked_by": self.blocked_by,
             "params_before": self.params_before,
             "params_after": self.params_after,
             "verification": self.verification.to_dict() if self.verification else None,
