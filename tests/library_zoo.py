@@ -310,7 +310,7 @@ ZOO: list[ZooCase] = [
         HF_DIR,
         _hf("ViTConfig", "ViTForImageClassification", **_VIT),
         (1, 3, 32, 32),
-        _ffn("vit.encoder.layer.{}.intermediate.dense"),
+        _ffn("vit.layers.{}.mlp.fc1"),
     ),
     ZooCase(
         "hf_distilbert_onnx",
@@ -334,27 +334,15 @@ ZOO: list[ZooCase] = [
 
 
 # ---------------------------------------------------------------- export, as the libraries' docs say
-class _Logits(nn.Module):
-    """A transformers model as users export it: positional token ids in, the logits tensor out."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).logits
-
-
 def export_upload(case: ZooCase, model: nn.Module, folder: Path) -> dict[str, Any]:
     """Writes what a user would upload for ``case``; returns the multipart ``files`` and ``data``."""
     folder.mkdir(parents=True, exist_ok=True)
     x = case.example_input()
     if case.route in (ONNX, ONNX_DYNAMO):
         path = folder / "model.onnx"
-        target = _Logits(model) if hasattr(model, "config") and hasattr(model.config, "model_type") else model
         if case.route == ONNX:
             torch.onnx.export(
-                target,
+                model,
                 (x,),
                 str(path),
                 dynamo=False,
@@ -364,7 +352,7 @@ def export_upload(case: ZooCase, model: nn.Module, folder: Path) -> dict[str, An
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
         else:
-            torch.onnx.export(target, (x,), str(path), dynamo=True)
+            torch.onnx.export(model, (x,), str(path), dynamo=True)
         data_files = [p for p in folder.iterdir() if p.name != "model.onnx"]
         if data_files:  # the dynamo exporter keeps the weights in a side file: upload both, zipped
             bundle = folder / "model.zip"

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.library_zoo import ZOO, ZooCase, export_upload
+from tests.library_zoo import ONNX, ONNX_DYNAMO, ZOO, ZooCase, export_upload
 from tests.workers.conftest import FAST
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,13 @@ def test_library_model_compresses_through_the_api(
     assert job["status"] == "succeeded", job["error"]
 
     before, after = job["metrics"]["before"], job["metrics"]["after"]
-    assert before["params"] == sum(p.numel() for p in model.parameters())
+    params = sum(p.numel() for p in model.parameters())
+    if case.route in (ONNX, ONNX_DYNAMO):
+        # The exporters fold BatchNorm into the convolutions (and drop what the output does not use,
+        # e.g. BERT's pooler), so the imported model has a little fewer parameters than the module.
+        assert 0.95 * params <= before["params"] <= params
+    else:
+        assert before["params"] == params
     assert after["params"] < before["params"], "the compressed model is no smaller"
     report = job["result"]
     assert report["speedup_applied"], report["notes"]
