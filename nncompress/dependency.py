@@ -41,6 +41,7 @@ from nncompress.layers import (
     FusedAttention,
     conv1d_types,
     fused_attentions,
+    grouped_query_projections,
     is_conv1d,
     is_rms_norm,
     library_pruners,
@@ -349,7 +350,12 @@ def channel_groups(
     groups: list[ChannelGroup] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tp_groups = list(dg.get_all_groups(root_module_types=(*_ROOT_TYPES, *conv1d_types(model))))
+        tp_groups = list(
+            dg.get_all_groups(
+                ignored_layers=grouped_query_projections(model),
+                root_module_types=(*_ROOT_TYPES, *conv1d_types(model)),
+            )
+        )
     for tp_group in tp_groups:
         group = _convert(tp_group, names, param_names, blocked, order)
         if group is not None:
@@ -361,11 +367,35 @@ def channel_groups(
         else g
         for g in groups
     ]
+    groups.extend(_grouped_query_groups(model, names, {r for g in groups for r in g.roots}))
     groups.sort(key=lambda g: min((order.get(r, 1 << 30) for r in g.roots), default=1 << 30))
     if roots is not None:
         wanted = set(roots)
         groups = [g for g in groups if wanted & set(g.roots)]
     return groups
+
+
+def _grouped_query_groups(
+    model: nn.Module, names: dict[nn.Module, str], covered: set[str]
+) -> list[ChannelGroup]:
+    """Unprunable groups for grouped-query q/k/v projections, which the graph search skips."""
+    found = []
+    for module in grouped_query_projections(model):
+        name = names[module]
+        if name in covered or not isinstance(module, nn.Linear):
+            continue
+        index = tuple(range(module.out_features))
+        reason = "grouped-query attention heads are not pruned (a key/value head serves several query heads)"
+        found.append(
+            ChannelGroup(
+                roots=(name,),
+                members=(ChannelSlice(name, "weight", 0, index, index),),
+                consumers=(),
+                channels=module.out_features,
+                blockers=(f"{name}: {reason}",),
+            )
+        )
+    return found
 
 
 def _fused_group(model: nn.Module, fa: FusedAttention) -> ChannelGroup:

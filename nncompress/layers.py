@@ -30,6 +30,7 @@ __all__ = [
     "RMSNormPruner",
     "conv1d_types",
     "fused_attentions",
+    "grouped_query_projections",
     "head_size",
     "is_conv1d",
     "is_rms_norm",
@@ -245,3 +246,22 @@ def library_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePru
     }
     handlers.update({t: RMSNormPruner() for t in rms_norm_types(model)})
     return handlers
+
+
+def grouped_query_projections(model: nn.Module) -> list[nn.Module]:
+    """q/k/v projections of grouped-query attention (``num_key_value_groups > 1``, e.g. Llama GQA).
+
+    Their heads are not pruned: a key/value head serves several query heads through ``repeat_kv``
+    (an expand and a reshape), and Torch-Pruning's group search through it does not terminate in
+    practice. Both graph builders skip these layers as roots; the FFN and the rest still prune.
+    """
+    found: list[nn.Module] = []
+    for module in model.modules():
+        groups = getattr(module, "num_key_value_groups", None)
+        if isinstance(groups, int) and groups > 1:
+            found.extend(
+                child
+                for name, child in module.named_children()
+                if name in ("q_proj", "k_proj", "v_proj", "query", "key", "value")
+            )
+    return found

@@ -19,6 +19,7 @@ from torch import nn
 from nncompress.layers import (
     FusedAttention,
     fused_attentions,
+    grouped_query_projections,
     is_conv1d,
     is_rms_norm,
     library_pruners,
@@ -180,9 +181,10 @@ def channel_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
     groups: list[ChannelGroup] = []
     covered: set[nn.Module] = set()
     library = tuple({type(m) for m in dg.module2node if isinstance(m, nn.Module) and is_conv1d(m)})
+    skipped = set(grouped_query_projections(dg.model))
     for root_types in ((*PRIMARY_ROOTS, *library), SECONDARY_ROOTS):
         for root_module in list(dg.module2node):
-            if root_module in covered or not isinstance(root_module, root_types):
+            if root_module in covered or root_module in skipped or not isinstance(root_module, root_types):
                 continue
             pruner = dg.get_pruner_of_module(root_module)
             channels = pruner.get_out_channels(root_module) if pruner is not None else None

@@ -167,3 +167,23 @@ def test_gpt2_conv1d_is_pruned_and_shrunk_model_takes_other_lengths() -> None:
     longer = torch.randint(1, 100, (2, 12))
     with torch.no_grad():
         assert shrunk.model(longer).logits.shape == (2, 3)
+
+
+def test_grouped_query_attention_keeps_its_heads_and_prunes_the_ffn() -> None:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    model, x = transformers.LlamaForCausalLM(config).eval(), _tokens()
+    model.config._attn_implementation = "eager"
+    report = preflight(model, _config("lm_head"), x)
+    result = prune(model, _config("lm_head"), pruner="l1norm", example_inputs=x)
+    shrunk = speedup(model, result.masks, x)
+
+    assert shrunk.verification is not None and shrunk.verification.passed and shrunk.smaller
+    layer = shrunk.model.model.layers[0]
+    assert (layer.self_attn.q_proj.out_features, layer.self_attn.k_proj.out_features) == (32, 16)
+    assert layer.mlp.gate_proj.out_features == layer.mlp.up_proj.out_features == 32
+    assert report.layer("model.layers.0.self_attn.q_proj").channels_after == 32
+    assert report.layer("model.layers.0.mlp.up_proj").channels_after == 32
