@@ -411,10 +411,22 @@ def _example_input(
 
 
 def _vocab_size(arch: Any, model: nn.Module | None) -> int:
-    """The exclusive upper bound of valid token ids: the architecture's vocabulary, else the
-    smallest embedding table of the model (any id below it is valid for every table)."""
+    """The exclusive upper bound of valid token ids: the architecture's vocabulary, a transformers
+    config's, the bound an ONNX import found for its first input, else the smallest embedding table
+    of the model (any id below it is valid for every table).
+
+    The widest valid range matters: ids drawn from {0, 1} (BERT's token-type table) would leave most
+    of the word embedding out of the speedup's verification.
+    """
     if arch is not None and "vocab_size" in arch.kwargs:
         return int(arch.kwargs["vocab_size"])
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        return vocab
+    onnx_inputs = (getattr(model, "meta", None) or {}).get("onnx", {}).get("summary", {}).get("inputs", [])
+    high = onnx_inputs[0].get("int_high") if onnx_inputs else None
+    if isinstance(high, int) and high > 0:
+        return high
     sizes = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)] if model else []
     return min(sizes) if sizes else 100
 
