@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         default=Path("./var/storage"), validation_alias=_env("storage_dir", "STORAGE_DIR")
     )
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
+    preflight_max_params: int = Field(
+        default=150_000_000,
+        gt=0,
+        description="largest model (parameters) the API builds to preflight an HF folder or zipped ONNX",
+    )
     allow_pickle: bool = False
     lease_seconds: int = Field(default=60, gt=0)
     heartbeat_seconds: int = Field(default=10, gt=0)

@@ -104,6 +104,8 @@ def get_model(model: CurrentModel) -> Model:
 
 
 @router.post("/{model_id}/preflight")
-def preflight_model(model: CurrentModel, body: PreflightIn, storage: StorageDep) -> dict[str, Any]:
+def preflight_model(
+    model: CurrentModel, body: PreflightIn, storage: StorageDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Resolve a config_list against the model: layers, channels kept, coupled groups, unsupported ops."""
-    return run_preflight(model=model, storage=storage, body=body)
+    return run_preflight(model=model, storage=storage, body=body, max_params=settings.preflight_max_params)

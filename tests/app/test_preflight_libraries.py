@@ -136,11 +136,9 @@ def test_onnx_zip_preflight_uses_its_external_data(make_client: Callable[..., An
 
 @pytest.mark.parametrize("kind", ["hf_dir", "onnx_zip"])
 def test_preflight_above_the_parameter_limit_is_409_with_the_reason(
-    make_client: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+    make_client: Callable[..., Any], make_settings: Callable[..., Any], tmp_path: Path, kind: str
 ) -> None:
-    import app.services.preflight as preflight_service
-
-    client = make_client()
+    client = make_client(make_settings(preflight_max_params=100))
     if kind == "hf_dir":
         data, config = zipped(bert_folder(tmp_path / "bert")), FFN_HALF
     else:
@@ -150,7 +148,6 @@ def test_preflight_above_the_parameter_limit_is_409_with_the_reason(
         data = zip_of({"model.onnx": onnx_path.read_bytes(), "model.onnx.data": data_path.read_bytes()})
         config = [{"sparse_ratio": 0.5, "op_names": ["conv1"]}]
     model = uploaded(client, data, "model.zip")
-    monkeypatch.setattr(preflight_service, "PREFLIGHT_MAX_PARAMS", 100)
     response = client.post(f"/v1/models/{model['id']}/preflight", json={"config_list": config})
     assert response.status_code == 409, response.text
     body = response.json()
