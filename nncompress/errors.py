@@ -59,6 +59,12 @@ class VerificationError(SpeedupError):
     code = "verification_failed"
 
 
+class NotCompressedError(SpeedupError):
+    """Speedup ran, but every pruned group was blocked, so the model came out no smaller."""
+
+    code = "not_compressed"
+
+
 class ModelLoadError(NncompressError):
     """An uploaded model or weights file could not be loaded safely."""
 

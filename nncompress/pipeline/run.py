@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nncompress.datasets import LabelledDataset
-from nncompress.errors import ArtifactError, ConfigError
+from nncompress.errors import ArtifactError, ConfigError, NotCompressedError
 from nncompress.io.artifacts import MANIFEST_FILE, WEIGHTS_FILE, load_compressed, save_compressed
 from nncompress.io.library_rebuild import is_hf_architecture, transformers_build_kwargs
 from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
@@ -219,6 +219,7 @@ def run_job(
             from nncompress.speedup import speedup
 
             sped = speedup(original, masks, example, verify=spec.verify)
+            _require_smaller(sped)
             compressed = sped.model.eval()
             kept = {m: {d: list(i) for d, i in dims.items()} for m, dims in sped.kept.items()}
             checks["speedup"] = _jsonable(sped.to_dict())
@@ -408,6 +409,21 @@ def _example_input(
         vocab = _vocab_size(arch, model)
         return torch.randint(0, vocab, tuple(shape), generator=generator), torch.long
     return torch.randn(tuple(shape), generator=generator), torch.float32
+
+
+def _require_smaller(sped: Any) -> None:
+    """A job whose pruned channels were all kept by blocking layers has not compressed anything: it fails,
+    naming the layers that blocked it, instead of reporting a success with the original size."""
+    if sped.smaller or not sped.blocked_by:
+        return
+    blocked = sped.blocked_by
+    shown = "; ".join(blocked[:5]) + (f"; … ({len(blocked)} in all)" if len(blocked) > 5 else "")
+    raise NotCompressedError(
+        f"the model came out no smaller ({sped.params_before:,} parameters): every selected channel "
+        f"group is blocked — {shown}. Select other layers (preflight shows which groups are prunable)",
+        blocked_by=blocked,
+        params=sped.params_before,
+    )
 
 
 def _vocab_size(arch: Any, model: nn.Module | None) -> int:
