@@ -23,7 +23,12 @@ import torch
 from torch import fx
 
 from nncompress.errors import ModelLoadError
-from nncompress.io.onnx_import import layers, ops, ops_tensor  # noqa: F401 - importing them registers converters
+from nncompress.io.onnx_import import (  # noqa: F401 - importing them registers converters
+    layers,
+    ops,
+    ops_norm_deconv,
+    ops_tensor,
+)
 from nncompress.io.onnx_import.builder import GraphBuilder
 from nncompress.io.onnx_import.check import compare_with_onnxruntime
 from nncompress.io.onnx_import.proto import read_model

@@ -89,11 +89,14 @@ def _layer_kind(
 ) -> tuple[str, str] | None:
     op, inputs = node.op_type, list(node.input)
     weight = inputs[1] if len(inputs) > 1 else ""
-    if op in ("Conv", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization") and weight not in consts:
+    weighted = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization")
+    if op in weighted and weight not in consts:
         return None
     rank = len(shapes.get(weight) or [])
     if op == "Conv":
         return ({3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}.get(rank, "Conv2d"), weight)
+    if op == "ConvTranspose":
+        return ({3: "ConvTranspose1d", 5: "ConvTranspose3d"}.get(rank, "ConvTranspose2d"), weight)
     if op == "Gemm":
         transposed_a = any(a.name == "transA" and a.i for a in node.attribute)
         return None if transposed_a else ("Linear", weight)

@@ -70,10 +70,9 @@ _HINTS: dict[str, str] = {
         _NEVER + "this is a quantized graph; upload the float model (nncompress quantizes after pruning)",
     ),
     **dict.fromkeys(
-        ("Attention", "RMSNormalization", "RotaryEmbedding", "GroupNormalization"),
+        ("Attention", "RMSNormalization", "RotaryEmbedding"),
         "an op of a newer opset; " + _EXPORT_HINT,
     ),
-    "ConvTranspose": "not supported yet (transposed convolutions); report the model",
 }
 
 
