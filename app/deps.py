@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.principal import CurrentPrincipal, Principal, authenticate
 from app.db.models import Job, Model
+from app.db.types import is_id
 from app.errors import NotFound
 from app.settings import Settings, get_settings
 from app.storage import Storage
@@ -51,9 +52,9 @@ DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 def load_or_404(session: Session, table: type[Any], id: str, what: str, tenant_id: str) -> Any:
     """The row of ``table`` with ``id`` if it belongs to the tenant; another tenant's row is a 404 too."""
-    row = session.get(table, id)
+    row = session.get(table, id) if is_id(id) else None
     if row is None or row.tenant_id != tenant_id:
-        raise NotFound(f"no {what} with id {id!r}")
+        raise NotFound(f"no {what} with id {id[:64]!r}")
     return row
 
 

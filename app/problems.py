@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,8 +43,26 @@ def problem_response(
         "instance": request.url.path,
     }
     if errors:
-        body["errors"] = errors
+        body["errors"] = _json_safe(errors, 0)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _json_safe(value: Any, depth: int) -> Any:
+    """``value`` with what strict JSON cannot carry made printable: NaN/Infinity and huge integers
+    as strings, nesting beyond a few levels as its (truncated) repr; the renderer must not fail on
+    the very input it is reporting."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        text = str(value)
+        return text if len(text) <= 40 else f"<an integer of {len(text)} digits>"
+    if isinstance(value, (dict, list, tuple)) and depth >= 8:
+        return repr(value)[:200]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value]
+    return value
 
 
 def engine_error_fields(exc: NncompressError) -> list[dict[str, Any]]:

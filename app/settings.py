@@ -42,6 +42,18 @@ class Settings(BaseSettings):
         description="largest model (parameters) the API builds to preflight an HF folder or zipped ONNX",
     )
     allow_pickle: bool = False
+    max_input_elements: int = Field(
+        default=2**25, gt=0, description="largest example input (elements, batch included) a job may ask for"
+    )
+    max_batch_size: int = Field(default=1024, gt=0, description="largest batch: input, latency, fine-tuning")
+    max_latency_runs: int = Field(default=1000, gt=0, description="timed runs per latency batch size")
+    max_finetune_epochs: int = Field(default=100, gt=0, description="fine-tuning epochs per job")
+    max_calibration_batches: int = Field(default=1000, gt=0, description="static quantization calibration")
+    no_worker_seconds: int = Field(
+        default=600,
+        gt=0,
+        description="a queued cuda job fails (no_worker) when no gpu worker heartbeated for this long",
+    )
     lease_seconds: int = Field(default=60, gt=0)
     heartbeat_seconds: int = Field(default=10, gt=0)
     reconcile_interval_seconds: int = Field(default=15, gt=0)

@@ -48,6 +48,7 @@ from nncompress.layers import (
     traced_outputs,
     without_cache,
 )
+from nncompress.speedup.recurrent import opaque_recurrent
 
 __all__ = [
     "ChannelGroup",
@@ -147,6 +148,10 @@ class ChannelGroup:
             for s in self.members:
                 if s.module == owner and s.param == "weight":
                     return s
+        # A recurrent layer's channels are hidden units: its first member (weight_ih_l0's gate rows).
+        for s in self.members:
+            if s.module == root:
+                return s
         raise KeyError(f"{root!r} is not a root of this group (roots: {', '.join(self.roots)})")
 
 
@@ -288,7 +293,7 @@ def build_graph(
     try:
         with (
             _preserve_mode(model),
-            _opaque_recurrent(model),
+            opaque_recurrent(model) as traced,
             without_cache(model),
             torch.enable_grad(),
             warnings.catch_warnings(),
@@ -296,7 +301,7 @@ def build_graph(
             # Torch-Pruning warns about every op it treats as element-wise; unsupported_ops()
             # reports what matters instead.
             warnings.simplefilter("ignore")
-            return tp.DependencyGraph().build_dependency(
+            dg = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs=example_inputs,
                 customized_pruners=customized,  # type: ignore[arg-type]
@@ -304,6 +309,8 @@ def build_graph(
                 output_transform=traced_outputs,
                 verbose=False,
             )
+            dg._nncompress_recurrent = traced  # read by recurrent_groups()
+            return dg
     except UnsupportedModelError:
         raise
     except Exception as exc:  # tracing runs arbitrary model code; anything can fail there
@@ -368,6 +375,9 @@ def channel_groups(
         for g in groups
     ]
     groups.extend(_grouped_query_groups(model, names, {r for g in groups for r in g.roots}))
+    from nncompress.pruners.recurrent import recurrent_groups  # it imports this module
+
+    groups.extend(recurrent_groups(model, dg))
     groups.sort(key=lambda g: min((order.get(r, 1 << 30) for r in g.roots), default=1 << 30))
     if roots is not None:
         wanted = set(roots)

@@ -100,6 +100,9 @@ class EmbeddedDispatcher:
     jobs' webhooks.
     """
 
+    # Jobs run on this machine: a device it lacks (cuda) is refused at POST /v1/jobs.
+    runs_in_process = True
+
     def __init__(
         self,
         settings: Settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +20,18 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A fresh 32-hex-digit identifier (uuid4)."""
     return uuid.uuid4().hex
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` has the shape :func:`new_id` makes; anything else names no row.
+
+    Checked before a lookup, so a NUL byte or a 10 kB string never reaches the database
+    (PostgreSQL refuses NUL in text with an error, not with "no row").
+    """
+    return _ID.fullmatch(value) is not None
 
 
 class UTCDateTime(TypeDecorator[datetime]):

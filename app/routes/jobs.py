@@ -20,6 +20,7 @@ from app.schemas.jobs import (
     WebhookDeliveryPage,
     job_out,
 )
+from app.services.bounds import JobLimits, cuda_present
 from app.services.event_stream import job_event_stream
 from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_jobs
 
@@ -45,6 +46,10 @@ def submit_job(
         idempotency_key=idempotency_key,
         max_attempts=settings.max_attempts,
         webhook_allow_private=settings.webhook_allow_private,
+        limits=JobLimits.from_settings(settings),
+        # Only a server that runs jobs itself knows no worker can take a cuda job; elsewhere the
+        # reconciler fails it (no_worker) if no gpu worker shows up.
+        cuda_available=not getattr(dispatcher, "runs_in_process", False) or cuda_present(),
     )
     if created:
         log.info("job queued", extra={"job_id": job.id, "tenant": principal.tenant_name})

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, selectinload
 from app.auth.principal import Principal
 from app.db.events import record_event
 from app.db.models import Dataset, EventType, Job, JobEvent, JobStatus, Model, Tenant, WebhookDelivery
-from app.db.types import new_id, utcnow
-from app.errors import IdempotencyConflict, JobFinished, NotFound, TooManyJobs
+from app.db.types import is_id, new_id, utcnow
+from app.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
 from app.schemas.jobs import JobIn
+from app.services.bounds import JobLimits
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.validation import validate_job
 from app.webhooks.urls import check_webhook_url
@@ -73,6 +74,8 @@ def create_job(
     idempotency_key: str | None,
     max_attempts: int,
     webhook_allow_private: bool = False,
+    limits: JobLimits | None = None,
+    cuda_available: bool = True,
 ) -> tuple[Job, bool]:
     """Validates and inserts a queued job with its ``created`` event, within the tenant's limits.
 
@@ -81,20 +84,28 @@ def create_job(
 
     Raises:
         NotFound: the model is not the tenant's. TooManyJobs: the tenant's unfinished jobs are at
-        its limit. InvalidWebhook: the callback URL is refused. And the spec's validation errors.
+        its limit. InvalidWebhook: the callback URL is refused. InvalidJobSpec: over ``limits``, or
+        ``device: cuda`` where nothing can run it (``cuda_available`` False). And the spec's
+        validation errors.
     """
     digest = request_hash(body)
     tenant_id = principal.tenant_id
     if idempotency_key and (existing := _replay(session, tenant_id, idempotency_key, digest)):
         return existing, False
-    model = session.get(Model, body.model_id)
+    model = session.get(Model, body.model_id) if is_id(body.model_id) else None
     if model is None or model.tenant_id != tenant_id:
         raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}])
     webhook = _webhook_of(body, webhook_allow_private)
-    dataset = session.get(Dataset, body.dataset_id) if body.dataset_id is not None else None
+    dataset = session.get(Dataset, body.dataset_id) if body.dataset_id and is_id(body.dataset_id) else None
     if body.dataset_id is not None and (dataset is None or dataset.tenant_id != tenant_id):
         raise NotFound(f"no data set with id {body.dataset_id!r}", errors=[{"field": "dataset_id"}])
-    spec = validate_job(model=model, body=body, dataset=dataset)
+    if body.device == "cuda" and not cuda_available:
+        raise InvalidJobSpec(
+            "device 'cuda' was asked for, but this server runs jobs in-process and has no CUDA device; "
+            "use device 'cpu' (or 'auto')",
+            errors=[{"field": "device", "value": "cuda", "expected": ["cpu", "auto"]}],
+        )
+    spec = validate_job(model=model, body=body, dataset=dataset, limits=limits)
     _check_unfinished_limit(session, tenant_id, principal.max_concurrent_jobs)
     job = Job(
         id=new_id(),

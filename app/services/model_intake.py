@@ -24,6 +24,7 @@ from app.errors import (
     UnsupportedOnnxOps,
     WeightsMismatch,
 )
+from app.services.json_bounds import check_safetensors_header
 from app.services.model_summary import describe_weights, layers_of
 from app.services.pickle_scan import legacy_torch_kind, torch_zip_kind
 from nncompress.errors import ModelLoadError
@@ -62,6 +63,7 @@ def classify(path: Path) -> str:
         UnsupportedModelFormat: a ``torch.export`` ``.pt2`` archive (names the routes that work).
         InvalidUpload: none of the accepted formats.
     """
+    check_safetensors_header(path)  # before detect_format's json.loads recurses into it
     try:
         detected = detect_format(path)
     except ModelLoadError as exc:

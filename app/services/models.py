@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Model
 from app.db.types import new_id
 from app.errors import FormatMismatch, InvalidUpload, PickleDisabled
+from app.services.json_bounds import check_json_file
 from app.services.model_intake import check_architecture, classify, describe
 from app.storage import Storage, TempWrite, config_key, model_key
 
@@ -51,6 +52,8 @@ def create_model(
     """
     temps = [upload] if config is None else [upload, config]
     try:
+        if config is not None:
+            check_json_file(config.path, what="config.json")
         fmt = classify(upload.path)
         if config is not None:
             if fmt != "safetensors":
@@ -79,6 +82,11 @@ def create_model(
         details = describe(
             upload.path, fmt, architecture, config_path=config.path if config is not None else None
         )
+    except RecursionError:
+        # A backstop for JSON nested inside an archive member that the parsers reach first.
+        for temp in temps:
+            temp.discard()
+        raise InvalidUpload("the upload holds JSON nested too deeply to read") from None
     except BaseException:
         for temp in temps:
             temp.discard()

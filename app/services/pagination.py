@@ -7,6 +7,7 @@ import binascii
 import json
 from datetime import datetime
 
+from app.db.types import is_id
 from app.errors import InvalidCursor
 
 
@@ -22,6 +23,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         parsed = datetime.fromisoformat(at)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidCursor(f"cursor {cursor!r} was not issued by this API") from exc
-    if parsed.tzinfo is None or not isinstance(id, str):
+    if parsed.tzinfo is None or not isinstance(id, str) or not is_id(id):
         raise InvalidCursor(f"cursor {cursor!r} was not issued by this API")
     return parsed, id

@@ -13,6 +13,7 @@ import torch
 from app.db.models import Dataset, Model
 from app.errors import InvalidInputShape, InvalidJobSpec
 from app.schemas.jobs import JobIn
+from app.services.bounds import JobLimits, check_job_limits, check_numbers
 from app.services.datasets import check_job_dataset
 from app.services.model_summary import build_meta, skeleton
 from nncompress.config import parse_config_list, resolve_config
@@ -110,13 +111,16 @@ def check_on_summary(model: Model, config_list: list[Any] | None) -> None:
     resolve_config(skeleton(layers), config_list)
 
 
-def validate_job(*, model: Model, body: JobIn, dataset: Dataset | None = None) -> dict[str, Any]:
+def validate_job(
+    *, model: Model, body: JobIn, dataset: Dataset | None = None, limits: JobLimits | None = None
+) -> dict[str, Any]:
     """Returns the spec stored on the job (``JobSpec.to_dict()``, what the worker runs).
 
     Args:
         model: the job's model.
         body: the request.
         dataset: the row of ``body.dataset_id`` (the caller checked it is the tenant's).
+        limits: the deployment's resource bounds; None takes the defaults.
 
     Raises:
         ConfigError: a spec key or a config_list entry is wrong (422 naming the entry and key);
@@ -124,7 +128,9 @@ def validate_job(*, model: Model, body: JobIn, dataset: Dataset | None = None) -
         UnknownLayerError, NoMatchError: the config does not fit the model's layers.
         InvalidInputShape, InvalidJobSpec: the input shape is missing or does not fit.
         DatasetError: the data set does not fit the model (channels, shape, classes).
+        InvalidJobSpec: a number is not finite or out of range, or the job is over ``limits``.
     """
+    check_numbers(body.model_dump())  # before any of it reaches float(), torch or the database
     raw = body.model_dump(mode="json", exclude={"model_id", "options", "webhook"})
     _job_without_pruning(body, raw)
     if isinstance(body.finetune, dict) and "device" not in body.finetune:
@@ -139,6 +145,7 @@ def validate_job(*, model: Model, body: JobIn, dataset: Dataset | None = None) -
     raw["input_shape"] = default_input_shape(model, body.input_shape)
     raw["input_dtype"] = default_input_dtype(model, body.input_dtype)
     spec = JobSpec.from_dict({**raw, **body.options})
+    check_job_limits(spec, limits or JobLimits())  # before a meta forward pass of a huge shape
     if body.config_list is not None:
         parse_config_list(body.config_list)
     classes = None

@@ -155,7 +155,7 @@ class _ModelIndex:
 
     def has_weight(self, name: str) -> bool:
         # A Tensor rather than a Parameter: a parametrized (masked) weight is a computed Tensor.
-        return isinstance(getattr(self.by_name[name], "weight", None), torch.Tensor)
+        return isinstance(_weight(self.by_name[name]), torch.Tensor)
 
     def weighted_types(self) -> list[str]:
         return sorted({self.type_of[n] for n in self.by_name if self.has_weight(n)})
@@ -270,10 +270,16 @@ def _no_match(entry: ConfigEntry, modules: _ModelIndex, default_op_types: tuple[
     )
 
 
+def _weight(module: nn.Module) -> object:
+    # An LSTM/GRU keeps one weight per layer and direction; its hidden units are its output channels
+    # and weight_ih_l0 (gate rows per unit) stands for the layer.
+    return getattr(module, "weight", getattr(module, "weight_ih_l0", None))
+
+
 def _target(entry: ConfigEntry, name: str, module: nn.Module) -> LayerTarget:
     # parse_config_list guarantees a ratio on every non-exclude entry, and _select only returns
     # layers whose weight is a tensor; the checks keep the types honest.
-    weight = getattr(module, "weight", None)
+    weight = _weight(module)
     if entry.sparse_ratio is None or not isinstance(weight, torch.Tensor):
         raise ConfigError(f"{entry.label}: internal error: no sparsity or no weight for {name!r}")
     present = tuple(t for t in entry.target_names if isinstance(getattr(module, t, None), torch.Tensor))

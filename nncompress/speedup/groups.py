@@ -16,6 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from nncompress.errors import UnsupportedModelError
 from nncompress.layers import (
     FusedAttention,
     fused_attentions,
@@ -26,7 +27,13 @@ from nncompress.layers import (
     output_tensors,
     without_cache,
 )
-from nncompress.speedup.recurrent import RecurrentPruner, check_supported, opaque_recurrent_layers, unit_rows
+from nncompress.speedup.recurrent import (
+    RecurrentPruner,
+    opaque_recurrent,
+    prune_units,
+    recurrent_units,
+    zero_units,
+)
 
 Inputs = tuple[torch.Tensor, ...]
 
@@ -107,6 +114,7 @@ class ChannelGroup:
     skip_reason: str | None = None
     block: int = 1
     fused: FusedAttention | None = None
+    recurrent: bool = False
 
 
 def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
@@ -119,9 +127,6 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
     Returns:
         The dependency graph, with LSTM/GRU handled by :class:`RecurrentPruner`.
     """
-    for name, module in model.named_modules():
-        if isinstance(module, nn.LSTM | nn.GRU):
-            check_supported(module, name)
     recurrent = RecurrentPruner()
     customized: dict[type[nn.Module], tp.pruner.BasePruningFunc] = {nn.LSTM: recurrent, nn.GRU: recurrent}
     customized.update(library_pruners(model))
@@ -129,7 +134,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
     try:
         with (
             torch.enable_grad(),
-            opaque_recurrent_layers(model),
+            opaque_recurrent(model) as traced,
             without_cache(model),
         ):
             dg = tp.DependencyGraph().build_dependency(
@@ -143,6 +148,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
     finally:
         model.train(was_training)
     _order_split_outputs(dg)
+    dg._nncompress_recurrent = traced  # read by channel_groups (recurrent_units)
     return dg
 
 
@@ -190,15 +196,42 @@ def channel_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
             channels = pruner.get_out_channels(root_module) if pruner is not None else None
             if not channels:
                 continue
-            group = dg.get_pruning_group(root_module, pruner.prune_out_channels, list(range(channels)))
+            try:
+                group = dg.get_pruning_group(root_module, pruner.prune_out_channels, list(range(channels)))
+            except Exception as exc:  # Torch-Pruning's index mapping fails on graphs it cannot follow
+                name = dg._module2name.get(root_module, type(root_module).__name__)
+                raise UnsupportedModelError(
+                    f"could not follow the channels of {name!r} through the graph: "
+                    f"{type(exc).__name__}: {exc}",
+                    layer=name,
+                ) from exc
             covered.update(
                 item.dep.target.module
                 for item in group.items
                 if dg.is_out_channel_pruning_fn(item.dep.handler)
             )
             groups.append(_describe_group(dg, group, root_module, int(channels)))
+    groups.extend(_recurrent_groups(dg))
     fused = {fa.fused: fa for fa in fused_attentions(dg.model)}
     return [_fused_group(dg, fused[g.root]) if g.root in fused else g for g in groups]
+
+
+def _recurrent_groups(dg: tp.DependencyGraph) -> list[ChannelGroup]:
+    """One group per LSTM/GRU: its hidden units, and the input features of the layers reading them."""
+    groups = []
+    for units in recurrent_units(dg, getattr(dg, "_nncompress_recurrent", {})):
+        layer = dg.model.get_submodule(units.layer)
+        idx = torch.arange(units.hidden)
+        members = [Member(units.layer, layer, "out", idx, idx, units.hidden)]
+        for reader, width in units.readers:
+            cols = torch.arange(width)
+            module = dg.model.get_submodule(reader)
+            members.append(Member(reader, module, "in", cols, cols % units.hidden, width))
+        root_fn = RecurrentPruner().prune_out_channels
+        groups.append(
+            ChannelGroup(units.layer, layer, root_fn, units.hidden, members, units.blocker, recurrent=True)
+        )
+    return groups
 
 
 def _fused_group(dg: tp.DependencyGraph, fa: FusedAttention) -> ChannelGroup:
@@ -292,14 +325,7 @@ def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
     if isinstance(module, nn.Embedding):
         return _rows_zero(module.weight.t(), None)
     if isinstance(module, nn.LSTM | nn.GRU):
-        units = torch.arange(module.hidden_size)
-        zero = torch.ones(module.hidden_size, dtype=torch.bool)
-        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-            param = getattr(module, name, None)
-            if param is not None:
-                per_row = param.reshape(param.shape[0], -1).eq(0).all(1).cpu()
-                zero &= per_row[unit_rows(module, units)].reshape(-1, module.hidden_size).all(0)
-        return zero
+        return zero_units(module)
     if isinstance(module, nn.PReLU):
         return None
     out = next(iter(module.parameters()), None)
@@ -417,6 +443,15 @@ def prune_groups(dg: tp.DependencyGraph, groups: list[ChannelGroup], removed: di
     for group in groups:
         idxs = removed.get(group.root)
         if not idxs:
+            continue
+        if group.recurrent:  # hidden units: every layer and direction, then the readers' inputs
+            hit = torch.as_tensor(idxs, dtype=torch.long)
+            for member in group.members:
+                if member.side == "out":
+                    prune_units(member.module, idxs)
+                else:
+                    gone = member.idxs[torch.isin(member.root_idxs, hit)].tolist()
+                    dg.get_pruner_of_module(member.module).prune_in_channels(member.module, gone)
             continue
         if group.fused is None:
             dg.get_pruning_group(group.root_module, group.root_fn, idxs).prune(record_history=False)
