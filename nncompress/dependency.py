@@ -48,6 +48,7 @@ from nncompress.layers import (
     traced_outputs,
     without_cache,
 )
+from nncompress.norms import FROZEN_BN_BUFFERS, group_norm_block, is_frozen_batch_norm
 from nncompress.speedup.recurrent import opaque_recurrent
 
 __all__ = [
@@ -434,7 +435,7 @@ def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
             blocked[m] = "recurrent hidden units are not pruned"
         elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups != m.out_channels:
             blocked[m] = f"grouped convolution (groups={m.groups}) couples channels across groups"
-        elif isinstance(m, nn.LayerNorm | nn.GroupNorm) or is_rms_norm(m):
+        elif isinstance(m, nn.LayerNorm) or is_rms_norm(m):
             # Removing channels a norm normalises across changes the statistics of those that stay,
             # so the speedup keeps such groups whole; pruning them would only add zeros.
             blocked[m] = f"{type(m).__name__} normalises across these channels"
@@ -486,6 +487,11 @@ def _convert(
             continue
         if module in blocked and (is_out or not isinstance(module, _RECURRENT_TYPES)):
             blockers.append(f"{name}: {blocked[module]}")
+        if isinstance(module, nn.GroupNorm):  # only whole norm groups can go (nncompress.norms)
+            size, why = group_norm_block(module, idxs, chans, channels)
+            block = math.lcm(block, size)
+            if why:
+                blockers.append(f"{name}: {why}")
         out_slices, in_slices, is_root = _slices(module, name, is_out, idxs, chans)
         members.extend(out_slices)
         consumers.extend(in_slices)
@@ -575,6 +581,8 @@ def _slices(
         return out, [], False
     if is_rms_norm(module):
         return [s(name, "weight", 0)], [], False
+    if is_frozen_batch_norm(module):  # its affine and statistics are buffers
+        return [s(name, b, 0) for b in FROZEN_BN_BUFFERS[:2]], [], False
     if isinstance(module, nn.PReLU):
         return ([s(name, "weight", 0)] if module.num_parameters > 1 else []), [], False
     if isinstance(module, _RECURRENT_TYPES):

@@ -24,6 +24,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from nncompress.norms import norm_pruners
+
 __all__ = [
     "Conv1DPruner",
     "FusedAttention",
@@ -240,11 +242,15 @@ class RMSNormPruner(tp.pruner.BasePruningFunc):
 
 
 def library_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:
-    """Torch-Pruning handlers for the library layers found in ``model`` (Conv1D, RMSNorm)."""
+    """Torch-Pruning handlers for the library layers found in ``model`` (Conv1D, RMSNorm, norms).
+
+    GroupNorm and FrozenBatchNorm2d handlers come from :mod:`nncompress.norms`.
+    """
     handlers: dict[type[nn.Module], tp.pruner.BasePruningFunc] = {
         t: Conv1DPruner() for t in conv1d_types(model)
     }
     handlers.update({t: RMSNormPruner() for t in rms_norm_types(model)})
+    handlers.update(norm_pruners(model))
     return handlers
 
 

@@ -264,12 +264,21 @@ def _plain(model: nn.Module) -> nn.Module:
                 continue
             names = list(module.parametrizations.keys())  # type: ignore[union-attr, operator]
             values = {name: getattr(module, name).detach().clone() for name in names}
+            # A parametrized buffer (FrozenBatchNorm2d's weight and bias) must come back as a buffer.
+            buffers = {
+                name
+                for name in names
+                if not isinstance(module.parametrizations[name].original, nn.Parameter)  # type: ignore[index]
+            }
             # deepcopy keeps the generated Parametrized* class, which the caller's model shares, and
             # remove_parametrizations edits that class: restore the plain class on the copy by hand.
             module.__class__ = module.__class__.__bases__[0]
             del module._modules["parametrizations"]
             for name, value in values.items():
-                module.register_parameter(name, nn.Parameter(value))
+                if name in buffers:
+                    module.register_buffer(name, value)
+                else:
+                    module.register_parameter(name, nn.Parameter(value))
     return plain
 
 

@@ -9,6 +9,7 @@ or from recorded kept indices, and then executed with ``DependencyGraph.get_prun
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from nncompress.layers import (
     output_tensors,
     without_cache,
 )
+from nncompress.norms import group_norm_block, is_handled_norm, norm_zero_channels
 from nncompress.speedup.recurrent import (
     RecurrentPruner,
     opaque_recurrent,
@@ -277,6 +279,11 @@ def _describe_group(
         reason = _unremovable(module, name)
         if reason and plan.skip_reason is None:
             plan.skip_reason = reason
+        if isinstance(module, nn.GroupNorm):  # only whole norm groups can go (nncompress.norms)
+            size, why = group_norm_block(module, item.idxs, item.root_idxs, channels)
+            plan.block = math.lcm(plan.block, size)
+            if why and plan.skip_reason is None:
+                plan.skip_reason = f"{name!r}: {why}"
     return plan
 
 
@@ -287,7 +294,7 @@ def _index(values: list[int]) -> torch.Tensor:
 def _unremovable(module: nn.Module, name: str) -> str | None:
     # Removing channels that a norm layer normalises *across* changes its mean/variance for the
     # channels that stay, so the shrunk model would no longer compute what the masked one does.
-    if isinstance(module, nn.LayerNorm | nn.GroupNorm) or is_rms_norm(module):
+    if isinstance(module, nn.LayerNorm) or is_rms_norm(module):
         return f"{type(module).__name__} {name!r} normalises across these channels"
     if isinstance(module, nn.MultiheadAttention):
         return f"nn.MultiheadAttention {name!r} is not supported; write attention with Linear layers"
@@ -315,6 +322,8 @@ def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
         return _rows_zero(module.weight, module.bias)
     if is_conv1d(module):
         return _rows_zero(module.weight.t(), getattr(module, "bias", None))
+    if is_handled_norm(module):  # GroupNorm, FrozenBatchNorm2d
+        return norm_zero_channels(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         if not module.affine:
             # (0 - running_mean) / std is not zero: the channel is a constant, not an absent one.

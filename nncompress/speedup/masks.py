@@ -47,7 +47,8 @@ def validate_masks(model: nn.Module, masks: Masks) -> None:
             raise SpeedupError(
                 f"masks name module {name!r}, which the model does not have", module=name, similar=near
             )
-        own = dict(module.named_parameters(recurse=False))
+        # Buffers too: FrozenBatchNorm2d keeps its affine weight and bias as buffers.
+        own = {**dict(module.named_buffers(recurse=False)), **dict(module.named_parameters(recurse=False))}
         for param_name, mask in params.items():
             if param_name not in own:
                 raise SpeedupError(
