@@ -13,12 +13,36 @@ from urllib.parse import urlsplit
 
 from app.errors import InvalidWebhook
 
+# IPv6 prefixes that carry an IPv4 address in their bits (RFC 6052 NAT64, RFC 3056 6to4).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_6TO4 = ipaddress.IPv6Network("2002::/16")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible ::a.b.c.d
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for: mapped, compatible, NAT64, 6to4 and Teredo
+    (server and client); empty for a plain IPv6 address."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in _NAT64) or (ip in _COMPATIBLE and int(ip) > 1):
+        found.append(low32)  # ::1 (loopback) and :: stay IPv6, refused as such
+    return found
+
 
 def _refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
     # is_global is False for loopback, private, link-local, shared (100.64/10), reserved, unspecified.
-    return not ip.is_global or ip.is_multicast
+    if not ip.is_global or ip.is_multicast:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        # 64:ff9b::7f00:1 is global to Python, but a NAT64 gateway turns it into 127.0.0.1.
+        return any(_refused(v4) for v4 in embedded_ipv4(ip))
+    return False
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -29,8 +53,12 @@ def resolve(host: str, port: int) -> list[str]:
 
 def check_webhook_url(url: str, *, allow_private: bool) -> None:
     """Raises InvalidWebhook unless ``url`` is http(s) with a host whose every address is public."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # "http://[::1/h": an unclosed bracket
+        raise InvalidWebhook(f"webhook url {url!r} is malformed") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InvalidWebhook(f"webhook url {url!r} must be an absolute http:// or https:// URL")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -39,13 +67,13 @@ def check_webhook_url(url: str, *, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        addresses = resolve(parts.hostname, port)
+        addresses = resolve(hostname, port)
     except (OSError, UnicodeError) as exc:
-        raise InvalidWebhook(f"webhook host {parts.hostname!r} does not resolve: {exc}") from None
+        raise InvalidWebhook(f"webhook host {hostname!r} does not resolve: {exc}") from None
     refused = [a for a in addresses if _refused(ipaddress.ip_address(a))]
     if refused or not addresses:
         raise InvalidWebhook(
-            f"webhook host {parts.hostname!r} resolves to a loopback, private, link-local or reserved "
+            f"webhook host {hostname!r} resolves to a loopback, private, link-local or reserved "
             f"address ({', '.join(refused)}); this deployment only calls public addresses",
             errors=[{"field": "webhook.url", "addresses": refused}],
         )
