@@ -44,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.embedded:
         await run_in_threadpool(upgrade_to_head, settings.database_url)
     app.state.storage.ensure_dirs()
+    await run_in_threadpool(app.state.storage.sweep_partial_uploads)
     if app.state.dispatcher is None:
         from workers.dispatch import make_dispatcher  # the worker stack loads only when serving
 

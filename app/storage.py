@@ -8,12 +8,17 @@ failed or oversize upload leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+# Taken when the process first imports storage, before it serves or runs anything.
+PROCESS_STARTED = time.time()
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
@@ -88,6 +93,27 @@ class Storage:
         if not parts or not all(_KEY_PART.match(p) and p not in {".", ".."} for p in parts):
             raise ValueError(f"invalid storage key {key!r}")
         return self.root.joinpath(*parts)
+
+    def sweep_partial_uploads(self, before: float | None = None) -> int:
+        """Deletes ``tmp/*.part`` files last written before ``before`` (default: this process's
+        start); returns how many.
+
+        An upload killed mid-stream (the process died, not the client) leaves its part behind and
+        nothing else ever names it. A part still being written elsewhere (another API replica on
+        shared storage) has its mtime moved by every chunk, so it is newer than the cut-off.
+        """
+        cutoff = PROCESS_STARTED if before is None else before
+        removed = 0
+        for part in (self.root / "tmp").glob("*.part"):
+            try:
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process swept it first
+                continue
+        if removed:
+            log.info("removed %d partial upload(s) an earlier process left in %s", removed, self.root / "tmp")
+        return removed
 
     def temp_write(self, limit: int) -> TempWrite:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
