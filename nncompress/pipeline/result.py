@@ -177,8 +177,11 @@ def _channels(module: nn.Module) -> tuple[int | None, int | None]:
     shape = getattr(module, "normalized_shape", None)  # LayerNorm
     if isinstance(shape, tuple) and shape:
         return int(shape[-1]), int(shape[-1])
-    # Anything else: read the channels off the weight, output dimension first as in torch layers.
     weight = getattr(module, "weight", None)
+    if type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        # transformers' Conv1D (GPT-2) stores its weight as (in, out): y = x @ weight + bias.
+        return int(weight.shape[0]), int(weight.shape[1])
+    # Anything else: read the channels off the weight, output dimension first as in torch layers.
     if isinstance(weight, torch.Tensor) and weight.dim() >= 1:
         return (int(weight.shape[1]) if weight.dim() > 1 else None), int(weight.shape[0])
     return None, None
