@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.errors import ServiceError
 from nncompress.errors import ConfigError, NncompressError
@@ -21,6 +22,7 @@ _HTTP_PROBLEMS = {
     413: ("request_too_large", "Request body too large"),
 }
 TYPE_PREFIX = "urn:nncompress:problem:"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request its client abandoned
 log = logging.getLogger(__name__)
 
 
@@ -122,6 +124,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    # The client went away mid-body (an upload cancelled, a connection dropped): nothing on our side
+    # failed, so it is a warning, and the status recorded by the access log and /metrics is nginx's
+    # 499 "client closed request". The response itself reaches nobody.
+    log.warning("client disconnected during %s %s; request abandoned", request.method, request.url.path)
+    return problem_response(
+        request,
+        status=CLIENT_CLOSED_REQUEST,
+        code="client_closed_request",
+        title="Client closed request",
+        detail="the client disconnected before the request body was received",
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -139,4 +155,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NncompressError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)
