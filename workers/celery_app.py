@@ -45,6 +45,7 @@ from app.settings import Settings, get_settings
 from app.storage import Storage
 from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner
+from workers.no_worker import queue_beat_key
 from workers.reconciler import QUEUES, Reconciler
 
 RUN_JOB_TASK = "nncompress.run_job"
@@ -151,6 +152,7 @@ def create_celery_app(settings: Settings) -> Celery:
 
         def start(self, parent: Any) -> None:
             configure_logging(settings.log_format, settings.log_level)
+            redis_broker = (settings.broker_url or "").startswith("redis")
             Storage(settings.storage_dir).sweep_partial_uploads()  # parts a killed process left
             session_factory, owner = resources.get()
             self.deliverer = WebhookDeliverer(session_factory, settings)
@@ -162,7 +164,12 @@ def create_celery_app(settings: Settings) -> Celery:
                 interval_seconds=settings.reconcile_interval_seconds,
                 unclaimed_after_seconds=settings.lease_seconds,
                 name="nncompress-reconciler",
-                on_pass=lambda: worker_beat(app, owner, settings.reconcile_interval_seconds),
+                on_pass=lambda: worker_beat(
+                    app, owner, settings.reconcile_interval_seconds, settings.no_worker_seconds
+                ),
+                # Queue beats live in Redis; with another broker no job is failed for want of workers.
+                queue_seen_at=(lambda queue: queue_seen_at(app, queue)) if redis_broker else None,
+                no_worker_seconds=settings.no_worker_seconds,
             )
             self.reconciler.start()
 
@@ -181,14 +188,33 @@ def publish(app: Celery, job_id: str, queue: str) -> None:
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, routing_key=queue)
 
 
-def worker_beat(app: Celery, owner: str, interval_seconds: float) -> None:
-    """Records that this worker's reconciler just ran (``/metrics``: nncompress_worker_heartbeat_age_seconds).
+def consumed_queues(app: Celery) -> list[str]:
+    """The queues this worker consumes: those chosen with ``-Q``, else every configured one."""
+    queues = app.amqp.queues
+    return sorted(queues.consume_from or queues)
 
-    The key expires after a few missed passes, so a worker that is gone drops out of the metric.
+
+def worker_beat(app: Celery, owner: str, interval_seconds: float, no_worker_seconds: float = 600) -> None:
+    """Records that this worker's reconciler just ran (``/metrics``: nncompress_worker_heartbeat_age_seconds)
+    and that its queues are served (``workers.no_worker``).
+
+    The worker key expires after a few missed passes, so a worker that is gone drops out of the
+    metric; a queue key lives ``no_worker_seconds``, so its absence means nobody served the queue
+    for that long.
     """
+    now = str(time.time())
     with app.connection_for_write() as conn:
         client = conn.default_channel.client
-        client.set(WORKER_BEAT_PREFIX + owner, str(time.time()), ex=max(60, int(interval_seconds * 5)))
+        client.set(WORKER_BEAT_PREFIX + owner, now, ex=max(60, int(interval_seconds * 5)))
+        for queue in consumed_queues(app):
+            client.set(queue_beat_key(queue), now, ex=max(1, int(no_worker_seconds)))
+
+
+def queue_seen_at(app: Celery, queue: str) -> float | None:
+    """When a worker consuming ``queue`` last ran its reconciler; None if none did within the key's life."""
+    with app.connection_for_read() as conn:
+        raw = conn.default_channel.client.get(queue_beat_key(queue))
+    return float(raw) if raw is not None else None
 
 
 def queue_depth(app: Celery, queue: str) -> int | None:

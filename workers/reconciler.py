@@ -9,7 +9,9 @@ beat process), and so does the embedded dispatcher. A pass:
    message the broker no longer seems to hold: when a queue holds fewer messages than the database
    has queued jobs for it, the oldest stale ones are re-published. That is the Redis-restarted-without-
    persistence case; the depth check keeps a mere backlog (all workers busy) from being re-published
-   over and over. A re-published duplicate is harmless: the second delivery claims nothing.
+   over and over. A re-published duplicate is harmless: the second delivery claims nothing;
+3. fails (``no_worker``) queued gpu jobs when no worker served the gpu queue for ``no_worker_seconds``
+   (``workers.no_worker``), where the deployment reports when queues were last served.
 
 Passes on several workers may overlap; every write is conditional, so each job is recovered or
 re-published once.
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Job
 from app.db.types import utcnow
 from workers import state
+from workers.no_worker import QueueSeenAt, fail_jobs_without_workers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ class Reconciler:
     name: str = "reconciler"
     # Called after each pass: the worker's heartbeat for monitoring (a Redis key in distributed mode).
     on_pass: Callable[[], None] | None = None
+    # When the queues' workers were last seen (distributed mode); None: every job has a runner here.
+    queue_seen_at: QueueSeenAt | None = None
+    no_worker_seconds: float = 600.0
+    watched_queues: tuple[str, ...] = ("gpu",)  # a cpu job can run on any worker, so only gpu is watched
 
     def __post_init__(self) -> None:
         self.last_pass_at: float | None = None  # time.time() of the last completed pass
@@ -66,6 +73,14 @@ class Reconciler:
         for job_id in result.lost:
             log.error("job %s: lease expired at its last attempt; failed worker_lost", job_id)
         self._republish_lost_messages()
+        if self.queue_seen_at is not None:
+            with self.session_factory() as session:
+                fail_jobs_without_workers(
+                    session,
+                    queues=self.watched_queues,
+                    queue_seen_at=self.queue_seen_at,
+                    no_worker_seconds=self.no_worker_seconds,
+                )
         return result
 
     def _republish_lost_messages(self) -> None:
