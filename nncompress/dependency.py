@@ -48,6 +48,7 @@ from nncompress.layers import (
     traced_outputs,
     without_cache,
 )
+from nncompress.masked_norms import is_width_norm
 from nncompress.norms import FROZEN_BN_BUFFERS, group_norm_block, is_frozen_batch_norm
 from nncompress.speedup.recurrent import opaque_recurrent
 
@@ -203,49 +204,6 @@ class _RecurrentInputPruner(tp.pruner.BasePruningFunc):
 
     def get_in_channels(self, layer: nn.Module) -> int:
         return int(layer.input_size)  # type: ignore[arg-type]
-
-
-class _Opaque(torch.autograd.Function):
-    """Presents a layer's output to autograd as computed directly from its input.
-
-    Used only while tracing: on CPU a GRU/LSTM runs as dozens of small autograd ops, and Torch-
-    Pruning would walk through them (their split/unbind bookkeeping breaks its index mapping).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        ctx.shape = inp.shape
-        return out.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.new_zeros(ctx.shape), None
-
-
-def _opaque_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
-    if not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(output, tuple):
-        return output  # packed sequences keep their autograd graph
-    x = inputs[0]
-    out, state = output
-
-    def wrap(t: torch.Tensor) -> torch.Tensor:
-        # detach() cuts the recurrent internals off the traced graph
-        return _Opaque.apply(x, t.detach())
-
-    state = tuple(wrap(t) for t in state) if isinstance(state, tuple) else wrap(state)
-    return wrap(out), state
-
-
-@contextmanager
-def _opaque_recurrent(model: nn.Module) -> Iterator[None]:
-    handles = [
-        m.register_forward_hook(_opaque_hook) for m in model.modules() if isinstance(m, _RECURRENT_TYPES)
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -435,7 +393,7 @@ def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
             blocked[m] = "recurrent hidden units are not pruned"
         elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups != m.out_channels:
             blocked[m] = f"grouped convolution (groups={m.groups}) couples channels across groups"
-        elif isinstance(m, nn.LayerNorm) or is_rms_norm(m):
+        elif (isinstance(m, nn.LayerNorm) or is_rms_norm(m)) and not is_width_norm(m):
             # Removing channels a norm normalises across changes the statistics of those that stay,
             # so the speedup keeps such groups whole; pruning them would only add zeros.
             blocked[m] = f"{type(m).__name__} normalises across these channels"
@@ -623,7 +581,12 @@ def _attention_slices(
     return members, consumers, True
 
 
-def unsupported_ops(model: nn.Module, example_inputs: ExampleInputs) -> list[UnsupportedOp]:
+def unsupported_ops(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    groups: Sequence[ChannelGroup] | None = None,
+) -> list[UnsupportedOp]:
     """Lists the layers that channel pruning cannot go through, with the reason.
 
     Found by running the model once with forward hooks, so only layers on the executed path are
@@ -634,13 +597,16 @@ def unsupported_ops(model: nn.Module, example_inputs: ExampleInputs) -> list[Uns
     Args:
         model: the model (its train/eval mode is restored).
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        groups: the model's :func:`channel_groups`, when the caller has them; used only to tell
+            which LSTM/GRU layers keep their hidden units (traced when needed and not given).
 
     Returns:
-        One entry per offending layer, in execution order.
+        One entry per offending layer, in execution order. An LSTM/GRU appears only when its
+        hidden units cannot be pruned, with the reason.
 
     Example:
-        >>> unsupported_ops(gru_classifier, tokens)
-        [UnsupportedOp(name='rnn', op_type='GRU', reason='recurrent hidden units are not pruned; ...')]
+        >>> unsupported_ops(gru_read_by_a_conv, tokens)
+        [UnsupportedOp(name='rnn', op_type='GRU', reason='rnn: its hidden state goes through conv; ...')]
     """
     known = (*_ROOT_TYPES, *_NORM_TYPES, nn.LayerNorm, nn.PReLU, *_RECURRENT_TYPES)
     names = {m: n for n, m in model.named_modules()}
@@ -662,18 +628,20 @@ def unsupported_ops(model: nn.Module, example_inputs: ExampleInputs) -> list[Uns
         for h in handles:
             h.remove()
 
+    recurrent_blockers = _recurrent_blockers(model, example_inputs, groups, seen)
     found: list[UnsupportedOp] = []
     for m in seen:
         name, kind = names[m], type(m).__name__
         if isinstance(m, _RECURRENT_TYPES):
-            found.append(
-                UnsupportedOp(
-                    name,
-                    kind,
-                    "recurrent hidden units are not pruned; its input "
-                    "features follow the layer before it, its outputs keep their size",
+            if name in recurrent_blockers:
+                found.append(
+                    UnsupportedOp(
+                        name,
+                        kind,
+                        f"{recurrent_blockers[name]}; its hidden units keep their size, its input "
+                        "features follow the layer before it",
+                    )
                 )
-            )
         elif isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups != m.out_channels:
             found.append(
                 UnsupportedOp(
@@ -697,6 +665,32 @@ def unsupported_ops(model: nn.Module, example_inputs: ExampleInputs) -> list[Uns
                 )
             )
     return found
+
+
+def _recurrent_blockers(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    groups: Sequence[ChannelGroup] | None,
+    seen: list[nn.Module],
+) -> dict[str, str]:
+    """Why each executed LSTM/GRU keeps its hidden units (absent: they prune)."""
+    if not any(isinstance(m, _RECURRENT_TYPES) for m in seen):
+        return {}
+    if groups is None:
+        groups = channel_groups(model, example_inputs)
+    names = {m: n for n, m in model.named_modules()}
+    rooted = {g.roots[0]: g for g in groups if len(g.roots) == 1}
+    blockers: dict[str, str] = {}
+    for m in seen:
+        if not isinstance(m, _RECURRENT_TYPES):
+            continue
+        name = names[m]
+        group = rooted.get(name)
+        if group is None:  # plain nn.RNN, or a layer the trace did not reach
+            blockers[name] = f"{type(m).__name__} hidden units are not pruned"
+        elif not group.prunable:
+            blockers[name] = "; ".join(group.blockers) or "its hidden state is an output of the model"
+    return blockers
 
 
 def _call(model: nn.Module, example_inputs: ExampleInputs) -> Any:

@@ -246,7 +246,8 @@ def preflight(
             issues.append(Issue(type(model).__name__, type(model).__name__, exc.message))
             warnings.append("coupled channels are unknown because the model could not be traced")
         else:
-            issues.extend(Issue(u.name, u.op_type, u.reason) for u in unsupported_ops(model, example_inputs))
+            found = unsupported_ops(model, example_inputs, groups=groups)
+            issues.extend(Issue(u.name, u.op_type, u.reason) for u in found)
     finally:
         model.train(was_training)
     return _assemble(model, resolved, groups, issues, warnings, pruner_key)
@@ -507,9 +508,13 @@ def _rows_per_channel(group: ChannelGroup | None, name: str) -> int:
     if group is None or name not in group.roots or group.channels == 0:
         return 1
     try:
-        return max(1, len(group.root_slice(name).index) // group.channels)
+        root = group.root_slice(name)
     except KeyError:
         return 1
+    # A recurrent layer's root slice is weight_ih_l0 (gates x units rows); its channels are units.
+    if root.param != "weight":
+        return 1
+    return max(1, len(root.index) // group.channels)
 
 
 def _out_channels(target: LayerTarget) -> int:

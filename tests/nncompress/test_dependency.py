@@ -126,9 +126,23 @@ def test_gru_consumes_embedding_features_and_is_reported() -> None:
     (rnn_in,) = groups[("emb",)].consumers
     assert (rnn_in.module, rnn_in.param, rnn_in.dim) == ("rnn", "weight_ih_l0", 1)
     assert groups[("emb",)].prunable
-    ops = unsupported_ops(model, x)
+    # its hidden units prune (read by fc alone), so it is not reported
+    assert unsupported_ops(model, x) == []
+
+
+def test_gru_whose_state_is_the_output_is_reported_with_the_reason() -> None:
+    class StateOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.rnn = nn.GRU(16, 12, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(self.emb(x))[0]
+
+    ops = unsupported_ops(StateOut(), torch.randint(0, 50, (2, 7)))
     assert [(o.name, o.op_type) for o in ops] == [("rnn", "GRU")]
-    assert "hidden units" in ops[0].reason
+    assert "output of the model" in ops[0].reason and "hidden units keep their size" in ops[0].reason
 
 
 def test_grouped_conv_blocks_its_groups() -> None:
