@@ -155,6 +155,8 @@ _VIT = {
     "intermediate_size": 64,
     "num_labels": 5,
 }
+_LLAMA = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 32}  # fmt: skip
 _DISTIL = {
     "vocab_size": 100,
     "dim": 32,
@@ -311,6 +313,16 @@ ZOO: list[ZooCase] = [
         _hf("ViTConfig", "ViTForImageClassification", **_VIT),
         (1, 3, 32, 32),
         _ffn("vit.layers.{}.mlp.fc1"),
+    ),
+    ZooCase(
+        "hf_llama_dir",
+        "transformer",
+        HF_DIR,
+        _hf("LlamaConfig", "LlamaForCausalLM", **_LLAMA),
+        (1, 16),
+        _ffn("model.layers.{}.mlp.up_proj"),
+        input_dtype=torch.long,
+        vocab_size=100,
     ),
     ZooCase(
         "hf_distilbert_onnx",
