@@ -11,6 +11,7 @@ from app.db.models import Model
 from app.deps import CurrentModel, CurrentPrincipal, SessionDep, SettingsDep, StorageDep
 from app.errors import InvalidUpload
 from app.schemas.models import ModelOut, PreflightIn
+from app.services.bounds import JobLimits
 from app.services.model_intake import FORMATS
 from app.services.models import create_model
 from app.services.multipart import receive_form
@@ -108,4 +109,10 @@ def preflight_model(
     model: CurrentModel, body: PreflightIn, storage: StorageDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """Resolve a config_list against the model: layers, channels kept, coupled groups, unsupported ops."""
-    return run_preflight(model=model, storage=storage, body=body, max_params=settings.preflight_max_params)
+    return run_preflight(
+        model=model,
+        storage=storage,
+        body=body,
+        max_params=settings.preflight_max_params,
+        limits=JobLimits.from_settings(settings),
+    )

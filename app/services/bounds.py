@@ -44,7 +44,7 @@ def check_numbers(body: dict[str, Any]) -> None:
     """Raises InvalidJobSpec (422) for a non-finite float or an integer outside the int64 range.
 
     Args:
-        body: the request as Python values (``JobIn.model_dump()``).
+        body: the request as Python values (``JobIn.model_dump()``, ``PreflightIn.model_dump()``).
     """
     for where, value in _leaves(body, ""):
         if isinstance(value, bool):
@@ -91,15 +91,21 @@ def _over(field: str, value: int, maximum: int, what: str) -> InvalidJobSpec:
     )
 
 
+def check_input_shape(shape: list[int], limits: JobLimits) -> None:
+    """Raises InvalidJobSpec (422) for an example input over the batch or element limit."""
+    if not shape:
+        return
+    if shape[0] > limits.max_batch_size:
+        raise _over("input_shape[0]", shape[0], limits.max_batch_size, "batch size")
+    elements = math.prod(shape)
+    if elements > limits.max_input_elements:
+        raise _over("input_shape", elements, limits.max_input_elements, "input elements")
+
+
 def check_job_limits(spec: JobSpec, limits: JobLimits) -> None:
     """Raises InvalidJobSpec (422) naming the first field over ``limits`` and the maximum."""
     shape = list(spec.input_shape or [])
-    if shape:
-        if shape[0] > limits.max_batch_size:
-            raise _over("input_shape[0]", shape[0], limits.max_batch_size, "batch size")
-        elements = math.prod(shape)
-        if elements > limits.max_input_elements:
-            raise _over("input_shape", elements, limits.max_input_elements, "input elements")
+    check_input_shape(shape, limits)
     per_sample = math.prod(shape[1:]) if shape else 1
     for i, batch in enumerate(spec.latency_batch_sizes):
         field = f"latency_batch_sizes[{i}]"

@@ -28,6 +28,7 @@ from torch import nn
 from app.db.models import Model
 from app.errors import InvalidUpload, PreflightUnavailable
 from app.schemas.models import PreflightIn
+from app.services.bounds import JobLimits, check_input_shape, check_numbers
 from app.services.model_intake import extract_onnx_zip
 from app.services.validation import check_on_architecture, default_input_dtype, default_input_shape
 from app.storage import Storage
@@ -132,15 +133,23 @@ def build_kwargs(model: Model) -> dict[str, Any]:
 
 
 def run_preflight(
-    *, model: Model, storage: Storage, body: PreflightIn, max_params: int | None = None
+    *,
+    model: Model,
+    storage: Storage,
+    body: PreflightIn,
+    max_params: int | None = None,
+    limits: JobLimits | None = None,
 ) -> dict[str, Any]:
     """The preflight report of ``body.config_list`` on ``model`` (config errors → 422).
 
     Args:
         max_params: the largest model (parameters) built or converted for a preflight; None:
             :data:`PREFLIGHT_MAX_PARAMS`.
+        limits: the example input's bounds (it is allocated for the trace); None: the defaults.
     """
+    check_numbers(body.model_dump())
     shape = default_input_shape(model, body.input_shape)
+    check_input_shape(shape, limits or JobLimits())
     if model.architecture is not None:
         # clear 422s before tracing
         check_on_architecture(model.architecture, body.config_list, shape, build_kwargs=build_kwargs(model))

@@ -44,12 +44,31 @@ def test_non_finite_or_huge_sparsity_is_422_naming_the_field(client: TestClient,
     assert client.get("/v1/jobs").json()["items"] == []
 
 
-def test_problem_renderer_survives_non_json_floats(client: TestClient) -> None:
-    # Preflight hands the config straight to the engine, whose error context carries the NaN back.
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "9" * 400])
+def test_preflight_refuses_non_finite_numbers_too(client: TestClient, number: str) -> None:
     model_id = uploaded_mnist(client)
-    raw = '{"config_list": [{"sparse_ratio": NaN, "op_types": ["Conv2d"]}]}'
-    problem = assert_problem(post_raw(client, f"/v1/models/{model_id}/preflight", raw), 422, "invalid_config")
-    assert "sparse_ratio" in problem["detail"]
+    raw = f'{{"config_list": [{{"sparse_ratio": {number}, "op_types": ["Conv2d"]}}]}}'
+    response = post_raw(client, f"/v1/models/{model_id}/preflight", raw)
+    assert "config_list[0].sparse_ratio" in assert_problem(response, 422, "invalid_job_spec")["detail"]
+    for shape in ([2**63, 1, 28, 28], [2**40, 1, 28, 28]):
+        body = {"config_list": [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}], "input_shape": shape}
+        response = client.post(f"/v1/models/{model_id}/preflight", json=body)
+        assert assert_problem(response, 422, "invalid_job_spec")["errors"][0]["field"] == "input_shape[0]"
+
+
+def test_problem_renderer_survives_non_json_floats() -> None:
+    from starlette.requests import Request
+
+    from app.problems import problem_response
+
+    request = Request(
+        {"type": "http", "method": "POST", "path": "/v1/jobs", "headers": [], "query_string": b""}
+    )
+    errors = [{"value": float("nan"), "nested": [{"limit": float("inf")}], "big": 10**400}]
+    response = problem_response(request, status=422, code="x", title="t", detail="d", errors=errors)
+    (error,) = json.loads(bytes(response.body))["errors"]
+    assert error["value"] == "nan" and error["nested"] == [{"limit": "inf"}]
+    assert error["big"] == "<an integer of 401 digits>"
 
 
 @pytest.mark.parametrize(
