@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nncompress.errors import NncompressError
+from nncompress.masked_norms import attach_norm_masks, detach_norm_masks
 
 __all__ = [
     "MaskParametrization",
@@ -79,8 +80,9 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
     """Makes ``model`` compute with masked parameters, without changing its ``forward``.
 
     Every masked parameter becomes ``parametrize``d: reading ``module.weight`` returns
-    ``original * mask``, gradients flow to the original. Masks already applied are replaced.
-    Either all masks are applied or none (shapes are checked first).
+    ``original * mask``, gradients flow to the original. A LayerNorm or RMSNorm whose masks prune
+    channels normalises over the kept channels only (see :mod:`nncompress.masked_norms`). Masks
+    already applied are replaced. Either all masks are applied or none (shapes are checked first).
 
     Args:
         model: the model, modified in place.
@@ -96,6 +98,8 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
         if parametrize.is_parametrized(module, param_name):
             parametrize.remove_parametrizations(module, param_name, leave_parametrized=False)
         parametrize.register_parametrization(module, param_name, MaskParametrization(mask))
+    # A LayerNorm/RMSNorm losing channels normalises over the kept ones (nncompress.masked_norms).
+    attach_norm_masks(model, masks)
     return model
 
 
@@ -118,7 +122,7 @@ def remove_masks(model: nn.Module, *, leave_masked: bool = True) -> nn.Module:
             plist = plists[param_name]
             if all(isinstance(p, MaskParametrization) for p in plist):
                 parametrize.remove_parametrizations(module, param_name, leave_parametrized=leave_masked)
-    return model
+    return detach_norm_masks(model)
 
 
 def get_param(model: nn.Module, module: str, param: str) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nncompress.errors import SpeedupError, VerificationError
+from nncompress.masked_norms import detach_norm_masks
 from nncompress.speedup.attention import sync_attention_heads
 from nncompress.speedup.diagnose import forward_failure
 from nncompress.speedup.groups import (
@@ -84,6 +85,8 @@ def speedup(
     batches = verification_inputs(inputs, num_random=2 if verify else 1)
     with torch.inference_mode():
         reference = [work(*batch) for batch in batches]
+    # The graph is traced and shrunk without the masked norms' hooks: shrunk norms compute plainly.
+    detach_norm_masks(work)
     clock.lap("reference")
     analysis = analyse_shapes(model, inputs)
     clock.lap("shapes")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -28,6 +29,7 @@ from nncompress.layers import (
     output_tensors,
     without_cache,
 )
+from nncompress.masked_norms import is_width_norm, width_norm_zero_channels
 from nncompress.norms import group_norm_block, is_handled_norm, norm_zero_channels
 from nncompress.speedup.recurrent import (
     RecurrentPruner,
@@ -95,6 +97,21 @@ class Member:
 
 
 @dataclass
+class BareParameter:
+    """A parameter used directly in ``forward`` (timm ViT's ``pos_embed``, ConvNeXt's layer scale).
+
+    Torch-Pruning prunes it with the group along ``dim``; removing a channel is exact only where it
+    is zero (masked), which :func:`removable_channels` checks.
+    """
+
+    name: str
+    dim: int
+    idxs: torch.Tensor
+    root_idxs: torch.Tensor
+    zero: torch.Tensor
+
+
+@dataclass
 class ChannelGroup:
     """A coupled group, numbered by its root layer's output channels.
 
@@ -117,6 +134,7 @@ class ChannelGroup:
     block: int = 1
     fused: FusedAttention | None = None
     recurrent: bool = False
+    parameters: list[BareParameter] = field(default_factory=list)
 
 
 def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
@@ -263,7 +281,7 @@ def _describe_group(
             plan.skip_reason = "its channels are outputs of the model"
             continue
         if target.type == tp.ops.OPTYPE.PARAMETER:
-            plan.skip_reason = f"it reaches the bare parameter {dg._param_to_name.get(target.module)!r}"
+            plan.parameters.append(_bare_parameter(dg, target, item))
             continue
         if target.type in _OP_TYPES or not isinstance(target.module, nn.Module):
             continue
@@ -287,6 +305,15 @@ def _describe_group(
     return plan
 
 
+@torch.no_grad()
+def _bare_parameter(dg: tp.DependencyGraph, target: Any, item: Any) -> BareParameter:
+    param = target.module
+    dim = int(target.pruning_dim) % param.dim()
+    zero = param.detach().eq(0).movedim(dim, 0).reshape(param.shape[dim], -1).all(1).cpu()
+    name = str(dg._param_to_name.get(param))
+    return BareParameter(name, dim, _index(item.idxs), _index(item.root_idxs), zero)
+
+
 def _index(values: list[int]) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.long)
 
@@ -294,7 +321,8 @@ def _index(values: list[int]) -> torch.Tensor:
 def _unremovable(module: nn.Module, name: str) -> str | None:
     # Removing channels that a norm layer normalises *across* changes its mean/variance for the
     # channels that stay, so the shrunk model would no longer compute what the masked one does.
-    if isinstance(module, nn.LayerNorm) or is_rms_norm(module):
+    # LayerNorm over one dimension and RMSNorm shrink exactly (see nncompress.masked_norms).
+    if (isinstance(module, nn.LayerNorm) or is_rms_norm(module)) and not is_width_norm(module):
         return f"{type(module).__name__} {name!r} normalises across these channels"
     if isinstance(module, nn.MultiheadAttention):
         return f"nn.MultiheadAttention {name!r} is not supported; write attention with Linear layers"
@@ -324,6 +352,8 @@ def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
         return _rows_zero(module.weight.t(), getattr(module, "bias", None))
     if is_handled_norm(module):  # GroupNorm, FrozenBatchNorm2d
         return norm_zero_channels(module)
+    if is_width_norm(module):  # LayerNorm, RMSNorm
+        return width_norm_zero_channels(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         if not module.affine:
             # (0 - running_mean) / std is not zero: the channel is a constant, not an absent one.
@@ -374,6 +404,8 @@ def removable_channels(group: ChannelGroup) -> list[int]:
         removable[member.root_idxs[~zero.cpu()[member.idxs]]] = False
     if not has_producer:
         return []
+    for bare in group.parameters:  # an added/multiplied parameter must be zero where channels go
+        removable[bare.root_idxs[~bare.zero[bare.idxs]]] = False
     if group.block > 1:  # a head goes only when all of its channels can
         removable = removable.reshape(-1, group.block).all(1).repeat_interleave(group.block)
     removed = removable.nonzero().flatten().tolist()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import SpeedupError
+from nncompress.masked_norms import attach_norm_masks
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -68,13 +69,18 @@ def validate_masks(model: nn.Module, masks: Masks) -> None:
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
-    """Multiplies every mask into its parameter, in place; any non-zero mask value means "keep"."""
+    """Multiplies every mask into its parameter, in place; any non-zero mask value means "keep".
+
+    A LayerNorm or RMSNorm whose masks prune channels then normalises over the kept channels only
+    (a forward hook, see :mod:`nncompress.masked_norms`): that is the masked model speedup is exact
+    against.
+    """
     modules = dict(model.named_modules())
     for name, params in masks.items():
         for param_name, mask in params.items():
             param = getattr(modules[name], param_name)
             param.mul_((mask != 0).to(device=param.device, dtype=param.dtype))
-    return model
+    return attach_norm_masks(model, masks)
 
 
 def layer_sparsity(model: nn.Module, names: list[str]) -> dict[str, float]:

@@ -161,9 +161,10 @@ def test_gpt2_conv1d_is_pruned_and_shrunk_model_takes_other_lengths() -> None:
     result = prune(model, _config(head), pruner="l1norm", example_inputs=x)
     shrunk = speedup(model, result.masks, x)
     attn = shrunk.model.transformer.h[0].attn
-    assert attn.c_attn.weight.shape == (32, 48) and attn.split_size == 16
-    assert attn.c_proj.weight.shape[0] == 16
-    assert shrunk.model.transformer.h[0].mlp.c_fc.weight.shape == (32, 64)
+    # The hidden width (embeddings, residual outputs, LayerNorms) halves too: 32 -> 16 rows.
+    assert attn.c_attn.weight.shape == (16, 48) and attn.split_size == 16
+    assert attn.c_proj.weight.shape == (16, 16)
+    assert shrunk.model.transformer.h[0].mlp.c_fc.weight.shape == (16, 64)
     longer = torch.randint(1, 100, (2, 12))
     with torch.no_grad():
         assert shrunk.model(longer).logits.shape == (2, 3)

@@ -99,8 +99,10 @@ def test_heads_that_do_not_align_are_caught_by_verification() -> None:
 def test_groups_feeding_a_layernorm_are_left_whole() -> None:
     model, x = build("transformer_classifier")
     result = speedup(model, l1_channel_masks(model, x, 0.5, blocks={"attn": 16}), x)
-    skipped = {g.root: g.skipped for g in result.groups if g.skipped}
-    assert any("LayerNorm" in reason for reason in skipped.values())
+    # These masks leave the LayerNorms' weights whole, so the norms still read every embedding
+    # channel: the width stays (a LayerNorm shrinks only when its own masks prune the channels,
+    # see tests/nncompress/test_norm_families.py).
+    assert result.verification is not None and result.verification.passed
     assert "embed" not in result.kept
 
 

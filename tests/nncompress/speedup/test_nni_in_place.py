@@ -41,12 +41,12 @@ def test_nni_flow_shrinks_the_callers_model_with_a_hard_coded_view() -> None:
 
 
 class _NormedStack(nn.Module):
-    """Every prunable width sits behind a LayerNorm or is the output."""
+    """Every prunable width sits behind an affine-free LayerNorm (nothing to mask) or is the output."""
 
     def __init__(self) -> None:
         super().__init__()
         self.fc1 = nn.Linear(8, 16)
-        self.norm = nn.LayerNorm(16)
+        self.norm = nn.LayerNorm(16, elementwise_affine=False)
         self.fc2 = nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
