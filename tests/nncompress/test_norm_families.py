@@ -1,7 +1,8 @@
-"""Issue 14, norm-coupled widths: GroupNorm (whole groups go, ``num_groups`` shrinks) and torchvision's
-FrozenBatchNorm2d (buffers follow the channels). Each family: preflight → prune 50% of Conv2d/Linear
-(head excluded) → speedup → exact against the masked model → at least 20% fewer parameters, and
-preflight's promised channels equal the shrunk model's."""
+"""Issue 14, norm-coupled widths: GroupNorm (whole groups go, ``num_groups`` shrinks), torchvision's
+FrozenBatchNorm2d (buffers follow the channels), LayerNorm/RMSNorm (the masked norm normalises over
+the kept channels; ConvNeXt, transformers' hidden width). Each family: preflight → prune 50% of
+Conv2d/Linear/Conv1D (head excluded) → speedup → exact against the masked model → at least 20% fewer
+parameters, and preflight's promised channels equal the shrunk model's."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from torch import nn
 
 from nncompress import preflight, prune, speedup
 from nncompress.errors import SpeedupError
+from nncompress.layers import is_rms_norm, out_width
+from nncompress.masked_norms import attach_norm_masks, detach_norm_masks
 from nncompress.norms import WholeGroupNormPruner
 from nncompress.pruners import L1NormPruner
 from nncompress.speedup import ModelSpeedup
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
 
 Family = tuple[nn.Module, torch.Tensor, str]
 
@@ -85,11 +89,104 @@ def timm_resnetv2_gn() -> Family:
     return model, _image(32), "head.fc"
 
 
+class MiniLayerNorm(nn.Module):
+    """A residual stream: embedding → LayerNorm → (+ FFN) → LayerNorm → head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.ln0 = nn.Embedding(50, 16), nn.LayerNorm(16)
+        self.fc1, self.fc2, self.ln1 = nn.Linear(16, 32), nn.Linear(32, 16), nn.LayerNorm(16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.ln0(self.emb(tokens))
+        h = self.ln1(h + self.fc2(torch.relu(self.fc1(h))))
+        return self.head(h.mean(1))
+
+
+def _tokens() -> torch.Tensor:
+    return torch.randint(1, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+
+
+def mini_layer_norm() -> Family:
+    return MiniLayerNorm(), _tokens(), "head"
+
+
+def torchvision_convnext() -> Family:
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    blocks = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]
+    return ConvNeXt(blocks, num_classes=10), _image(32), "classifier.2"
+
+
+def timm_convnext_atto() -> Family:
+    return timm.create_model("convnext_atto", pretrained=False, num_classes=10), _image(64), "head.fc"
+
+
+def bert() -> Family:
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, num_labels=3,
+    )  # fmt: skip
+    return transformers.BertForSequenceClassification(config), _tokens(), "classifier"
+
+
+def gpt2() -> Family:
+    config = transformers.GPT2Config(
+        vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=64, num_labels=3,
+        pad_token_id=0, bos_token_id=1, eos_token_id=1,
+    )  # fmt: skip
+    return transformers.GPT2ForSequenceClassification(config), _tokens(), "score"
+
+
+def hf_vit() -> Family:
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    return transformers.ViTForImageClassification(config), _image(32), "classifier"
+
+
+def timm_vit() -> Family:
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, num_heads=4,
+        depth=2, num_classes=5,
+    )  # fmt: skip
+    return model, _image(32), "head"
+
+
+def llama() -> Family:
+    config = transformers.LlamaConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config), _tokens(), "lm_head"
+
+
 FAMILIES: dict[str, Callable[[], Family]] = {
     "mini_group_norm": mini_group_norm,
     "mini_frozen_bn": mini_frozen_bn,
     "resnet18_frozen_bn": resnet18_frozen_bn,
     "timm_resnetv2_gn": timm_resnetv2_gn,
+    "mini_layer_norm": mini_layer_norm,
+    "torchvision_convnext": torchvision_convnext,
+    "timm_convnext_atto": timm_convnext_atto,
+    "bert": bert,
+    "gpt2": gpt2,
+    "hf_vit": hf_vit,
+    "timm_vit": timm_vit,
+    "llama": llama,
+}
+# The residual stream's width: the layer whose output channels carry it, and its size before.
+HIDDEN: dict[str, tuple[str, int]] = {
+    "mini_layer_norm": ("emb", 16),
+    "torchvision_convnext": ("features.0.0", 16),
+    "timm_convnext_atto": ("stem.0", 40),
+    "bert": ("bert.embeddings.word_embeddings", 32),
+    "gpt2": ("transformer.wte", 32),
+    "hf_vit": ("vit.embeddings.patch_embeddings.projection", 32),
+    "timm_vit": ("patch_embed.proj", 64),
+    "llama": ("model.embed_tokens", 32),
 }
 
 
@@ -97,9 +194,12 @@ FAMILIES: dict[str, Callable[[], Family]] = {
 def _randomise_norms(model: nn.Module) -> None:
     # Non-trivial affine parameters and statistics, so a wrong channel or group would show.
     for module in model.modules():
-        if isinstance(module, nn.GroupNorm) and module.affine:
+        if isinstance(module, nn.GroupNorm | nn.LayerNorm) and module.weight is not None:
             nn.init.normal_(module.weight)
-            nn.init.normal_(module.bias)
+            if module.bias is not None:
+                nn.init.normal_(module.bias)
+        elif is_rms_norm(module):
+            nn.init.normal_(module.weight)
         elif isinstance(module, torchvision.ops.FrozenBatchNorm2d):
             module.weight.normal_()
             module.bias.normal_()
@@ -111,14 +211,23 @@ def _build(name: str) -> Family:
     torch.manual_seed(0)
     model, x, head = FAMILIES[name]()
     _randomise_norms(model)
+    if hasattr(model, "config"):
+        model.config._attn_implementation = "eager"
     return model.eval(), x, head
 
 
 def _config(head: str) -> list[dict[str, object]]:
     return [
-        {"sparsity_per_layer": 0.5, "op_types": ["Conv2d", "Linear"]},
+        {"sparsity_per_layer": 0.5, "op_types": ["Conv2d", "Linear", "Conv1D"]},
         {"exclude": True, "op_names": [head]},
     ]
+
+
+def _out_channels(module: nn.Module) -> int:
+    width = out_width(module)
+    if width is not None:
+        return width
+    return int(getattr(module, "out_channels", getattr(module, "embedding_dim", -1)))
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -137,7 +246,12 @@ def test_norm_family_prunes_exactly(name: str) -> None:
     promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
     assert promised
     for layer, after in promised.items():
-        assert modules[layer].out_channels == after, f"preflight promised {layer} → {after}"
+        assert _out_channels(modules[layer]) == after, f"preflight promised {layer} → {after}"
+    if name in HIDDEN:
+        layer, before = HIDDEN[name]
+        assert _out_channels(modules[layer]) < before, (
+            f"the hidden width ({layer}) kept all {before} channels"
+        )
     for norm_name, norm in modules.items():
         if isinstance(norm, nn.GroupNorm):
             assert norm.num_channels == norm.weight.shape[0]
@@ -187,3 +301,20 @@ def test_frozen_batch_norm_buffers_through_the_nni_api() -> None:
     assert model.bn1.running_var.shape == (8,) and model.conv2.in_channels == 8
     with torch.no_grad():
         torch.testing.assert_close(model(x), masked, rtol=1e-4, atol=1e-5)
+
+
+def test_masked_layer_norm_normalises_over_the_kept_channels() -> None:
+    torch.manual_seed(0)
+    norm, x = nn.LayerNorm(8), torch.randn(3, 8)
+    mask = torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 0])
+    kept = mask.bool()
+    attach_norm_masks(norm, {"": {"weight": mask, "bias": mask}})
+    with torch.no_grad():
+        norm.weight.mul_(mask)
+        norm.bias.mul_(mask)
+        y = norm(x)
+    expected = torch.nn.functional.layer_norm(x[:, kept], (5,), norm.weight[kept], norm.bias[kept])
+    torch.testing.assert_close(y[:, kept], expected)
+    assert not y[:, ~kept].any()
+    detach_norm_masks(norm)
+    assert not norm._forward_hooks
