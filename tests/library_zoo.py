@@ -181,7 +181,11 @@ ZOO: list[ZooCase] = [
         ONNX_DYNAMO,
         _tv("resnet18", num_classes=10),
         IMG,
-        [{"sparsity_per_layer": 0.5, "op_names": ["layer1.0.conv1", "layer2.0.conv1"]}],
+        # Half of every conv, and a later entry (NNI precedence) naming two layers by their PyTorch paths.
+        [
+            {"sparsity_per_layer": 0.5, "op_types": ["Conv2d"]},
+            {"sparsity_per_layer": 0.25, "op_names": ["layer1.0.conv1", "layer2.0.conv1"]},
+        ],
     ),
     ZooCase(
         "tv_resnet18_by_name",
