@@ -15,12 +15,13 @@ from nncompress.speedup import speedup
 
 
 class _Normed(nn.Module):
-    """Its only prunable layer feeds an RMS-style norm over the channels, which blocks the group."""
+    """Its only prunable layer feeds an affine-free LayerNorm over the channels (nothing to mask, so
+    the norm always reads all of them), which blocks the group."""
 
     def __init__(self) -> None:
         super().__init__()
         self.fc1 = nn.Linear(8, 16)
-        self.norm = nn.LayerNorm(16)
+        self.norm = nn.LayerNorm(16, elementwise_affine=False)
         self.fc2 = nn.Linear(16, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
