@@ -37,6 +37,7 @@ import torch_pruning as tp
 from torch import nn
 
 from nncompress.errors import UnsupportedModelError
+from nncompress.grouped import grouped_segments
 from nncompress.layers import (
     FusedAttention,
     conv1d_types,
@@ -120,6 +121,9 @@ class ChannelGroup:
         block: channels must be removed in whole contiguous blocks of this size, because a reshape
             splits them (e.g. ``(batch, tokens, heads * head_dim) -> (..., heads, head_dim)``: only
             whole attention heads can go, or the head reshape would mix channels of different heads).
+        segments: the channels form this many equal contiguous segments (the groups of a grouped
+            conv that produces or reads them); each segment loses the same number of channels
+            (see :mod:`nncompress.grouped`).
     """
 
     roots: tuple[str, ...]
@@ -129,6 +133,7 @@ class ChannelGroup:
     feeds_output: bool = False
     blockers: tuple[str, ...] = ()
     block: int = 1
+    segments: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -391,8 +396,6 @@ def _blocking_layers(model: nn.Module) -> dict[nn.Module, str]:
     for m in model.modules():
         if isinstance(m, _RECURRENT_TYPES):
             blocked[m] = "recurrent hidden units are not pruned"
-        elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups != m.out_channels:
-            blocked[m] = f"grouped convolution (groups={m.groups}) couples channels across groups"
         elif (isinstance(m, nn.LayerNorm) or is_rms_norm(m)) and not is_width_norm(m):
             # Removing channels a norm normalises across changes the statistics of those that stay,
             # so the speedup keeps such groups whole; pruning them would only add zeros.
@@ -415,7 +418,7 @@ def _convert(
     blockers: list[str] = []
     feeds_output = False
     channels = len(tp_group[0].idxs)
-    block = 1
+    block = segments = 1
     for item in tp_group.items:
         dep = item.dep
         module = dep.target.module
@@ -450,6 +453,10 @@ def _convert(
             block = math.lcm(block, size)
             if why:
                 blockers.append(f"{name}: {why}")
+        seg, why = grouped_segments(module, name, is_out, idxs, chans, channels)
+        segments = math.lcm(segments, seg)
+        if why:
+            blockers.append(f"{name}: {why}")
         out_slices, in_slices, is_root = _slices(module, name, is_out, idxs, chans)
         members.extend(out_slices)
         consumers.extend(in_slices)
@@ -465,6 +472,7 @@ def _convert(
         feeds_output=feeds_output,
         blockers=tuple(dict.fromkeys(blockers)),
         block=block if channels % block == 0 else 1,
+        segments=segments if channels % segments == 0 else 1,
     )
 
 
@@ -642,16 +650,6 @@ def unsupported_ops(
                         "features follow the layer before it",
                     )
                 )
-        elif isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups != m.out_channels:
-            found.append(
-                UnsupportedOp(
-                    name,
-                    kind,
-                    f"grouped convolution (groups={m.groups}): channels "
-                    "are coupled across groups, so the convs feeding and reading it "
-                    "are not pruned",
-                )
-            )
         elif m in children_of_known or isinstance(m, known) or is_conv1d(m) or is_rms_norm(m):
             continue
         elif any(True for _ in m.parameters(recurse=False)):

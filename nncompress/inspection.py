@@ -27,6 +27,7 @@ from nncompress.config import LayerTarget, ResolvedConfig, resolve_config
 from nncompress.config.messages import did_you_mean
 from nncompress.dependency import ChannelGroup, ExampleInputs, build_graph, channel_groups, unsupported_ops
 from nncompress.errors import ConfigError, NncompressError, UnsupportedModelError
+from nncompress.grouped import per_segment
 
 __all__ = [
     "ExampleInputError",
@@ -421,6 +422,10 @@ def _group_report(
             # Attention heads go whole: the ratio counts heads, as the pruner's allocation does.
             block = group.block if group.block > 1 and group.channels % group.block == 0 else 1
             after = kept_channels(group.channels // block, ratios[0]) * block
+            if group.segments > 1:  # a grouped conv's groups each lose the same count
+                units, segs = group.channels // block, group.segments
+                gone = per_segment(units - kept_channels(units, ratios[0]), units, segs) * segs
+                after = (units - gone) * block
             if len(ratios) > 1:
                 messages.append(
                     f"group #{gid} ({', '.join(group.roots)}) shares one channel choice but the config asks "

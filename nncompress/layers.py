@@ -24,6 +24,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from nncompress.grouped import grouped_conv_pruners
 from nncompress.norms import norm_pruners
 
 __all__ = [
@@ -244,13 +245,15 @@ class RMSNormPruner(tp.pruner.BasePruningFunc):
 def library_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:
     """Torch-Pruning handlers for the library layers found in ``model`` (Conv1D, RMSNorm, norms).
 
-    GroupNorm and FrozenBatchNorm2d handlers come from :mod:`nncompress.norms`.
+    GroupNorm and FrozenBatchNorm2d handlers come from :mod:`nncompress.norms`, the grouped conv
+    handler from :mod:`nncompress.grouped`.
     """
     handlers: dict[type[nn.Module], tp.pruner.BasePruningFunc] = {
         t: Conv1DPruner() for t in conv1d_types(model)
     }
     handlers.update({t: RMSNormPruner() for t in rms_norm_types(model)})
     handlers.update(norm_pruners(model))
+    handlers.update(grouped_conv_pruners(model))
     return handlers
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from nncompress.dependency import ChannelGroup
+from nncompress.grouped import balance, per_segment
 
 __all__ = ["Unit", "allocate", "prune_count"]
 
@@ -40,6 +41,8 @@ class Unit:
         cost: weight elements of the anchors removed with one channel (the global budget's unit).
         block: channels go in whole contiguous blocks of this size (attention heads); ratios and
             caps then count blocks.
+        segments: equal contiguous segments (a grouped conv's groups) that each lose the same
+            number of channels (blocks, when ``block > 1``).
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -51,6 +54,7 @@ class Unit:
     global_group_id: str | None
     cost: int
     block: int = 1
+    segments: int = 1
 
     @property
     def channels(self) -> int:
@@ -89,9 +93,19 @@ def allocate(units: list[Unit]) -> list[torch.Tensor]:
     """
     blocked = [_as_blocks(u) for u in units]
     return [
-        pruned.repeat_interleave(u.channels // b.channels)
+        _balanced(b, pruned).repeat_interleave(u.channels // b.channels)
         for u, b, pruned in zip(units, blocked, _allocate(blocked), strict=True)
     ]
+
+
+def _balanced(unit: Unit, pruned: torch.Tensor) -> torch.Tensor:
+    # A grouped conv keeps its groups only when each loses the same count: the least important
+    # channels of every segment go, as many as the allocation chose on average.
+    segments = unit.segments if unit.segments > 1 and unit.channels % unit.segments == 0 else 1
+    if segments == 1:
+        return pruned
+    count = per_segment(int(pruned.sum()), unit.channels, segments)
+    return balance(torch.zeros_like(pruned), unit.metric, segments, count)
 
 
 def _as_blocks(unit: Unit) -> Unit:

@@ -257,6 +257,7 @@ class ChannelPruner(Pruner):
             global_group_id=next((t.global_group_id for t in ts if t.global_group_id is not None), None),
             cost=max(cost, 1),
             block=group.block,
+            segments=group.segments,
         )
 
     def _anchor_scores(self, group: ChannelGroup, anchor: str) -> torch.Tensor:
@@ -304,6 +305,7 @@ class ChannelPruner(Pruner):
                     global_group_id=first.global_group_id,
                     cost=sum(u.cost for u in parts),
                     block=math.lcm(*(u.block for u in parts)),
+                    segments=math.lcm(*(u.segments for u in parts)),
                 )
             )
             merged_away.update(idx)

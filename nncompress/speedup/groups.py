@@ -19,6 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from nncompress.errors import UnsupportedModelError
+from nncompress.grouped import balance, grouped_segments
 from nncompress.layers import (
     FusedAttention,
     fused_attentions,
@@ -123,6 +124,8 @@ class ChannelGroup:
         block: channels go in whole blocks of this size (attention heads), or not at all.
         fused: set for the heads of a fused q/k/v projection, pruned member by member rather than
             through Torch-Pruning's propagation (see :class:`nncompress.layers.FusedAttention`).
+        segments: equal contiguous segments (a grouped conv's groups) that must each lose the same
+            number of channels (see :mod:`nncompress.grouped`).
     """
 
     root: str
@@ -135,6 +138,7 @@ class ChannelGroup:
     fused: FusedAttention | None = None
     recurrent: bool = False
     parameters: list[BareParameter] = field(default_factory=list)
+    segments: int = 1
 
 
 def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
@@ -294,7 +298,10 @@ def _describe_group(
         # output node): its channels are part of the model's contract.
         if side == "out" and not target.outputs:
             plan.skip_reason = "its channels are outputs of the model"
-        reason = _unremovable(module, name)
+        segments, reason = grouped_segments(module, name, side == "out", item.idxs, item.root_idxs, channels)
+        plan.segments = math.lcm(plan.segments, segments)
+        reason = reason and f"{name!r}: {reason}"
+        reason = reason or _unremovable(module, name)
         if reason and plan.skip_reason is None:
             plan.skip_reason = reason
         if isinstance(module, nn.GroupNorm):  # only whole norm groups can go (nncompress.norms)
@@ -326,13 +333,7 @@ def _unremovable(module: nn.Module, name: str) -> str | None:
         return f"{type(module).__name__} {name!r} normalises across these channels"
     if isinstance(module, nn.MultiheadAttention):
         return f"nn.MultiheadAttention {name!r} is not supported; write attention with Linear layers"
-    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not _is_depthwise(module):
-        return f"grouped convolution {name!r} (groups={module.groups}) is not supported"
     return None
-
-
-def _is_depthwise(module: nn.modules.conv._ConvNd) -> bool:
-    return module.groups == module.out_channels == module.in_channels
 
 
 @torch.no_grad()
@@ -408,6 +409,15 @@ def removable_channels(group: ChannelGroup) -> list[int]:
         removable[bare.root_idxs[~bare.zero[bare.idxs]]] = False
     if group.block > 1:  # a head goes only when all of its channels can
         removable = removable.reshape(-1, group.block).all(1).repeat_interleave(group.block)
+    if group.segments > 1:  # a grouped conv's groups each lose the same count
+        blocks = removable.reshape(-1, group.block).all(1)
+        if blocks.numel() % group.segments:
+            return []
+        per = blocks.numel() // group.segments
+        count = min(int(blocks.reshape(group.segments, per).sum(1).min()), per - 1)
+        order = torch.arange(blocks.numel(), dtype=torch.float64)
+        blocks = balance(blocks, order, group.segments, count)
+        removable = blocks.repeat_interleave(group.block)
     removed = removable.nonzero().flatten().tolist()
     if len(removed) == group.channels:
         removed = removed[group.block :]

@@ -145,13 +145,14 @@ def test_gru_whose_state_is_the_output_is_reported_with_the_reason() -> None:
     assert "output of the model" in ops[0].reason and "hidden units keep their size" in ops[0].reason
 
 
-def test_grouped_conv_blocks_its_groups() -> None:
+def test_grouped_conv_splits_its_groups_into_segments() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 4, 1))
     x = torch.randn(1, 3, 6, 6)
     groups = _by_root(channel_groups(model, x))
-    assert not groups[("0",)].prunable
-    assert "grouped convolution" in groups[("0",)].blockers[0]
-    assert [o.name for o in unsupported_ops(model, x)] == ["1"]
+    # the grouped conv's input and output channels each go evenly from its 2 groups
+    assert groups[("0",)].prunable and groups[("0",)].segments == 2
+    assert groups[("1",)].prunable and groups[("1",)].segments == 2
+    assert unsupported_ops(model, x) == []
 
 
 def test_transformer_hidden_size_couples_embedding_attention_and_ffn() -> None:

@@ -39,7 +39,7 @@ class Residual(nn.Module):
 
 
 class GroupedAndRecurrent(nn.Module):
-    """A grouped conv (not depthwise) and a GRU: two things channel pruning cannot go through."""
+    """A grouped conv (not depthwise) and a GRU: both prune (per group, per hidden unit)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -175,15 +175,12 @@ def test_a_layer_feeding_the_output_is_not_pruned() -> None:
     assert not report.groups[fc.group - 1].prunable  # type: ignore[operator]
 
 
-def test_grouped_conv_and_gru_are_reported_unsupported() -> None:
+def test_grouped_conv_and_gru_prune_and_are_not_reported_unsupported() -> None:
     model = GroupedAndRecurrent()
     report = preflight(model, [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}], torch.randn(1, 4, 3, 3))
-    assert [(i.name, i.op_type) for i in report.unsupported] == [("grouped", "Conv2d"), ("rnn", "GRU")]
-    assert "grouped convolution (groups=2)" in report.unsupported[0].reason
-    conv = report.layer("conv")
-    assert conv.channels_after == conv.channels == 8  # its channels run into the grouped conv
-    assert any("grouped convolution" in n for n in conv.notes)
-    assert "unsupported:" in report.to_table()
+    assert report.unsupported == ()
+    # the grouped conv's 2 groups each lose half their channels, so does the conv feeding it
+    assert _channels(report) == {"conv": (8, 4), "grouped": (8, 4)}
 
 
 def test_wrong_example_input_is_the_callers_error() -> None:
