@@ -52,6 +52,7 @@ from nncompress.layers import (
 from nncompress.masked_norms import is_width_norm
 from nncompress.norms import FROZEN_BN_BUFFERS, group_norm_block, is_frozen_batch_norm
 from nncompress.speedup.recurrent import opaque_recurrent
+from nncompress.speedup.shuffle import SHUFFLE_REASON, cut_shuffles, is_shuffle_node, opaque_shuffles
 
 __all__ = [
     "ChannelGroup",
@@ -258,6 +259,7 @@ def build_graph(
         with (
             _preserve_mode(model),
             opaque_recurrent(model) as traced,
+            opaque_shuffles(),
             without_cache(model),
             torch.enable_grad(),
             warnings.catch_warnings(),
@@ -274,6 +276,7 @@ def build_graph(
                 verbose=False,
             )
             dg._nncompress_recurrent = traced  # read by recurrent_groups()
+            cut_shuffles(dg)
             return dg
     except UnsupportedModelError:
         raise
@@ -431,6 +434,9 @@ def _convert(
         if isinstance(module, tp.ops._OutputOp) or (is_out and not dep.target.outputs):
             feeds_output = True
         if isinstance(module, tp.ops._OutputOp):
+            continue
+        if is_shuffle_node(dep.target):
+            blockers.append(SHUFFLE_REASON)
             continue
         if isinstance(module, tp.ops._ReshapeOp):
             block = math.lcm(block, _split_block(dep.target.grad_fn, channels))

@@ -39,6 +39,7 @@ from nncompress.speedup.recurrent import (
     recurrent_units,
     zero_units,
 )
+from nncompress.speedup.shuffle import SHUFFLE_REASON, cut_shuffles, is_shuffle_node, opaque_shuffles
 
 Inputs = tuple[torch.Tensor, ...]
 
@@ -159,6 +160,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
         with (
             torch.enable_grad(),
             opaque_recurrent(model) as traced,
+            opaque_shuffles(),
             without_cache(model),
         ):
             dg = tp.DependencyGraph().build_dependency(
@@ -172,6 +174,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
     finally:
         model.train(was_training)
     _order_split_outputs(dg)
+    cut_shuffles(dg)
     dg._nncompress_recurrent = traced  # read by channel_groups (recurrent_units)
     return dg
 
@@ -286,6 +289,9 @@ def _describe_group(
             continue
         if target.type == tp.ops.OPTYPE.PARAMETER:
             plan.parameters.append(_bare_parameter(dg, target, item))
+            continue
+        if is_shuffle_node(target):
+            plan.skip_reason = plan.skip_reason or SHUFFLE_REASON
             continue
         if target.type in _OP_TYPES or not isinstance(target.module, nn.Module):
             continue

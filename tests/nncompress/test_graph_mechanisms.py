@@ -1,6 +1,8 @@
 """Issue 14, graph mechanisms: grouped convolutions (ResNeXt, RegNet, a hand-written block) prune evenly per
-group with ``groups`` kept — exact against the masked model, at least 20% fewer parameters for a 50% config,
-and preflight's promised channels equal to the shrunk model's."""
+group with ``groups`` kept; channel shuffles (ShuffleNetV2, hand-written split + shuffle blocks) keep the
+channels they interleave, refused by name, while the convs inside each branch prune. Each: exact against the
+masked model, at least 20% fewer parameters for a 50% config, preflight's promised channels equal to the
+shrunk model's."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.models.shufflenetv2 import channel_shuffle
 
 from nncompress import preflight, prune, speedup
 from nncompress.grouped import GroupedConvPruner, grouped_segments
+from nncompress.speedup.shuffle import SHUFFLE_REASON
 
 Family = tuple[nn.Module, torch.Tensor, str]
 
@@ -137,3 +141,72 @@ def test_groups_that_do_not_line_up_with_the_channels_are_named() -> None:
     interleaved = [0, 4, 1, 5, 2, 6, 3, 7]  # e.g. a channel shuffle before the conv
     segments, why = grouped_segments(conv, "g", False, list(range(8)), interleaved, 8)
     assert segments == 1 and why is not None and "do not line up" in why
+
+
+class SplitShuffle(nn.Module):
+    """ShuffleNetV2's unit by hand: chunk → branch → concat → shuffle, twice (torchvision's
+    ``channel_shuffle``, then a reshape/permute one as timm and others write it)."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        half = width // 2
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(half, half, 1),
+                nn.BatchNorm2d(half),
+                nn.ReLU(),
+                nn.Conv2d(half, half, 3, padding=1, groups=half),
+                nn.BatchNorm2d(half),
+                nn.Conv2d(half, half, 1),
+                nn.ReLU(),
+            )
+            for _ in range(2)
+        )
+        self.head = nn.Conv2d(width, 4 * width, 1)
+        self.fc = nn.Linear(4 * width, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        a, b = x.chunk(2, dim=1)
+        x = channel_shuffle(torch.cat((a, self.branches[0](b)), 1), 2)
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat((a, self.branches[1](b)), 1)
+        n, c, h, w = x.shape
+        x = x.reshape(n, 2, c // 2, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+        return self.fc(torch.relu(self.head(x)).mean((2, 3)))
+
+
+SHUFFLES: dict[str, Callable[[], Family]] = {
+    "split_shuffle": lambda: (SplitShuffle(), _image(8), "fc"),
+    "shufflenet_v2_x0_5": lambda: (
+        torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=10),
+        _image(),
+        "fc",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("shufflenet") else n for n in SHUFFLES]
+)
+def test_channel_shuffle_keeps_its_channels_by_name_and_branches_prune_exactly(name: str) -> None:
+    torch.manual_seed(0)
+    model, x, head = SHUFFLES[name]()
+    model.eval()
+    config = _config(head)
+
+    report = preflight(model, config, x)
+    result = prune(model, config, pruner="l1norm", example_inputs=x)
+    shrunk = speedup(model, result.masks, x)
+
+    assert shrunk.verification is not None and shrunk.verification.passed
+    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
+    assert any(SHUFFLE_REASON in b for b in report.blocked_by), report.blocked_by
+    assert any(SHUFFLE_REASON in b for b in shrunk.blocked_by), shrunk.blocked_by
+    modules = dict(shrunk.model.named_modules())
+    promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
+    for layer, channels in promised.items():
+        actual = modules[layer]
+        width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
+        assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
