@@ -351,11 +351,6 @@ def test_engine_prunes_bert_ffn(bert_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="GPT-2's MLP is transformers' Conv1D (weight stored [in, out]); the committed engine reads its "
-    "output channels as dim 0 and finds nothing prunable (engine coverage work in progress)",
-    strict=False,
-)
 def test_engine_prunes_gpt2_mlp(tmp_path: Path) -> None:
     from nncompress.pruners import prune
     from nncompress.speedup import speedup
