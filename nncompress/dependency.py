@@ -53,6 +53,12 @@ from nncompress.masked_norms import is_width_norm
 from nncompress.norms import FROZEN_BN_BUFFERS, group_norm_block, is_frozen_batch_norm
 from nncompress.speedup.recurrent import opaque_recurrent
 from nncompress.speedup.shuffle import SHUFFLE_REASON, cut_shuffles, is_shuffle_node, opaque_shuffles
+from nncompress.speedup.window_attention import (
+    WINDOW_ATTENTION_REASON,
+    is_window_attention,
+    is_window_attention_node,
+    opaque_window_attention,
+)
 
 __all__ = [
     "ChannelGroup",
@@ -260,6 +266,7 @@ def build_graph(
             _preserve_mode(model),
             opaque_recurrent(model) as traced,
             opaque_shuffles(),
+            opaque_window_attention(model),
             without_cache(model),
             torch.enable_grad(),
             warnings.catch_warnings(),
@@ -342,6 +349,7 @@ def channel_groups(
         for g in groups
     ]
     groups.extend(_grouped_query_groups(model, names, {r for g in groups for r in g.roots}))
+    groups.extend(_window_attention_groups(model, names, {r for g in groups for r in g.roots}))
     from nncompress.pruners.recurrent import recurrent_groups  # it imports this module
 
     groups.extend(recurrent_groups(model, dg))
@@ -372,6 +380,29 @@ def _grouped_query_groups(
                 blockers=(f"{name}: {reason}",),
             )
         )
+    return found
+
+
+def _window_attention_groups(
+    model: nn.Module, names: dict[nn.Module, str], covered: set[str]
+) -> list[ChannelGroup]:
+    """Unprunable groups for the Linears inside Swin window attention, which the trace treats as opaque."""
+    found = []
+    for attention in (m for m in model.modules() if is_window_attention(m)):
+        for module in (attention.qkv, attention.proj):
+            name = names[module]
+            if name in covered:
+                continue
+            index = tuple(range(module.out_features))
+            found.append(
+                ChannelGroup(
+                    roots=(name,),
+                    members=(ChannelSlice(name, "weight", 0, index, index),),
+                    consumers=(),
+                    channels=module.out_features,
+                    blockers=(f"{name}: {WINDOW_ATTENTION_REASON}",),
+                )
+            )
     return found
 
 
@@ -437,6 +468,9 @@ def _convert(
             continue
         if is_shuffle_node(dep.target):
             blockers.append(SHUFFLE_REASON)
+            continue
+        if is_window_attention_node(dep.target):
+            blockers.append(WINDOW_ATTENTION_REASON)
             continue
         if isinstance(module, tp.ops._ReshapeOp):
             block = math.lcm(block, _split_block(dep.target.grad_fn, channels))

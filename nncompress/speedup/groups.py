@@ -40,6 +40,11 @@ from nncompress.speedup.recurrent import (
     zero_units,
 )
 from nncompress.speedup.shuffle import SHUFFLE_REASON, cut_shuffles, is_shuffle_node, opaque_shuffles
+from nncompress.speedup.window_attention import (
+    WINDOW_ATTENTION_REASON,
+    is_window_attention_node,
+    opaque_window_attention,
+)
 
 Inputs = tuple[torch.Tensor, ...]
 
@@ -161,6 +166,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
             torch.enable_grad(),
             opaque_recurrent(model) as traced,
             opaque_shuffles(),
+            opaque_window_attention(model),
             without_cache(model),
         ):
             dg = tp.DependencyGraph().build_dependency(
@@ -292,6 +298,9 @@ def _describe_group(
             continue
         if is_shuffle_node(target):
             plan.skip_reason = plan.skip_reason or SHUFFLE_REASON
+            continue
+        if is_window_attention_node(target):
+            plan.skip_reason = plan.skip_reason or WINDOW_ATTENTION_REASON
             continue
         if target.type in _OP_TYPES or not isinstance(target.module, nn.Module):
             continue

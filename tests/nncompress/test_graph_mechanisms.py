@@ -18,6 +18,7 @@ from torchvision.models.shufflenetv2 import channel_shuffle
 from nncompress import preflight, prune, speedup
 from nncompress.grouped import GroupedConvPruner, grouped_segments
 from nncompress.speedup.shuffle import SHUFFLE_REASON
+from nncompress.speedup.window_attention import WINDOW_ATTENTION_REASON
 
 Family = tuple[nn.Module, torch.Tensor, str]
 
@@ -206,6 +207,49 @@ def test_channel_shuffle_keeps_its_channels_by_name_and_branches_prune_exactly(n
     assert any(SHUFFLE_REASON in b for b in shrunk.blocked_by), shrunk.blocked_by
     modules = dict(shrunk.model.named_modules())
     promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
+    for layer, channels in promised.items():
+        actual = modules[layer]
+        width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
+        assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
+
+
+def tv_swin() -> Family:
+    model = torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4], num_classes=5
+    )
+    return model, _image(32), "head"
+
+
+def timm_swin() -> Family:
+    import timm
+
+    model = timm.create_model(
+        "swin_tiny_patch4_window7_224", pretrained=False, img_size=32, window_size=4, embed_dim=32,
+        depths=(2, 2), num_heads=(2, 4), num_classes=5,
+    )  # fmt: skip
+    return model, _image(32), "head.fc"
+
+
+SWINS: dict[str, Callable[[], Family]] = {"torchvision_swin": tv_swin, "timm_swin": timm_swin}
+
+
+@pytest.mark.parametrize("name", list(SWINS))
+def test_swin_mlps_prune_exactly_and_the_residual_width_is_kept_by_name(name: str) -> None:
+    torch.manual_seed(0)
+    model, x, head = SWINS[name]()
+    model.eval()
+    config = _config(head)
+
+    report = preflight(model, config, x)
+    result = prune(model, config, pruner="l1norm", example_inputs=x)
+    shrunk = speedup(model, result.masks, x)
+
+    assert shrunk.verification is not None and shrunk.verification.passed
+    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
+    assert any(WINDOW_ATTENTION_REASON in b for b in report.blocked_by), report.blocked_by
+    modules = dict(shrunk.model.named_modules())
+    promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
+    assert any(after < r.channels for r in report.layers for after in [r.channels_after] if after is not None)
     for layer, channels in promised.items():
         actual = modules[layer]
         width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
