@@ -51,6 +51,7 @@ from nncompress.layers import (
 )
 from nncompress.masked_norms import is_width_norm
 from nncompress.norms import FROZEN_BN_BUFFERS, group_norm_block, is_frozen_batch_norm
+from nncompress.speedup.ghost import SELF_CONCAT_REASON, is_self_concat_node, mark_self_concats
 from nncompress.speedup.recurrent import opaque_recurrent
 from nncompress.speedup.shuffle import SHUFFLE_REASON, cut_shuffles, is_shuffle_node, opaque_shuffles
 from nncompress.speedup.window_attention import (
@@ -284,6 +285,7 @@ def build_graph(
             )
             dg._nncompress_recurrent = traced  # read by recurrent_groups()
             cut_shuffles(dg)
+            mark_self_concats(dg)
             return dg
     except UnsupportedModelError:
         raise
@@ -466,6 +468,8 @@ def _convert(
             feeds_output = True
         if isinstance(module, tp.ops._OutputOp):
             continue
+        if is_self_concat_node(dep.target):
+            blockers.append(f"{names.get(module, 'concat')}: {SELF_CONCAT_REASON}")
         if is_shuffle_node(dep.target):
             blockers.append(SHUFFLE_REASON)
             continue

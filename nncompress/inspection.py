@@ -483,6 +483,8 @@ def _layer_report(
     elif not group.prunable:
         reason = "; ".join(group.blockers) if group.blockers else "its channels are the model's output"
         notes.append(f"not pruned: {reason}")
+        if target.op_type in _PLAIN_LAYERS:  # a kept group may be wider than the layer (GhostNet's concat)
+            channels = after = _out_channels(target)
     else:
         after = group_after
         if len(group.roots) > 1 and target.name in group.roots:
@@ -507,6 +509,9 @@ def _layer_report(
         entry_index=target.entry_index,
         notes=tuple(notes),
     )
+
+
+_PLAIN_LAYERS = frozenset({"Conv1d", "Conv2d", "Conv3d", "Linear"})
 
 
 def _rows_per_channel(group: ChannelGroup | None, name: str) -> int:

@@ -32,6 +32,7 @@ from nncompress.layers import (
 )
 from nncompress.masked_norms import is_width_norm, width_norm_zero_channels
 from nncompress.norms import group_norm_block, is_handled_norm, norm_zero_channels
+from nncompress.speedup.ghost import SELF_CONCAT_REASON, is_self_concat_node, mark_self_concats
 from nncompress.speedup.recurrent import (
     RecurrentPruner,
     opaque_recurrent,
@@ -181,6 +182,7 @@ def build_graph(model: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
         model.train(was_training)
     _order_split_outputs(dg)
     cut_shuffles(dg)
+    mark_self_concats(dg)
     dg._nncompress_recurrent = traced  # read by channel_groups (recurrent_units)
     return dg
 
@@ -296,6 +298,8 @@ def _describe_group(
         if target.type == tp.ops.OPTYPE.PARAMETER:
             plan.parameters.append(_bare_parameter(dg, target, item))
             continue
+        if is_self_concat_node(target):
+            plan.skip_reason = plan.skip_reason or SELF_CONCAT_REASON
         if is_shuffle_node(target):
             plan.skip_reason = plan.skip_reason or SHUFFLE_REASON
             continue

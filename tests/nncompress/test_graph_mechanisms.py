@@ -17,6 +17,7 @@ from torchvision.models.shufflenetv2 import channel_shuffle
 
 from nncompress import preflight, prune, speedup
 from nncompress.grouped import GroupedConvPruner, grouped_segments
+from nncompress.speedup.ghost import SELF_CONCAT_REASON
 from nncompress.speedup.shuffle import SHUFFLE_REASON
 from nncompress.speedup.window_attention import WINDOW_ATTENTION_REASON
 
@@ -254,3 +255,27 @@ def test_swin_mlps_prune_exactly_and_the_residual_width_is_kept_by_name(name: st
         actual = modules[layer]
         width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
         assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
+
+
+@pytest.mark.slow
+def test_ghostnet_cheap_operation_channels_are_kept_by_name_and_the_rest_prunes_exactly() -> None:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("ghostnet_050", pretrained=False, num_classes=10).eval()
+    x, config = _image(32), _config("classifier")
+
+    report = preflight(model, config, x)
+    result = prune(model, config, pruner="l1norm", example_inputs=x)
+    shrunk = speedup(model, result.masks, x)
+
+    assert shrunk.verification is not None and shrunk.verification.passed
+    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
+    assert any(SELF_CONCAT_REASON in b for b in report.blocked_by)
+    assert any(SELF_CONCAT_REASON in b for b in shrunk.blocked_by)
+    modules = dict(shrunk.model.named_modules())
+    for r in report.layers:
+        if r.channels_after is not None:
+            actual = modules[r.name]
+            width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
+            assert width == r.channels_after, f"preflight promised {r.name} → {r.channels_after}, got {width}"
