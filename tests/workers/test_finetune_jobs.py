@@ -274,8 +274,9 @@ def test_progress_shows_epoch_step_loss_eta_and_cancel_stops_training(client: Te
         "model_id": _upload_model(client),
         "config_list": HARSH,
         "dataset_id": _upload_mnist(client),
-        # Long enough (minutes) that it is still training when cancelled after the first message.
-        "finetune": {"epochs": 300, "lr": 0.001, "batch_size": 8},
+        # Long enough (minutes) that it is still training when cancelled after the first message; 100 is
+        # the deployment's default ceiling on epochs.
+        "finetune": {"epochs": 100, "lr": 0.001, "batch_size": 8},
         "export_onnx": False,
         "options": QUICK,
     }
@@ -289,8 +290,8 @@ def test_progress_shows_epoch_step_loss_eta_and_cancel_stops_training(client: Te
         return next((e["message"] for e in events if (e["message"] or "").startswith("epoch ")), None)
 
     message = wait_for(training_message, 60, "a fine-tuning progress message", interval=0.2)
-    assert re.fullmatch(r"epoch \d+/300 step \d+/\d+ loss \d+\.\d{4} eta \d+s", message), message
+    assert re.fullmatch(r"epoch \d+/100 step \d+/\d+ loss \d+\.\d{4} eta \d+s", message), message
     assert client.post(f"{location}/cancel").status_code == 202
     job = _wait(client, location, timeout=30)
     assert job["status"] == "cancelled", job
-    assert len(job["metrics"]["finetune"]["epochs"]) < 300
+    assert len(job["metrics"]["finetune"]["epochs"]) < 100
