@@ -30,6 +30,7 @@ class GraphBuilder:
         self.root = nn.Module()
         self.values: dict[str, fx.Node] = {}
         self.consts = initializers
+        self.initializer_names = frozenset(initializers)  # consts folded later are not the model's weights
         self.ranks = ranks
         self.plans = plans or {}
         self.elem_types: dict[str, int] = {}  # ONNX element types where known (set by the loader)
@@ -65,13 +66,19 @@ class GraphBuilder:
         return self.value(name)
 
     def value(self, name: str) -> fx.Node:
-        """The fx node holding ONNX value ``name``; a constant used as data becomes a buffer."""
+        """The fx node holding ONNX value ``name``; a constant used as data becomes a parameter or buffer."""
         if name in self.values:
             return self.values[name]
         if name in self.consts:
-            # A constant used as data (not as a layer weight) becomes a buffer of the root.
             attr = self._unique("const_" + identifier(name))
-            self.root.register_buffer(attr, self.consts[name], persistent=True)
+            tensor = self.consts[name]
+            if name in self.initializer_names and tensor.is_floating_point() and tensor.numel() > 1:
+                # A float initializer used as data is one of the model's own parameters (ConvNeXt's layer
+                # scale, a class token, position embeddings): a parameter stays trainable, is counted,
+                # and is pruned with the channels it scales; a buffer would keep its old width.
+                self.root.register_parameter(attr, nn.Parameter(tensor.clone()))
+            else:
+                self.root.register_buffer(attr, tensor, persistent=True)
             node = self.graph.get_attr(attr)
             self.values[name] = node
             return node
