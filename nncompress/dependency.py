@@ -371,17 +371,8 @@ def _grouped_query_groups(
         name = names[module]
         if name in covered or not isinstance(module, nn.Linear):
             continue
-        index = tuple(range(module.out_features))
         reason = "grouped-query attention heads are not pruned (a key/value head serves several query heads)"
-        found.append(
-            ChannelGroup(
-                roots=(name,),
-                members=(ChannelSlice(name, "weight", 0, index, index),),
-                consumers=(),
-                channels=module.out_features,
-                blockers=(f"{name}: {reason}",),
-            )
-        )
+        found.append(_blocked_linear(name, module, reason))
     return found
 
 
@@ -391,21 +382,25 @@ def _window_attention_groups(
     """Unprunable groups for the Linears inside Swin window attention, which the trace treats as opaque."""
     found = []
     for attention in (m for m in model.modules() if is_window_attention(m)):
-        for module in (attention.qkv, attention.proj):
+        for module in (attention.get_submodule("qkv"), attention.get_submodule("proj")):
             name = names[module]
             if name in covered:
                 continue
-            index = tuple(range(module.out_features))
-            found.append(
-                ChannelGroup(
-                    roots=(name,),
-                    members=(ChannelSlice(name, "weight", 0, index, index),),
-                    consumers=(),
-                    channels=module.out_features,
-                    blockers=(f"{name}: {WINDOW_ATTENTION_REASON}",),
-                )
-            )
+            found.append(_blocked_linear(name, module, WINDOW_ATTENTION_REASON))
     return found
+
+
+def _blocked_linear(name: str, module: nn.Module, reason: str) -> ChannelGroup:
+    """A Linear's output channels as a group of their own that stays whole, for ``reason``."""
+    channels = int(module.get_parameter("weight").shape[0])
+    index = tuple(range(channels))
+    return ChannelGroup(
+        roots=(name,),
+        members=(ChannelSlice(name, "weight", 0, index, index),),
+        consumers=(),
+        channels=channels,
+        blockers=(f"{name}: {reason}",),
+    )
 
 
 def _fused_group(model: nn.Module, fa: FusedAttention) -> ChannelGroup:

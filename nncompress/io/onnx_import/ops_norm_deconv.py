@@ -36,17 +36,14 @@ def _conv_transpose(b: GraphBuilder, node: Any, attrs: dict[str, Any]) -> None:
     if cls is None:
         raise ModelLoadError(f"ConvTranspose {node.name!r}: {dims}-d kernels", node=node.name)
     # ONNX ConvTranspose weights are [C_in, C_out / groups, k...], as torch stores them.
-    layer = cls(
-        weight.shape[0],
-        weight.shape[1] * groups,
-        kernel_size=tuple(weight.shape[2:]),
-        stride=tuple(attrs.get("strides", [1] * dims)),
-        padding=symmetric_pads(node, attrs.get("pads", [0] * 2 * dims), dims),
-        output_padding=tuple(attrs.get("output_padding", [0] * dims)),
-        dilation=tuple(attrs.get("dilations", [1] * dims)),
-        groups=groups,
-        bias=bias is not None,
-    )
+    geometry: dict[str, Any] = {
+        "kernel_size": tuple(weight.shape[2:]),
+        "stride": tuple(attrs.get("strides", [1] * dims)),
+        "padding": symmetric_pads(node, attrs.get("pads", [0] * 2 * dims), dims),
+        "output_padding": tuple(attrs.get("output_padding", [0] * dims)),
+        "dilation": tuple(attrs.get("dilations", [1] * dims)),
+    }
+    layer = cls(weight.shape[0], weight.shape[1] * groups, groups=groups, bias=bias is not None, **geometry)
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None and layer.bias is not None:
