@@ -14,6 +14,7 @@ replaces it for models that hold a grouped conv.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch_pruning as tp
@@ -65,8 +66,9 @@ def grouped_segments(
     """
     if not is_grouped(module):
         return 1, None
-    groups = int(module.groups)  # type: ignore[union-attr]
-    size = int(module.out_channels if is_out else module.in_channels)  # type: ignore[union-attr]
+    conv = cast(nn.modules.conv._ConvNd, module)  # is_grouped: a conv
+    groups = int(conv.groups)
+    size = int(conv.out_channels if is_out else conv.in_channels)
     side = "output" if is_out else "input"
     aligned = len(idxs) == size == channels and all(
         p // (size // groups) == c // (channels // groups) for p, c in zip(idxs, root_idxs, strict=True)
@@ -141,18 +143,21 @@ class GroupedConvPruner(tp.pruner.function.ConvPruner):
             raise ValueError(
                 f"grouped conv (groups={groups}): every group must lose the same number of inputs"
             )
-        weight = layer.weight.detach()  # type: ignore[union-attr]
+        weight = cast(torch.Tensor, layer.weight).detach()
         rows = [
             weight[g * per_out : (g + 1) * per_out].index_select(1, torch.tensor(k, device=weight.device))
             for g, k in enumerate(keep)
         ]
-        layer.weight = nn.Parameter(torch.cat(rows), requires_grad=layer.weight.requires_grad)  # type: ignore[union-attr]
+        layer.weight = nn.Parameter(
+            torch.cat(rows), requires_grad=cast(torch.Tensor, layer.weight).requires_grad
+        )
         layer.in_channels = size - len(gone)  # type: ignore[assignment]
         return layer
 
 
 def _is_depthwise(layer: nn.Module) -> bool:
-    return layer.groups == layer.out_channels and layer.out_channels > 1  # type: ignore[operator]
+    conv = cast(nn.modules.conv._ConvNd, layer)  # registered for conv types only
+    return conv.groups == conv.out_channels and conv.out_channels > 1
 
 
 def grouped_conv_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
@@ -66,25 +66,25 @@ class Conv1DPruner(tp.pruner.BasePruningFunc):
     """Torch-Pruning handler for ``Conv1D``: output channels are weight columns, inputs are rows."""
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        keep = _keep(int(layer.nf), idxs)
+        keep = _keep(int(cast(int, layer.nf)), idxs)
         layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 1)
         if getattr(layer, "bias", None) is not None:
             layer.bias = self._prune_parameter_and_grad(layer.bias, keep, 0)
-        layer.nf = len(keep)
+        layer.nf = len(keep)  # type: ignore[assignment]  # torch types Module.__setattr__ as Tensor | Module only
         return layer
 
     def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        keep = _keep(int(layer.weight.shape[0]), idxs)
+        keep = _keep(int(cast(torch.Tensor, layer.weight).shape[0]), idxs)
         layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
         if hasattr(layer, "nx"):
-            layer.nx = len(keep)
+            layer.nx = len(keep)  # type: ignore[assignment]  # torch types Module.__setattr__ as Tensor | Module only
         return layer
 
     def get_out_channels(self, layer: nn.Module) -> int:
-        return int(layer.nf)
+        return int(cast(int, layer.nf))
 
     def get_in_channels(self, layer: nn.Module) -> int:
-        return int(layer.weight.shape[0])
+        return int(cast(torch.Tensor, layer.weight).shape[0])
 
 
 def _keep(total: int, removed: Sequence[int]) -> list[int]:
@@ -123,7 +123,7 @@ def output_tensors(out: Any) -> list[torch.Tensor]:
 @contextmanager
 def without_cache(model: nn.Module) -> Iterator[None]:
     """Turns a transformers model's generation cache off for the duration (restored after)."""
-    configs = [c for m in model.modules() if hasattr(c := getattr(m, "config", None), "use_cache")]
+    configs: list[Any] = [c for m in model.modules() if hasattr(c := getattr(m, "config", None), "use_cache")]
     saved = [c.use_cache for c in configs]
     try:
         for c in configs:
@@ -179,7 +179,7 @@ def out_width(module: nn.Module | None) -> int | None:
     if isinstance(module, nn.Linear):
         return int(module.out_features)
     if module is not None and is_conv1d(module):
-        return int(module.weight.shape[1])
+        return int(cast(torch.Tensor, module.weight).shape[1])
     return None
 
 
@@ -228,16 +228,16 @@ class RMSNormPruner(tp.pruner.BasePruningFunc):
     """
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        keep = _keep(int(layer.weight.shape[0]), idxs)
+        keep = _keep(int(cast(torch.Tensor, layer.weight).shape[0]), idxs)
         layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
         if isinstance(getattr(layer, "normalized_shape", None), tuple):
-            layer.normalized_shape = (len(keep),)
+            layer.normalized_shape = (len(keep),)  # type: ignore[assignment]  # torch types Module.__setattr__ as Tensor | Module only
         return layer
 
     prune_in_channels = prune_out_channels
 
     def get_out_channels(self, layer: nn.Module) -> int:
-        return int(layer.weight.shape[0])
+        return int(cast(torch.Tensor, layer.weight).shape[0])
 
     get_in_channels = get_out_channels
 

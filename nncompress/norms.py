@@ -18,6 +18,7 @@ result follow the same rules.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch_pruning as tp
@@ -62,18 +63,18 @@ class FrozenBatchNormPruner(tp.pruner.BasePruningFunc):
     """Torch-Pruning handler for ``FrozenBatchNorm2d``: its four buffers follow the channels."""
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        keep = torch.as_tensor(_keep(int(layer.weight.shape[0]), idxs), dtype=torch.long)
+        keep = torch.as_tensor(_keep(int(cast(torch.Tensor, layer.weight).shape[0]), idxs), dtype=torch.long)
         for name in FROZEN_BN_BUFFERS:
             buffer = getattr(layer, name)
             setattr(layer, name, buffer.index_select(0, keep.to(buffer.device)).contiguous())
         if hasattr(layer, "num_features"):
-            layer.num_features = len(keep)
+            layer.num_features = len(keep)  # type: ignore[assignment]  # torch types Module.__setattr__ as Tensor | Module only
         return layer
 
     prune_in_channels = prune_out_channels
 
     def get_out_channels(self, layer: nn.Module) -> int:
-        return int(layer.weight.shape[0])
+        return int(cast(torch.Tensor, layer.weight).shape[0])
 
     get_in_channels = get_out_channels
 
@@ -168,7 +169,7 @@ def norm_zero_channels(module: nn.Module) -> torch.Tensor | None:
     """
     if is_frozen_batch_norm(module):
         # x * w / sqrt(var + eps) + (b - mean * w / sqrt(var + eps)): zero when w and b are.
-        return (module.weight == 0) & (module.bias == 0)
+        return (cast(torch.Tensor, module.weight) == 0) & (cast(torch.Tensor, module.bias) == 0)
     if isinstance(module, nn.GroupNorm):
         return (module.weight == 0) & (module.bias == 0) if module.affine else None
     raise TypeError(f"{type(module).__name__} is not a norm handled by nncompress.norms")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from nncompress.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "ParsedConfig",
@@ -142,7 +145,7 @@ def checkpoint_shapes(
     from transformers.core_model_loading import revert_weight_conversion
 
     tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
-    converted = revert_weight_conversion(model, state)
+    converted = revert_weight_conversion(cast("PreTrainedModel", model), state)  # library == transformers
     return {k: tuple(v.shape) for k, v in converted.items()}, {str(k): str(v) for k, v in tied.items()}
 
 
@@ -285,7 +288,7 @@ def _parse_transformers(raw: Mapping[str, Any]) -> ParsedConfig:
     config_cls = CONFIG_MAPPING[model_type]
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         raise ModelLoadError(f"transformers exports no model class {class_name!r}", key="architectures")
-    if not issubclass(config_cls, cls.config_class):
+    if not issubclass(config_cls, cast(type, cls.config_class)):
         raise ModelLoadError(
             f"{class_name} does not take a {model_type!r} config", key="architectures", model_type=model_type
         )

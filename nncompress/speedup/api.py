@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -271,7 +272,7 @@ def _plain(model: nn.Module) -> nn.Module:
             buffers = {
                 name
                 for name in names
-                if not isinstance(module.parametrizations[name].original, nn.Parameter)  # type: ignore[index]
+                if not isinstance(cast(nn.ModuleDict, module.parametrizations)[name].original, nn.Parameter)
             }
             # deepcopy keeps the generated Parametrized* class, which the caller's model shares, and
             # remove_parametrizations edits that class: restore the plain class on the copy by hand.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
@@ -369,7 +369,7 @@ def zero_out_channels(module: nn.Module) -> torch.Tensor | None:
     if isinstance(module, nn.Linear):
         return _rows_zero(module.weight, module.bias)
     if is_conv1d(module):
-        return _rows_zero(module.weight.t(), getattr(module, "bias", None))
+        return _rows_zero(cast(torch.Tensor, module.weight).t(), getattr(module, "bias", None))
     if is_handled_norm(module):  # GroupNorm, FrozenBatchNorm2d
         return norm_zero_channels(module)
     if is_width_norm(module):  # LayerNorm, RMSNorm

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
@@ -57,12 +57,12 @@ def gate_count(layer: nn.Module) -> int:
 
 def _suffixes(layer: nn.Module) -> list[str]:
     directions = ("", "_reverse") if layer.bidirectional else ("",)
-    return [f"_l{k}{d}" for k in range(int(layer.num_layers)) for d in directions]
+    return [f"_l{k}{d}" for k in range(int(cast(nn.RNNBase, layer).num_layers)) for d in directions]
 
 
 def unit_rows(layer: nn.Module, units: torch.Tensor) -> torch.Tensor:
     """Rows of the stacked gate matrices that belong to hidden ``units``."""
-    hidden = int(layer.hidden_size)
+    hidden = int(cast(nn.RNNBase, layer).hidden_size)
     return torch.cat([units + gate * hidden for gate in range(gate_count(layer))])
 
 
@@ -72,7 +72,7 @@ def unit_slices(layer: nn.Module) -> list[tuple[str, int, torch.Tensor, torch.Te
     Rows of all gate matrices and biases come first (``weight_ih_l0`` leads: it ranks the units), then the
     columns that read the hidden state (``weight_hh`` and the inputs of layers above the first).
     """
-    hidden = int(layer.hidden_size)
+    hidden = int(cast(nn.RNNBase, layer).hidden_size)
     units = torch.arange(hidden)
     rows = unit_rows(layer, units)
     row_units = rows % hidden
@@ -124,7 +124,7 @@ def prune_units(layer: nn.Module, removed: Sequence[int]) -> nn.Module:
 @torch.no_grad()
 def zero_units(layer: nn.Module) -> torch.Tensor:
     """For each hidden unit: are all its gate rows zero in every layer and direction (so it stays 0)?"""
-    hidden = int(layer.hidden_size)
+    hidden = int(cast(nn.RNNBase, layer).hidden_size)
     zero = torch.ones(hidden, dtype=torch.bool)
     for name, dim, index, _units in unit_slices(layer):
         if dim != 0:

@@ -6,7 +6,7 @@ computed them from ``Shape`` (symbolic under tracing, see :mod:`runtime`), and a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -137,7 +137,12 @@ def onnx_pad(x: torch.Tensor, pads: Any, mode: str, value: float, axes: Any = No
     return F.pad(x, torch_pads, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
 
 
-_REDUCE = {"ReduceSum": torch.sum, "ReduceMean": torch.mean, "ReduceMax": torch.amax, "ReduceMin": torch.amin}
+_REDUCE: dict[str, Callable[..., torch.Tensor]] = {
+    "ReduceSum": torch.sum,
+    "ReduceMean": torch.mean,
+    "ReduceMax": torch.amax,
+    "ReduceMin": torch.amin,
+}
 
 
 def onnx_reduce(x: torch.Tensor, op: str, axes: Sequence[int] | None, keepdim: bool) -> torch.Tensor:
