@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: sets up .venv, checks that PostgreSQL and Redis answer, lints, runs pytest.
+# The test command: sets up .venv, checks that PostgreSQL and Redis answer, lints (ruff, mypy, deploy files),
+# runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -7,5 +8,6 @@ scripts/bootstrap.sh
 if [ -x scripts/install_browser.sh ]; then scripts/install_browser.sh; fi
 .venv/bin/python scripts/check_services.py
 .venv/bin/ruff check .
+.venv/bin/python -m mypy nncompress app workers
 scripts/lint_deploy.sh
 exec .venv/bin/python -m pytest "$@"
