@@ -99,3 +99,21 @@ def token_onnx_bytes() -> bytes:
     ids = torch.zeros(1, 8, dtype=torch.long)
     torch.onnx.export(TinyTokenModel().eval(), (ids,), buffer, dynamo=False, opset_version=17)
     return buffer.getvalue()
+
+
+def tiny_bert_folder(folder: Path) -> Path:
+    """save_pretrained of a random 2-layer BERT classifier (hidden 32, 2 heads, vocab 128)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder

@@ -14,29 +14,12 @@ import pytest
 import torch
 
 from tests.app.factories import upload
-from tests.app.model_files import onnx_with_external_data, zip_of
+from tests.app.model_files import onnx_with_external_data, tiny_bert_folder, zip_of
 
 pytest.importorskip("transformers")
 pytest.importorskip("timm")
 
 FFN_HALF = [{"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]}]
-
-
-def bert_folder(folder: Path) -> Path:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
 
 
 def zipped(folder: Path, prefix: str = "model/") -> bytes:
@@ -60,7 +43,7 @@ def layers_of(response: Any) -> dict[str, dict[str, Any]]:
 
 def test_hf_zip_preflight_halves_the_ffn(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client = make_client()
-    model = uploaded(client, zipped(bert_folder(tmp_path / "bert")), "bert.zip")
+    model = uploaded(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
     assert model["format"] == "hf_dir"
     response = client.post(f"/v1/models/{model['id']}/preflight", json={"config_list": FFN_HALF})
     layers = layers_of(response)
@@ -71,7 +54,7 @@ def test_hf_zip_preflight_halves_the_ffn(make_client: Callable[..., Any], tmp_pa
 
 def test_hf_parts_preflight(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client = make_client()
-    folder = bert_folder(tmp_path / "bert")
+    folder = tiny_bert_folder(tmp_path / "bert")
     response = client.post(
         "/v1/models",
         files={
@@ -86,7 +69,7 @@ def test_hf_parts_preflight(make_client: Callable[..., Any], tmp_path: Path) -> 
 
 def test_hf_preflight_names_an_unknown_layer(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client = make_client()
-    model = uploaded(client, zipped(bert_folder(tmp_path / "bert")), "bert.zip")
+    model = uploaded(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
     response = client.post(
         f"/v1/models/{model['id']}/preflight",
         json={"config_list": [{"sparse_ratio": 0.5, "op_names": ["bert.encoder.layer.0.ffn"]}]},
@@ -140,7 +123,7 @@ def test_preflight_above_the_parameter_limit_is_409_with_the_reason(
 ) -> None:
     client = make_client(make_settings(preflight_max_params=100))
     if kind == "hf_dir":
-        data, config = zipped(bert_folder(tmp_path / "bert")), FFN_HALF
+        data, config = zipped(tiny_bert_folder(tmp_path / "bert")), FFN_HALF
     else:
         folder = tmp_path / "export"
         folder.mkdir()

@@ -13,6 +13,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from tests.app.model_files import tiny_bert_folder
 from tests.workers.test_intake_formats import make_client, run_job, upload
 
 pytestmark = pytest.mark.slow  # each test runs a real job process
@@ -22,24 +23,6 @@ pytestmark = pytest.mark.slow  # each test runs a real job process
 def client(tmp_path: Path, sqlite_url: str) -> Iterator[TestClient]:
     with make_client(tmp_path, sqlite_url) as client:
         yield client
-
-
-def tiny_bert_folder(folder: Path) -> Path:
-    """save_pretrained of a random 2-layer BERT classifier (hidden 32, 2 heads, vocab 128)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
 
 
 def zipped(folder: Path) -> bytes:
