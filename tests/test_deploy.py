@@ -1,7 +1,8 @@
 """The deployment files, checked without a Docker engine.
 
-- hadolint and scripts/validate_compose.py accept the shipped Dockerfile and docker-compose.yml, and
-  reject deliberately broken copies (each break is one a real deployment would trip over);
+- hadolint and check-jsonschema (the current Compose Specification schema) accept the shipped Dockerfile
+  and docker-compose.yml, and so do this project's own rules (tests/deploy_contract.py); each rejects
+  deliberately broken copies (each break is one a real deployment would trip over);
 - the commands in the compose file and the Dockerfile are run for real, as the containers would run
   them, with the compose file's own environment variables pointed at this machine's PostgreSQL and Redis:
   the migration step, the API (its HEALTHCHECK included) and a worker, which then runs a job;
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -25,11 +25,12 @@ import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from tests import deploy_contract as vc
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -38,19 +39,6 @@ BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("NNCOMPRESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # A Redis database of its own, so this test's worker never takes another test's queued messages.
 REDIS_DB = 14
-
-
-def _load_validator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "validate_compose", REPO / "scripts" / "validate_compose.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vc = _load_validator()
 
 
 # -- lint: the shipped files pass, broken copies fail -----------------------------------------------
@@ -85,7 +73,7 @@ def test_lint_deploy_script_passes() -> None:
     assert "valid" in result.stdout
 
 
-def test_validator_accepts_the_shipped_files() -> None:
+def test_contract_accepts_the_shipped_files() -> None:
     assert vc.validate(COMPOSE, DOCKERFILE) == []
 
 
@@ -165,14 +153,6 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         ),
         "services.worker.environment: missing BROKER_URL",
     ),
-    "schema: unknown service key": (
-        lambda d: _svc(d, "api").update(restart_policy="always"),
-        "schema: services.api: 'restart_policy' does not match any of the regexes: '^x-'",
-    ),
-    "schema: bad healthcheck duration": (
-        lambda d: _svc(d, "postgres")["healthcheck"].update(interval="5 seconds"),
-        "schema: services.postgres.healthcheck.interval",
-    ),
     "dependency cycle": (
         lambda d: _svc(d, "postgres").update(depends_on={"api": {"condition": "service_started"}}),
         "depends_on: cycle",
@@ -189,21 +169,52 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 
 
 @pytest.mark.parametrize("name", sorted(BREAKS))
-def test_validator_rejects_a_broken_compose_file(tmp_path: Path, name: str) -> None:
+def test_contract_rejects_a_broken_compose_file(tmp_path: Path, name: str) -> None:
     mutate, expected = BREAKS[name]
     doc = copy.deepcopy(_compose_doc())
     mutate(doc)
-    path = _write_variant(tmp_path, doc)
 
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "validate_compose.py"), str(path)],
+    errors = vc.validate(_write_variant(tmp_path, doc))
+
+    assert any(expected in e for e in errors), errors
+
+
+def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
 
+
+SCHEMA_BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "unknown service key": (lambda d: _svc(d, "api").update(restart_policy="always"), "restart_policy"),
+    "unknown depends_on condition": (
+        lambda d: _svc(d, "api")["depends_on"].update({"redis": {"condition": "service_ready"}}),
+        "service_ready",
+    ),
+    "port as a mapping of the wrong shape": (lambda d: _svc(d, "api").update(ports=[{"to": 1}]), "ports"),
+}
+
+
+def test_compose_schema_accepts_the_shipped_file() -> None:
+    result = _check_jsonschema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_BREAKS))
+def test_compose_schema_rejects_a_broken_file(tmp_path: Path, name: str) -> None:
+    mutate, expected = SCHEMA_BREAKS[name]
+    doc = copy.deepcopy(_compose_doc())
+    mutate(doc)
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    result = _check_jsonschema(path)
+
     assert result.returncode == 1
-    assert expected in result.stderr, result.stderr
+    assert expected in result.stdout + result.stderr
 
 
 def test_the_unbroken_variant_passes(tmp_path: Path) -> None:
@@ -211,14 +222,16 @@ def test_the_unbroken_variant_passes(tmp_path: Path) -> None:
     assert vc.validate(_write_variant(tmp_path, _compose_doc())) == []
 
 
-def test_validator_rejects_duplicate_keys(tmp_path: Path) -> None:
+def test_compose_schema_check_rejects_duplicate_keys(tmp_path: Path) -> None:
     original = "    image: redis:7.4-alpine\n"
     assert original in COMPOSE.read_text()
-    text = COMPOSE.read_text().replace(original, original + "    image: redis:6\n", 1)
     path = tmp_path / "docker-compose.yml"
-    path.write_text(text)
-    errors = vc.validate(path, DOCKERFILE)
-    assert len(errors) == 1 and "duplicate key 'image'" in errors[0]
+    path.write_text(COMPOSE.read_text().replace(original, original + "    image: redis:6\n", 1))
+
+    result = _check_jsonschema(path)
+
+    assert result.returncode == 1
+    assert "duplicate key" in result.stdout + result.stderr
 
 
 DOCKERFILE_BREAKS = {
@@ -240,7 +253,7 @@ DOCKERFILE_BREAKS = {
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILE_BREAKS))
-def test_validator_rejects_a_broken_dockerfile(tmp_path: Path, name: str) -> None:
+def test_contract_rejects_a_broken_dockerfile(tmp_path: Path, name: str) -> None:
     (old, new), expected = DOCKERFILE_BREAKS[name]
     text = DOCKERFILE.read_text()
     assert old in text

@@ -1,42 +1,32 @@
-"""Validates docker-compose.yml (and the Dockerfile it builds) without a Docker engine.
+"""This project's own deployment rules for docker-compose.yml and the Dockerfile, checked by tests.
 
-Three layers, each reported with the path of the offending key:
+The Compose Specification schema is checked by check-jsonschema (``scripts/lint_deploy.sh``, the current
+schema it ships as ``vendor.compose-spec``) and the Dockerfile by hadolint; what is here is what neither can
+know:
 
-1. **Schema**: the file, after Compose-style ``${VAR:-default}`` interpolation, against the Compose
-   Specification's JSON schema (vendored in ``scripts/compose_spec/``; see its README).
-2. **Structure**, what the schema cannot say: every service has an image or a build; ``depends_on`` names
-   services that exist, without cycles; ``service_healthy`` waits on a service that has a healthcheck and
-   ``service_completed_successfully`` on a one-shot; named volumes are declared (and declared ones used);
-   host ports are not published twice; every ``${VAR}`` has a default; duplicate keys are refused.
-3. **Contract**: the commands are the ones the tests run: the API is ``uvicorn app.main:create_app --factory``
+1. **Structure** a schema cannot express: ``depends_on`` names services that exist, without cycles;
+   ``service_healthy`` waits on a service that has a healthcheck and ``service_completed_successfully`` on
+   a one-shot; named volumes are declared (and declared ones used); host ports are not published twice;
+   external images are pinned; every ``${VAR}`` has a default.
+2. **Contract**: the commands are the ones the tests run: the API is ``uvicorn app.main:create_app --factory``
    (also the Dockerfile's CMD), the migration is ``alembic upgrade head`` (tests/test_deploy.py runs it),
    workers are ``python -m workers --queues ...`` (as tests/workers/conftest.py starts them), GPU workers
    reserve an NVIDIA device, Redis keeps an append-only file, API and workers share the storage volume and
    get DATABASE_URL / BROKER_URL / NNCOMPRESS_STORAGE_DIR. The Dockerfile is multi-stage, ends as a non-root
    user, probes /healthz and copies only files that exist and that .dockerignore lets through.
-
-Usage:
-    python scripts/validate_compose.py docker-compose.yml
-    python scripts/validate_compose.py path/to/compose.yml --dockerfile path/to/Dockerfile
-Exit status 0 when valid, 1 with one line per problem otherwise.
 """
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import re
 import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
-
-SCHEMA_PATH = Path(__file__).resolve().parent / "compose_spec" / "compose_spec.json"
 
 # The deployment's commands. tests/test_deploy.py runs each of them for real (without Docker).
 API_COMMAND = ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
@@ -48,36 +38,15 @@ REQUIRED_SERVICES = ("postgres", "redis", "migrate", "api", "worker")
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|build-essential|make|clang|cmake)\b")
 
 _INTERPOLATION = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
-_DURATION = re.compile(r"^(\d+(\.\d+)?(us|ms|s|m|h))+$")
 
 
 # -- loading --------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(
-    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[Any, Any]:
-    loader.flatten_mapping(node)  # resolves `<<: *anchor` merges first; merged keys may be overridden
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_compose(path: Path) -> dict[str, Any]:
-    """Parses the file; raises ValueError with the YAML position on a syntax error or duplicate key."""
+    """Parses the file; raises ValueError with the YAML position on a syntax error."""
     try:
-        doc = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):
@@ -119,28 +88,7 @@ def interpolate(value: Any, errors: list[str], where: str = "") -> Any:
     return _INTERPOLATION.sub(replace, value)
 
 
-# -- layer 1: the Compose Specification schema ----------------------------------------------------
-
-
-def schema_errors(doc: dict[str, Any]) -> list[str]:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    checker = jsonschema.FormatChecker()
-    checker.checks("duration")(lambda v: not isinstance(v, str) or bool(_DURATION.match(v)))
-    validator = jsonschema.Draft201909Validator(schema, format_checker=checker)
-    out = []
-    for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        out.append(f"schema: {path}: {_short(err)}")
-    return out
-
-
-def _short(err: jsonschema.ValidationError) -> str:
-    # oneOf failures otherwise print the whole instance and every branch; the best branch is clearer.
-    best = jsonschema.exceptions.best_match([err, *err.context]) if err.context else err
-    return best.message if len(best.message) < 300 else best.message[:300] + "…"
-
-
-# -- layer 2: structure ---------------------------------------------------------------------------
+# -- structure -----------------------------------------------------------------------------------
 
 
 def structure_errors(doc: dict[str, Any], dockerfile_healthcheck: bool) -> list[str]:
@@ -264,7 +212,7 @@ def _cycles(services: dict[str, dict[str, Any]]) -> list[str]:
     return errors
 
 
-# -- layer 3: the deployment contract -------------------------------------------------------------
+# -- the deployment contract -----------------------------------------------------------------------
 
 
 def contract_errors(doc: dict[str, Any]) -> list[str]:
@@ -500,7 +448,6 @@ def validate(compose_path: Path, dockerfile: Path | None = None) -> list[str]:
         return [str(exc)]
     errors: list[str] = []
     doc = interpolate(raw, errors)
-    errors += schema_errors(doc)
     errors += structure_errors(doc, dockerfile_has_healthcheck(dockerfile))
     errors += contract_errors(doc)
     errors += dockerfile_errors(dockerfile)
@@ -514,22 +461,3 @@ def iter_commands(compose_path: Path) -> Iterator[tuple[str, list[str]]]:
         cmd = svc.get("command")
         if cmd:
             yield name, shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("compose", type=Path, help="the compose file, e.g. docker-compose.yml")
-    parser.add_argument("--dockerfile", type=Path, help="default: Dockerfile next to the compose file")
-    args = parser.parse_args(argv)
-    errors = validate(args.compose, args.dockerfile)
-    for line in errors:
-        print(f"{args.compose}: {line}", file=sys.stderr)
-    if not errors:
-        print(f"{args.compose}: valid (Compose schema, structure, deployment contract, Dockerfile)")
-    return 1 if errors else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
