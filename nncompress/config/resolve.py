@@ -8,7 +8,6 @@ that entry's ``exclude_op_*`` keys.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from nncompress.config.entry import ConfigEntry
 from nncompress.config.keys import DEFAULT_OP_TYPES
 from nncompress.config.messages import did_you_mean, jsonable, nearest, where
 from nncompress.config.parse import parse_config_list
+from nncompress.config.selectors import select_layers
 from nncompress.errors import ConfigError, NoMatchError, UnknownLayerError
 
 _LISTED_NAMES = 12
@@ -187,22 +187,16 @@ def _select(entry: ConfigEntry, modules: _ModelIndex, default_op_types: tuple[st
     capped = tuple(name for name, _ in entry.max_sparse_ratio_per_layer)
     modules.check_names(entry, "max_sparsity_per_layer", capped)
 
-    name_keys = (entry.op_names, entry.op_partial_names, entry.op_names_re)
-    if any(key is not None for key in name_keys):
-        names = set(entry.op_names or ())
-        for part in entry.op_partial_names or ():
-            names.update(n for n in modules.by_name if part in n)
-        for pattern in entry.op_names_re or ():
-            names.update(n for n in modules.by_name if re.match(pattern, n))
-    else:
-        names = set(modules.by_name)
-    if entry.op_types is not None:
-        types = _expand_types(entry.op_types, default_op_types)
-        names = {n for n in names if modules.type_of[n] in types}
-    excluded_types = _expand_types(entry.exclude_op_types, default_op_types)
-    names -= set(entry.exclude_op_names)
-    names = {n for n in names if modules.type_of[n] not in excluded_types}
-    names = {n for n in names if not any(re.match(p, n) for p in entry.exclude_op_names_re)}
+    names = select_layers(
+        modules.type_of,
+        op_names=entry.op_names,
+        op_partial_names=entry.op_partial_names,
+        op_names_re=entry.op_names_re,
+        op_types=None if entry.op_types is None else _expand_types(entry.op_types, default_op_types),
+        exclude_op_names=entry.exclude_op_names,
+        exclude_op_names_re=entry.exclude_op_names_re,
+        exclude_op_types=_expand_types(entry.exclude_op_types, default_op_types),
+    )
 
     if not entry.exclude:
         for name in entry.op_names or ():

@@ -111,3 +111,51 @@ def check_known_keys(
             + ", ".join(valid),
             **context,
         )
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether an ``op_names_re`` pattern selects ``name``: matched at its start (``re.match``), as in NNI."""
+    return re.match(pattern, name) is not None
+
+
+def select_layers(
+    type_of: Mapping[str, str],
+    *,
+    op_names: Names | None,
+    op_names_re: Names | None,
+    op_types: set[str] | None,
+    exclude_op_names: Names = (),
+    exclude_op_names_re: Names = (),
+    exclude_op_types: set[str] | frozenset[str] = frozenset(),
+    op_partial_names: Names | None = None,
+) -> set[str]:
+    """The layers one entry selects: ``(names ∪ partial names ∪ regexes, or all) ∩ op_types − exclusions``.
+
+    The one selection rule for pruning and quantization configs, so the same entry picks the same layers in
+    both (``op_names_re: ["fc"]`` selects ``fc1`` and ``fc2`` for either).
+
+    Args:
+        type_of: each candidate layer's name mapped to its type name, in module order.
+        op_names, op_names_re, op_partial_names: the name selectors; all None selects every layer.
+        op_types: type names to keep (already expanded from ``"default"``), or None for any type.
+        exclude_op_names, exclude_op_names_re, exclude_op_types: what the entry removes again.
+
+    Returns:
+        The selected names (unordered; callers order them by module).
+    """
+    if op_names is None and op_names_re is None and op_partial_names is None:
+        names = set(type_of)
+    else:
+        names = set(op_names or ())
+        for part in op_partial_names or ():
+            names.update(n for n in type_of if part in n)
+        for pattern in op_names_re or ():
+            names.update(n for n in type_of if name_matches(pattern, n))
+    if op_types is not None:
+        names = {n for n in names if type_of[n] in op_types}
+    names -= set(exclude_op_names)
+    return {
+        n
+        for n in names
+        if type_of[n] not in exclude_op_types and not any(name_matches(p, n) for p in exclude_op_names_re)
+    }

@@ -93,7 +93,7 @@ class QuantConfigEntry:
         index: position in the config_list, used in every later message about this entry.
         op_types: module class names (``'Conv2d'``), possibly ``'default'``.
         op_names: exact module names from ``named_modules()``.
-        op_names_re: regular expressions matched with ``re.fullmatch`` against module names.
+        op_names_re: regular expressions matched at the start of module names (``re.match``, as in NNI).
         exclude_op_types: class names removed from this entry's own match.
         exclude_op_names: module names removed from this entry's own match.
         exclude_op_names_re: regular expressions whose matches are removed from this entry.

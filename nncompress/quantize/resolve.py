@@ -9,13 +9,13 @@ so settings it cannot run are refused here, before any export or calibration.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from nncompress.config.messages import did_you_mean, jsonable, nearest, where
+from nncompress.config.selectors import select_layers
 from nncompress.quantize.config import (
     QuantConfigEntry,
     QuantConfigError,
@@ -152,29 +152,26 @@ def _select(entry: QuantConfigEntry, modules: dict[str, nn.Module], mode: str) -
     supported = QUANTIZABLE_TYPES[mode]
     type_of = {n: type(m).__name__ for n, m in modules.items()}
 
-    if entry.op_names is not None or entry.op_names_re is not None:
-        names = set(entry.op_names or ())
-        for pattern in entry.op_names_re or ():
-            names.update(n for n in modules if re.fullmatch(pattern, n))
-    else:
-        names = set(modules)
-    if entry.op_types is not None:
-        types = _expand(entry.op_types, supported)
-        for op_type in types:
-            if op_type not in supported and op_type in type_of.values() and not entry.exclude:
-                raise QuantConfigError(
-                    f"{where(entry.index, 'op_types')}: {op_type!r} layers cannot be quantized in mode "
-                    f"{mode!r} (supported: {', '.join(supported)})" + _mode_hint(op_type),
-                    entry=entry.index,
-                    key="op_types",
-                    value=op_type,
-                    expected=f"types among {', '.join(supported)}",
-                )
-        names = {n for n in names if type_of[n] in types}
-    excluded_types = _expand(entry.exclude_op_types, supported)
-    names -= set(entry.exclude_op_names)
-    names = {n for n in names if type_of[n] not in excluded_types}
-    names = {n for n in names if not any(re.fullmatch(p, n) for p in entry.exclude_op_names_re)}
+    types = None if entry.op_types is None else _expand(entry.op_types, supported)
+    for op_type in types or ():
+        if op_type not in supported and op_type in type_of.values() and not entry.exclude:
+            raise QuantConfigError(
+                f"{where(entry.index, 'op_types')}: {op_type!r} layers cannot be quantized in mode "
+                f"{mode!r} (supported: {', '.join(supported)})" + _mode_hint(op_type),
+                entry=entry.index,
+                key="op_types",
+                value=op_type,
+                expected=f"types among {', '.join(supported)}",
+            )
+    names = select_layers(
+        type_of,
+        op_names=entry.op_names,
+        op_names_re=entry.op_names_re,
+        op_types=types,
+        exclude_op_names=entry.exclude_op_names,
+        exclude_op_names_re=entry.exclude_op_names_re,
+        exclude_op_types=_expand(entry.exclude_op_types, supported),
+    )
 
     if not entry.exclude:
         for name in entry.op_names or ():

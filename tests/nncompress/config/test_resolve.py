@@ -348,3 +348,32 @@ def test_parse_errors_surface_through_resolve() -> None:
 
 def test_every_weighted_layer_of_tiny_is_reachable() -> None:
     assert _names(Tiny(), [{"sparse_ratio": 0.1, "op_partial_names": ["."]}]) == TINY_WEIGHTED
+
+
+# -- one selection rule for pruning and quantization ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op_names_re", "expected"),
+    [(["fc"], ["fc1", "fc2"]), (["fc1"], ["fc1"]), (["conv.$"], ["conv1", "conv2"]), (["1"], [])],
+)
+def test_op_names_re_selects_the_same_layers_for_pruning_and_quantization(
+    op_names_re: list[str], expected: list[str]
+) -> None:
+    # The two config kinds once disagreed (re.match for pruning, re.fullmatch for quantization), so
+    # ["fc"] pruned fc1 and fc2 but quantized nothing. Both follow NNI: matched at the start of the name.
+    from nncompress.quantize.resolve import resolve_quant_config
+
+    config = [{"op_names_re": op_names_re, "sparse_ratio": 0.5}]
+    quant_config = [{"op_names_re": op_names_re, "op_types": ["Linear"]}]
+    quantized = [n for n in expected if n.startswith("fc")]
+    if expected:
+        assert _names(Net(), config) == expected
+    else:
+        with pytest.raises(NoMatchError):
+            _names(Net(), config)
+    if quantized:
+        assert list(resolve_quant_config(Net(), quant_config, "dynamic")) == quantized
+    else:
+        with pytest.raises(ConfigError):
+            resolve_quant_config(Net(), quant_config, "dynamic")
