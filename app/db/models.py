@@ -58,17 +58,6 @@ class JobStatus(StrEnum):
 FINISHED_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class JobStage(StrEnum):
-    LOADING = "loading"
-    PRUNING = "pruning"
-    SPEEDUP = "speedup"
-    VERIFYING = "verifying"
-    FINETUNING = "finetuning"
-    QUANTIZING = "quantizing"
-    EVALUATING = "evaluating"
-    EXPORTING = "exporting"
-
-
 class EventType(StrEnum):
     CREATED = "created"
     CLAIMED = "claimed"
