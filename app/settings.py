@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     heartbeat_seconds: int = Field(default=10, gt=0)
     reconcile_interval_seconds: int = Field(default=15, gt=0)
     job_time_limit_seconds: int = Field(default=3600, gt=0)
+    job_memory_mb: int = Field(
+        default=8192,
+        ge=0,
+        description="memory a job's processes may hold (MiB, anonymous + shared PSS); past it the job "
+        "fails with memory_limit; 0: no limit",
+    )
     max_attempts: int = Field(default=3, ge=1)
     visibility_timeout_seconds: int = Field(default=3600, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)

@@ -31,7 +31,7 @@ from app.db.models import Job
 from app.db.session import make_engine, make_session_factory
 from app.logs import configure_logging, log_context
 from app.settings import Settings
-from workers import state
+from workers import memory, state
 
 log = logging.getLogger("workers.child")
 
@@ -208,6 +208,10 @@ def run(job_id: str, worker_id: str, settings: Settings, target: str) -> int:
     ctx = JobContext(
         job_id=job_id, worker_id=worker_id, settings=settings, session_factory=session_factory, job=job
     )
+    limit_bytes = settings.job_memory_mb * memory.MiB
+    # Before the model or torch loads: the supervisor's watchdog sees only what outlasts a poll.
+    memory.prefer_for_oom_kill()
+    memory.apply_process_limit(limit_bytes, device=job.device)
     try:
         output = resolve_target(target)(ctx)
     except Exception as exc:
@@ -216,8 +220,14 @@ def run(job_id: str, worker_id: str, settings: Settings, target: str) -> int:
         if ctx.lease_lost:
             return 0
         code = getattr(exc, "code", None)
+        refusal = memory.refused_allocation(exc) if limit_bytes else None
         with session_factory() as session:
-            if code == "cancelled":
+            if refusal is not None:  # checked first: engine errors may wrap it ("input does not fit")
+                message = memory.refused_message(limit_bytes, refusal)
+                state.finish_failed(
+                    session, job_id, worker_id, error_type=memory.MEMORY_LIMIT, message=message
+                )
+            elif code == "cancelled":
                 state.finish_cancelled(session, job_id, worker_id, message=getattr(exc, "message", None))
             elif isinstance(code, str) and hasattr(exc, "message"):
                 state.finish_failed(session, job_id, worker_id, error_type=code, message=str(exc.message))

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Job, Tenant
 from app.logs import log_context
 from app.settings import Settings
-from workers import state
+from workers import memory, state
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Outcome(str, Enum):
     FINISHED = "finished"  # the child recorded the job's end itself (succeeded/failed/cancelled)
     CANCELLED = "cancelled"  # cancel requested: group killed, job marked cancelled
     TIMEOUT = "timeout"  # time limit reached: group killed, job failed ``timeout``
+    MEMORY_LIMIT = "memory_limit"  # over the memory limit: group killed, job failed ``memory_limit``
     CRASHED = "crashed"  # the child died without recording an end: job failed ``worker_crashed``
     LEASE_LOST = "lease_lost"  # the reconciler took the job away: group killed, nothing recorded
     RELEASED = "released"  # the worker is stopping: group killed, job handed back to the queue
@@ -67,6 +68,7 @@ class RunnerOptions:
     lease_seconds: float
     heartbeat_seconds: float
     time_limit_seconds: float
+    memory_limit_bytes: int = 0  # 0: no limit
     poll_seconds: float = POLL_SECONDS
     kill_grace_seconds: float = KILL_GRACE_SECONDS
     target: str | None = None  # ``module:function`` run by the child instead of the pipeline
@@ -77,6 +79,7 @@ class RunnerOptions:
             lease_seconds=settings.lease_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
             time_limit_seconds=settings.job_time_limit_seconds,
+            memory_limit_bytes=settings.job_memory_mb * memory.MiB,
             target=target or os.environ.get(TARGET_ENV) or None,
         )
 
@@ -168,6 +171,7 @@ def run_claimed_job(
         on_spawn(proc.pid)
     started = time.monotonic()
     next_heartbeat = started + options.heartbeat_seconds
+    peak_memory = 0
     while True:
         try:
             returncode = proc.wait(timeout=options.poll_seconds)
@@ -187,6 +191,19 @@ def run_claimed_job(
                 state.finish_failed(session, job_id, worker_id, error_type=state.TIMEOUT, message=message)
             log.warning("job %s: killed after time limit %.0f s", job_id, options.time_limit_seconds)
             return Outcome.TIMEOUT
+        if options.memory_limit_bytes:
+            peak_memory = max(peak_memory, memory.group_memory_bytes(proc.pid))
+            if peak_memory > options.memory_limit_bytes:
+                kill_group(proc, 0)  # no grace: every moment over the limit is a risk to the host
+                message = memory.over_limit_message(options.memory_limit_bytes, peak_memory)
+                with session_factory() as session:
+                    recorded = state.finish_failed(
+                        session, job_id, worker_id, error_type=memory.MEMORY_LIMIT, message=message
+                    )
+                if recorded:  # else the child recorded the job's end just before the kill
+                    log.warning("job %s: %s", job_id, message)
+                    return Outcome.MEMORY_LIMIT
+                return Outcome.FINISHED
         try:
             with session_factory() as session:
                 if now >= next_heartbeat:

@@ -64,6 +64,20 @@ def _dataloader(ctx: JobContext, pids_file: Path) -> None:
             raise Cancelled()
 
 
+MiB = 1024 * 1024
+
+
+def _hog(ctx: JobContext, mib: int) -> None:
+    """Grows to ``mib`` MiB in 16 MiB steps, every page written, then holds it until stopped."""
+    held = []
+    for _ in range(mib // 16):
+        held.append(b"\x01" * (16 * MiB))
+    while not ctx.should_stop():
+        ctx.progress("pruning", 50.0, f"holding {len(held) * 16} MiB")
+        time.sleep(0.05)
+    raise Cancelled()
+
+
 def run(ctx: JobContext) -> JobOutput:
     spec = ctx.job.spec
     marker = spec.get("marker")
@@ -81,6 +95,10 @@ def run(ctx: JobContext) -> JobOutput:
         raise RuntimeError("unexpected")
     if kind == "dataloader":
         _dataloader(ctx, Path(spec["pids_file"]))
+    if kind == "hog":
+        _hog(ctx, int(spec["mib"]))
+    if kind == "spike":
+        bytearray(int(spec["mib"]) * MiB)  # one allocation, refused whole or not at all
     seconds = float(spec.get("seconds", 0.5))
     deadline = time.monotonic() + seconds
     stages = ["loading", "pruning", "speedup"]
