@@ -68,3 +68,10 @@ class ConsoleProgress:
         else:
             self.stream.write(f"[{pct:3d}%] {text}\n")
         self.stream.flush()
+
+    def close(self) -> None:
+        """Ends a bar left short of 100% (a job that failed or timed out), so the next output starts clean."""
+        if self.tty and self._last is not None and self._last[1] < 100:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._last = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nncompress.errors import ConfigError, ModelLoadError
+from nncompress.tables import render_table
 
 if TYPE_CHECKING:
     import torch
@@ -357,15 +358,5 @@ def _summary(report: dict[str, Any]) -> str:
 
 
 def _render(rows: list[list[Any]], *, numeric: bool = True) -> str:
-    """A plain fixed-width table; the first column (and every column unless ``numeric``) left-aligned."""
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    out = []
-    for index, row in enumerate(rows):
-        cells = [
-            str(c).rjust(w) if numeric and i > 0 else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        out.append("  ".join(cells).rstrip())
-        if index == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    """A table whose columns after the first are right-aligned numbers unless ``numeric`` is False."""
+    return render_table(rows, align_right=range(1, len(rows[0])) if numeric else ())

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nncompress.client import TERMINAL_STATUSES, Client, ServiceError, WaitTimeout
+from nncompress.progress import ConsoleProgress
+from nncompress.tables import render_table
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 SERVER_ENV = "NNCOMPRESS_SERVER"
@@ -351,31 +353,16 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """Renders job progress: one redrawn line on a terminal, one line per change otherwise (logs, CI)."""
+    """Shows a polled job's progress (``status: stage``) with the CLI's one progress display."""
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self._drawn = False
+    def __init__(self, stream: TextIO) -> None:
+        self._show = ConsoleProgress(stream)
 
     def update(self, job: dict[str, Any]) -> None:
-        pct = float(job.get("progress") or 0.0)
-        filled = round(self.width * min(max(pct, 0.0), 100.0) / 100.0)
-        stage = job.get("stage") or "-"
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {pct:5.1f}%  {job.get('status')}: {stage}"
-        if self.tty:
-            self.stream.write("\r\033[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self._drawn = True
+        self._show(str(job.get("status")), float(job.get("progress") or 0.0), job.get("stage"))
 
     def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-        self._drawn = False
+        self._show.close()
 
 
 def metric_rows(metrics: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
@@ -400,14 +387,7 @@ def format_table(
 ) -> str:
     """A plain-text before/after table with a change column (after / before)."""
     body = [(label, _fmt(b), _fmt(a), _ratio(b, a)) for label, b, a in rows]
-    table = [(*headers, "after/before"), *body]
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-        for row in table
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table([(*headers, "after/before"), *body], align_right=(1, 2, 3))
 
 
 def format_job(job: dict[str, Any]) -> str:
