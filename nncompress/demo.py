@@ -38,6 +38,7 @@ from torch import nn
 from nncompress.cli.service_cmds import ProgressBar, format_table, metric_rows
 from nncompress.client import Client, ServiceError, ServiceUnreachable, WaitTimeout
 from nncompress.data import load_mnist_subset, mnist_net_weights_path
+from nncompress.finetune.evaluate import score_batches
 
 ARCHITECTURE = "mnist_net"
 # The seed's config_list: half the channels/features of every Conv2d and Linear, except the classifier.
@@ -140,15 +141,13 @@ def run(client: Client, out_dir: Path, *, deadline: float, keep_hint: str = "") 
     }
 
 
-@torch.inference_mode()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250) -> float:
     """Top-1 accuracy of ``model`` on ``images``."""
     model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size])
-        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
-    return correct / len(labels)
+    batches = [
+        (images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(images), batch_size)
+    ]
+    return score_batches(model, batches).top1
 
 
 @contextmanager
@@ -237,15 +236,17 @@ def _onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> fl
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
-    batch = feed.shape[0] if isinstance(feed.shape[0], int) else 250  # a fixed batch dim is honoured
-    x = images.numpy()
-    preds = []
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        if len(chunk) < batch and isinstance(feed.shape[0], int):  # pad the last fixed-size batch
-            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        preds.append(session.run(None, {feed.name: chunk})[0].argmax(1)[: len(x) - start])
-    return float((np.concatenate(preds) == labels.numpy()).mean())
+    fixed = feed.shape[0] if isinstance(feed.shape[0], int) else None  # a fixed batch dim is honoured
+
+    def forward(chunk: torch.Tensor) -> torch.Tensor:
+        x = chunk.numpy()
+        if fixed is not None and len(x) < fixed:  # pad the last fixed-size batch
+            x = np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), x.dtype)])
+        return torch.from_numpy(np.asarray(session.run(None, {feed.name: x})[0])[: len(chunk)])
+
+    batch = fixed or 250
+    batches = [(images[i : i + batch], labels[i : i + batch]) for i in range(0, len(images), batch)]
+    return score_batches(forward, batches).top1
 
 
 def _size(path: Path | None) -> int | None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import ConfigError, VerificationError
+from nncompress.finetune.evaluate import score_batches
 
 __all__ = ["EvalData", "builtin_dataset", "output_tensors", "top1_accuracy", "verify_outputs"]
 
@@ -109,12 +110,7 @@ def top1_accuracy(model: nn.Module, eval_data: EvalData) -> float:
     batches = (
         [eval_data] if isinstance(eval_data, tuple) and isinstance(eval_data[0], torch.Tensor) else eval_data
     )
-    correct = total = 0
-    with torch.inference_mode():
-        for inputs, labels in batches:
-            predicted = model(inputs).argmax(dim=-1)
-            correct += int((predicted == labels).sum())
-            total += int(labels.numel())
-    if total == 0:
-        raise ConfigError("eval_data holds no examples", key="eval_data")
-    return correct / total
+    try:
+        return score_batches(model, batches).top1
+    except ValueError:
+        raise ConfigError("eval_data holds no examples", key="eval_data") from None
