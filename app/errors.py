@@ -121,6 +121,10 @@ class TooManyJobs(ServiceError):
     code, status, title = "too_many_jobs", 429, "Too many unfinished jobs"
 
 
+class TooManyUploads(ServiceError):
+    code, status, title = "too_many_uploads", 429, "Too many uploads in progress"
+
+
 class InvalidJobSpec(ServiceError):
     code, status, title = "invalid_job_spec", 422, "Invalid job specification"
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from app.auth.ratelimit import make_rate_limiter
+from app.body_guard import BodyCuts, BodyGuardMiddleware, BodyPace
 from app.body_limit import MAX_JSON_BODY_BYTES, BodyLimitMiddleware
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
@@ -27,6 +28,7 @@ from app.request_log import RequestContextMiddleware
 from app.routes import architectures, artifacts, dashboard, datasets, health, jobs, models
 from app.settings import Settings, get_settings
 from app.storage import Storage
+from app.upload_slots import UploadSlots
 
 log = logging.getLogger("app")
 
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.dispatcher = dispatcher
     app.state.rate_limiter = make_rate_limiter(settings.broker_url)
     app.state.metrics = Metrics(session_factory, settings, lambda: app.state.dispatcher)
+    app.state.upload_slots = UploadSlots(app.state.metrics.registry)
     app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
     for module in (models, jobs, artifacts, architectures, datasets):
@@ -94,6 +97,9 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         return None if is_upload else MAX_JSON_BODY_BYTES
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    # Outside the limit: its early 413 must carry Connection: close too.
+    body_cuts = BodyCuts(app.state.metrics.registry)
+    app.add_middleware(BodyGuardMiddleware, pace=BodyPace.from_settings(settings), cuts=body_cuts)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)  # outermost: the id covers every other layer's logs
     return app

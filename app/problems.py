@@ -19,6 +19,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 _HTTP_PROBLEMS = {
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
+    408: ("body_timeout", "Request body too slow"),
     413: ("request_too_large", "Request body too large"),
 }
 TYPE_PREFIX = "urn:nncompress:problem:"

@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     )
     tenant_max_concurrent_jobs: int = Field(default=10, ge=1, description="queued+running jobs per tenant")
     tenant_requests_per_minute: int = Field(default=600, ge=1, description="/v1 requests per tenant")
+    tenant_max_concurrent_uploads: int = Field(
+        default=4, ge=1, description="uploads (models, data sets) in progress per tenant and API process"
+    )
+    upload_min_rate: int = Field(
+        default=8192,
+        ge=0,
+        description="bytes/s a request body must average over the time spent waiting for it, once "
+        "upload_grace_seconds of waiting have passed (408 below it); 0: no minimum",
+    )
+    upload_grace_seconds: float = Field(default=30.0, gt=0, description="waiting before the rate is judged")
+    upload_idle_seconds: float = Field(
+        default=30.0, gt=0, description="the longest wait for the next chunk of a request body (408 past it)"
+    )
     webhook_allow_private: bool = False
     webhook_max_attempts: int = Field(default=6, ge=1)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -18,6 +18,7 @@ from app.services.datasets import (
     parse_normalize,
 )
 from app.services.multipart import receive_form
+from app.upload_slots import UPLOAD_SLOT
 from nncompress.datasets import FORMATS
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -61,7 +62,9 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY, dependencies=[UPLOAD_SLOT]
+)
 async def upload_dataset(
     request: Request,
     response: Response,

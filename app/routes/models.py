@@ -16,6 +16,7 @@ from app.services.model_intake import FORMATS
 from app.services.models import create_model
 from app.services.multipart import receive_form
 from app.services.preflight import run_preflight
+from app.upload_slots import UPLOAD_SLOT
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -58,7 +59,9 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY, dependencies=[UPLOAD_SLOT]
+)
 async def upload_model(
     request: Request,
     response: Response,
