@@ -13,4 +13,4 @@ if ! scripts/bootstrap.sh >"$log" 2>&1; then
     exit 1
 fi
 rm -f "$log"
-exec .venv/bin/python -m nncompress.demo "$@"
+exec .venv/bin/python examples/demo.py "$@"

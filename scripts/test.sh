@@ -9,5 +9,6 @@ if [ -x scripts/install_browser.sh ]; then scripts/install_browser.sh; fi
 .venv/bin/python scripts/check_services.py
 .venv/bin/ruff check .
 .venv/bin/python -m mypy nncompress app workers
+.venv/bin/lint-imports import-contracts.toml
 scripts/lint_deploy.sh
 exec .venv/bin/python -m pytest "$@"

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from examples.demo import embedded_server
 from nncompress.client import Client
-from nncompress.demo import embedded_server
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "nncompress" / "data" / "mnist_net.safetensors"

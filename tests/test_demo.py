@@ -1,6 +1,6 @@
 """The README's demo, end to end, in embedded mode (the embedded E2E test of the service).
 
-``python -m nncompress.demo`` starts ``nncompress serve`` (SQLite, local files, embedded worker), uploads the
+``python examples/demo.py`` starts ``nncompress serve`` (SQLite, local files, embedded worker), uploads the
 shipped MNIST weights, runs the seed's config_list through the service, downloads the artifacts, reloads the
 result without pickle and measures it. ``scripts/demo.sh`` is that command after ``scripts/bootstrap.sh``.
 """
@@ -27,7 +27,14 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     out_dir, summary_path = tmp_path / "artifacts", tmp_path / "summary.json"
 
     result = subprocess.run(
-        [sys.executable, "-m", "nncompress.demo", "--out", str(out_dir), "--summary", str(summary_path)],
+        [
+            sys.executable,
+            str(REPO / "examples" / "demo.py"),
+            "--out",
+            str(out_dir),
+            "--summary",
+            str(summary_path),
+        ],
         cwd=tmp_path,  # the demo must not need the repository as its working directory
         capture_output=True,
         text=True,
@@ -74,5 +81,5 @@ def test_demo_script_bootstraps_then_runs_the_module() -> None:
     script = (REPO / "scripts" / "demo.sh").read_text().splitlines()
     commands = [line for line in script if line.strip() and not line.lstrip().startswith("#")]
     bootstrap = next(i for i, line in enumerate(commands) if "scripts/bootstrap.sh" in line)
-    assert bootstrap < commands.index('exec .venv/bin/python -m nncompress.demo "$@"')
+    assert bootstrap < commands.index('exec .venv/bin/python examples/demo.py "$@"')
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "demo.sh")]).returncode == 0

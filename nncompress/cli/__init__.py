@@ -1,8 +1,9 @@
 """The ``nncompress`` command line.
 
-Each group of subcommands lives in its own module and adds itself to the parser through a
-``register(subparsers)`` function; this module only assembles them and dispatches.
-Service subcommands import the service lazily, so the engine stays importable without it.
+Each group of subcommands adds itself to the parser through a ``register(subparsers)`` function; this module
+only assembles them and dispatches. The engine's own commands live here; the service's (``serve``, ``submit``,
+``keys``...) live with the service and are found through the ``nncompress.commands`` entry point group, so the
+engine never imports the service and still offers its commands when it is installed.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from nncompress.errors import NncompressError
 
 Handler = Callable[[argparse.Namespace], int]
+# Other packages add subcommands with an entry point in this group naming a ``register(subparsers)``.
+COMMANDS_GROUP = "nncompress.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nncompress.cli import admin_cmds, engine_cmds, service_cmds
+    from nncompress.cli import engine_cmds
 
     parser = argparse.ArgumentParser(
         prog="nncompress",
@@ -28,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     engine_cmds.register(sub)
-    service_cmds.register(sub)
-    admin_cmds.register(sub)
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        try:
+            register = entry_point.load()
+        except ImportError:
+            continue  # installed without the service's dependencies: its commands are simply absent
+        register(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -107,9 +107,8 @@ def builtin_dataset(
 
 def top1_accuracy(model: nn.Module, eval_data: EvalData) -> float:
     """Fraction of examples whose arg-max output equals the label (``(x, y)`` or batches of them)."""
-    batches = (
-        [eval_data] if isinstance(eval_data, tuple) and isinstance(eval_data[0], torch.Tensor) else eval_data
-    )
+    single = isinstance(eval_data, tuple) and isinstance(eval_data[0], torch.Tensor)
+    batches = cast(Iterable[tuple[torch.Tensor, torch.Tensor]], [eval_data] if single else eval_data)
     try:
         return score_batches(model, batches).top1
     except ValueError:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.admin import keys_revoke
+from app.cli.keys import keys_revoke
 from tests.app.factories import finished_job, job_body, mnist_safetensors, upload, uploaded_mnist
 from tests.conftest import bearer
 

@@ -1,7 +1,7 @@
 """Admin subcommands: ``nncompress keys create|list|revoke|webhook-secret`` (API keys and tenants).
 
-They work on the service's database (``NNCOMPRESS_DATABASE_URL``) through ``app.admin``, imported
-inside the handlers so the engine never imports the service stack.
+They work on the service's database (``NNCOMPRESS_DATABASE_URL``) through :mod:`app.cli.keys`, imported
+inside the handlers so that ``nncompress --help`` does not load the database layer.
 """
 
 from __future__ import annotations
@@ -43,24 +43,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _create(args: argparse.Namespace) -> int:
-    from app.admin import keys_create
+    from app.cli.keys import keys_create
 
     return keys_create(args.tenant, name=args.name)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from app.admin import keys_list
+    from app.cli.keys import keys_list
 
     return keys_list(tenant=args.tenant)
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from app.admin import keys_revoke
+    from app.cli.keys import keys_revoke
 
     return keys_revoke(args.key_id)
 
 
 def _webhook_secret(args: argparse.Namespace) -> int:
-    from app.admin import webhook_secret
+    from app.cli.keys import webhook_secret
 
     return webhook_secret(args.tenant)

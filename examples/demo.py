@@ -2,9 +2,9 @@
 
 Run it with ``scripts/demo.sh`` (which installs the project first) or, once installed::
 
-    python -m nncompress.demo                      # starts its own embedded server on a free port
-    python -m nncompress.demo --out demo-output    # keep the downloaded artifacts
-    python -m nncompress.demo --server http://127.0.0.1:8000   # use a server that is already running
+    python examples/demo.py                      # starts its own embedded server on a free port
+    python examples/demo.py --out demo-output    # keep the downloaded artifacts
+    python examples/demo.py --server http://127.0.0.1:8000   # use a server that is already running
 
 What it does, as a user of the service would:
   1. starts ``nncompress serve`` (SQLite + local files in a temporary folder) and waits for ``/readyz``;
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncompress.cli.service_cmds import ProgressBar, format_table, metric_rows
+from app.cli.client_cmds import ProgressBar, format_table, metric_rows
 from nncompress.client import Client, ServiceError, ServiceUnreachable, WaitTimeout
 from nncompress.data import load_mnist_subset, mnist_net_weights_path
 from nncompress.finetune.evaluate import score_batches
@@ -269,7 +269,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nncompress.demo",
+        prog="python examples/demo.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,1 @@
+"""Examples of using nncompress as a user would; not part of the installed packages."""
