@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from app.errors import ServiceError
+from nncompress.datasets.errors import DatasetLimitError
 from nncompress.errors import ConfigError, NncompressError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -92,11 +93,15 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
-    # Engine errors reaching the API are caused by the request (a config, a model file): 422.
+    # Engine errors reaching the API are caused by the request (a config, a model file): 422; a data
+    # set that would decode past a cap is 413, its type naming the cap (dataset_<cap>_exceeded).
     assert isinstance(exc, NncompressError)
-    title = "Invalid config_list" if isinstance(exc, ConfigError) else "Invalid model or request"
+    status, title = 422, "Invalid config_list" if isinstance(exc, ConfigError) else "Invalid model or request"
+    if isinstance(exc, DatasetLimitError):
+        status, title = 413, "Data set over a limit"
+    fields = engine_error_fields(exc)
     return problem_response(
-        request, status=422, code=exc.code, title=title, detail=exc.message, errors=engine_error_fields(exc)
+        request, status=status, code=exc.code, title=title, detail=exc.message, errors=fields
     )
 
 

@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     max_latency_runs: int = Field(default=1000, gt=0, description="timed runs per latency batch size")
     max_finetune_epochs: int = Field(default=100, gt=0, description="fine-tuning epochs per job")
     max_calibration_batches: int = Field(default=1000, gt=0, description="static quantization calibration")
+    # Data set caps (nncompress.datasets.DatasetLimits), checked from headers before decoding, by the
+    # API's streaming validation and by the job that loads the data; each part (file, val_file) alone.
+    dataset_max_ratio: float = Field(
+        default=200.0, gt=1, description="decoded/compressed size of a zip member, gzip file or image"
+    )
+    dataset_max_image_pixels: int = Field(default=2048 * 2048, gt=0, description="width x height of an image")
+    dataset_max_samples: int = Field(default=1_000_000, gt=0, description="samples in one part")
+    dataset_max_decoded_bytes: int = Field(
+        default=2 << 30, gt=0, description="samples as float32 tensors (the total of all images or values)"
+    )
+    dataset_max_archive_entries: int = Field(
+        default=64_000, gt=0, description="entries in a zip (the API holds its directory, ~0.5 KiB each)"
+    )
+    dataset_max_unpacked_bytes: int = Field(default=2 << 30, gt=0, description="a zip's members uncompressed")
+    dataset_max_classes: int = Field(default=100_000, gt=0, description="classes (largest label + 1)")
     no_worker_seconds: int = Field(
         default=600,
         gt=0,

@@ -161,10 +161,14 @@ def load_job_dataset(
 ) -> tuple[LabelledDataset, LabelledDataset | None]:
     """Loads the job's uploaded data set (and its validation part, when it has one) from storage.
 
-    The API validated the same files with the same loaders at upload; they are read again here
+    The API validated the same files with the same checks and caps at upload, streaming; they are
+    read again here, under the deployment's caps again (checked from headers before decoding),
     because only the job process may hold the samples in memory.
     """
+    from app.services.datasets import dataset_limits
     from nncompress.datasets import DatasetError, load_dataset
+
+    limits = dataset_limits(ctx.settings)
 
     with ctx.session_factory() as session:
         row = session.get(Dataset, dataset_id)
@@ -182,6 +186,7 @@ def load_job_dataset(
             labels_path=storage.path(labels_key) if labels_key else None,
             format=row.format,
             normalize=normalize,
+            limits=limits,
         )
 
     return part("file", "labels"), (part("val_file", "val_labels") if "val_file" in row.files else None)

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.db.models import Dataset
-from app.deps import CurrentPrincipal, SessionDep, StorageDep, load_or_404
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, load_or_404
 from app.schemas.datasets import DatasetOut, DatasetPage, dataset_out
 from app.services.datasets import (
     EXTRA_FILE_FIELDS,
     FILE_FIELD,
     create_dataset,
+    dataset_limits,
     list_datasets,
     parse_normalize,
 )
@@ -71,6 +72,7 @@ async def upload_dataset(
     session: SessionDep,
     storage: StorageDep,
     principal: CurrentPrincipal,
+    settings: SettingsDep,
 ) -> DatasetOut:
     """Upload a labelled data set; streamed to storage with its sha256, validated, 422 when malformed."""
     form = await receive_form(
@@ -93,6 +95,7 @@ async def upload_dataset(
         form=form,
         declared_format=form.fields.get("format") or None,
         normalize=normalize,
+        limits=dataset_limits(settings),
     )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return dataset_out(dataset)

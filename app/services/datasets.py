@@ -1,9 +1,12 @@
-"""Data set intake: validate an uploaded labelled data set with the engine's loaders, then record it.
+"""Data set intake: validate an uploaded labelled data set in a bounded footprint, then record it.
 
-The loaders never unpickle (``.npz`` is read with ``allow_pickle=False``, idx files are parsed by
-hand, ImageFolder zips are unpacked with entry-count and size limits and every image decoded), so
-the API process can validate an upload fully before it is accepted: a malformed one is a 422 with
-the loader's message, and a job never starts on data that cannot be read.
+Validation is the engine's :func:`~nncompress.datasets.scan_dataset`: the loader's checks, applied
+while streaming (headers first, then array values a chunk at a time and images one at a time), so
+the API never holds the samples, and a few KiB that declare gigabytes are refused from their
+headers. The caps (:func:`dataset_limits`, from settings) are the ones the job's loader enforces
+again. Nothing is unpickled (an object array is refused by its ``.npy`` header). A malformed
+upload is a 422 with the loader's message, one over a cap a 413 naming the cap
+(``dataset_<cap>_exceeded``), and a job never starts on data that cannot be read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -22,20 +24,35 @@ from app.errors import FormatMismatch, InvalidUpload
 from app.services.models import display_filename
 from app.services.multipart import ReceivedForm
 from app.services.pagination import decode_cursor, encode_cursor
+from app.settings import Settings
 from app.storage import Storage, TempWrite
 from nncompress.datasets import (
     FORMATS,
     DatasetError,
-    LabelledDataset,
+    DatasetLimits,
+    DatasetSummary,
     check_compatible,
     detect_format,
-    load_dataset,
+    scan_dataset,
 )
 
 # The file parts a data set upload may carry: the samples (npz, zip or idx images), the idx labels,
 # and optionally a validation part in the same format (then no split is made).
 FILE_FIELD = "file"
 EXTRA_FILE_FIELDS = ("labels", "val_file", "val_labels")
+
+
+def dataset_limits(settings: Settings) -> DatasetLimits:
+    """The deployment's data set caps (``NNCOMPRESS_DATASET_MAX_*``), for the API and the jobs alike."""
+    return DatasetLimits(
+        max_ratio=settings.dataset_max_ratio,
+        max_image_pixels=settings.dataset_max_image_pixels,
+        max_samples=settings.dataset_max_samples,
+        max_decoded_bytes=settings.dataset_max_decoded_bytes,
+        max_archive_entries=settings.dataset_max_archive_entries,
+        max_unpacked_bytes=settings.dataset_max_unpacked_bytes,
+        max_classes=settings.dataset_max_classes,
+    )
 
 
 def dataset_key(dataset_id: str, role: str) -> str:
@@ -86,17 +103,21 @@ def normalize_tuple(normalize: dict[str, Any] | None) -> tuple[Any, Any] | None:
     return (normalize["mean"], normalize["std"]) if normalize else None
 
 
-def _load(parts: _Parts, images: str, labels: str, fmt: str | None, normalize: Any) -> LabelledDataset:
+def _scan(
+    parts: _Parts, images: str, labels: str, fmt: str | None, normalize: Any, limits: DatasetLimits
+) -> DatasetSummary:
     path = parts.path_of(images)
     labels_path = parts.path_of(labels)
     try:
-        detected = detect_format(path, labels_path=labels_path)
+        detected = detect_format(path, labels_path=labels_path, limits=limits)
         if fmt is not None and detected != fmt:
             raise FormatMismatch(
                 f"declared format {fmt!r} but the {images!r} part is {detected}",
                 errors=[{"field": "format", "declared": fmt, "detected": detected}],
             )
-        return load_dataset(path, labels_path=labels_path, format=detected, normalize=normalize)
+        return scan_dataset(
+            path, labels_path=labels_path, format=detected, normalize=normalize, limits=limits
+        )
     except DatasetError as exc:
         # The loader names the file it read: a temp file. Name the uploaded one instead.
         for role, shown in ((images, parts.display(images)), (labels, parts.display(labels))):
@@ -111,13 +132,14 @@ def _load(parts: _Parts, images: str, labels: str, fmt: str | None, normalize: A
 
 
 def validate_upload(
-    form: ReceivedForm, declared_format: str | None, normalize: dict[str, Any] | None
-) -> tuple[LabelledDataset, LabelledDataset | None]:
-    """Loads the upload's parts with the engine's loaders (which check every sample and label).
+    form: ReceivedForm, declared_format: str | None, normalize: dict[str, Any] | None, limits: DatasetLimits
+) -> tuple[DatasetSummary, DatasetSummary | None]:
+    """Validates the upload's parts as the engine's loaders would (every sample and label), streaming.
 
     Raises:
-        DatasetError: malformed data (422 with the loader's message). InvalidUpload: parts that do
-        not go together. FormatMismatch: the declared format is not what the bytes are.
+        DatasetError: malformed data (422 with the loader's message). DatasetLimitError: a part over
+        a cap (413). InvalidUpload: parts that do not go together. FormatMismatch: the declared
+        format is not what the bytes are.
     """
     parts = _Parts(form)
     if declared_format is not None and declared_format not in FORMATS:
@@ -127,10 +149,10 @@ def validate_upload(
     if "val_labels" in form.files and "val_file" not in form.files:
         raise InvalidUpload("a 'val_labels' part needs its 'val_file' part", errors=[{"field": "val_file"}])
     norm = normalize_tuple(normalize)
-    train = _load(parts, "file", "labels", declared_format, norm)
+    train = _scan(parts, "file", "labels", declared_format, norm, limits)
     if "val_file" not in form.files:
         return train, None
-    val = _load(parts, "val_file", "val_labels", train.source_format, norm)
+    val = _scan(parts, "val_file", "val_labels", train.source_format, norm, limits)
     check_compatible(val, input_shape=train.sample_shape)
     if train.class_names is not None and val.class_names != train.class_names:
         # ImageFolder classes are indexed by sorted folder name: other folders, other indices.
@@ -160,13 +182,14 @@ def create_dataset(
     form: ReceivedForm,
     declared_format: str | None,
     normalize: dict[str, Any] | None,
+    limits: DatasetLimits,
 ) -> Dataset:
     """Validates an uploaded data set; if good, moves its parts to ``datasets/<id>/`` and records it.
 
     The temp files are deleted on every refusal, and the stored files if the insert fails.
     """
     try:
-        train, val = validate_upload(form, declared_format, normalize)
+        train, val = validate_upload(form, declared_format, normalize, limits)
     except BaseException:
         form.discard()
         raise
@@ -235,18 +258,18 @@ def check_job_dataset(dataset: Dataset, *, input_shape: list[int], num_classes: 
     Raises:
         DatasetError: wrong channel count, sample shape, or more classes than the model outputs.
     """
-    # A data set of no samples with the recorded shape and classes: the same check (and message) the
-    # worker runs on the real samples, without loading them in the API process.
-    shape_only = LabelledDataset(
-        x=torch.empty((0, *dataset.sample_shape)),
-        y=torch.empty(0, dtype=torch.long),
-        num_classes=dataset.num_classes,
+    # The recorded shape and classes: the same check (and message) the worker runs on the samples.
+    recorded = DatasetSummary(
         source_format=dataset.format,
+        samples=dataset.samples,
+        num_classes=dataset.num_classes,
+        class_counts=(),
+        sample_shape=tuple(dataset.sample_shape),
         sha256=dataset.sha256,
         source_bytes=dataset.size_bytes,
     )
     try:
-        check_compatible(shape_only, input_shape=input_shape, num_classes=num_classes)
+        check_compatible(recorded, input_shape=input_shape, num_classes=num_classes)
     except DatasetError as exc:
         exc.context["field"] = "dataset_id"
         raise

@@ -1,10 +1,17 @@
 """Reading untrusted archives and compressed files without letting them escape or explode.
 
-Nothing is ever extracted to disk: members are read into memory one at a time, after every entry
-of the archive has passed the checks below. An archive is refused outright when one entry is an
-absolute path, climbs out with ``..``, is a symlink or encrypted, or when the entry count, the
-declared uncompressed total or a member's compression ratio (a zip bomb) exceeds the limits.
-``zipfile`` never yields more bytes than a member declares, so the declared total is a real bound.
+Nothing is ever extracted to disk, and nothing is read whole: members are opened as streams, after
+every entry of the archive has passed the checks below. An archive is refused outright when one
+entry is an absolute path, climbs out with ``..``, is a symlink or encrypted, or when the entry
+count, the declared uncompressed total or a member's compression ratio (a zip bomb) exceeds the
+limits. ``zipfile`` never yields more bytes than a member declares, so the declared total is a real
+bound.
+
+``zipfile`` holds the whole central directory in memory (about 0.5 KiB an entry), and it counts the
+entries by walking the directory, not by the count the archive declares; so before it opens an
+archive, :func:`open_zip` walks the directory itself, a record at a time, and refuses it when it
+holds more entries than allowed. That is a few dozen lines of hand-written parsing, kept because it
+is what bounds the memory an upload can cost the API.
 """
 
 from __future__ import annotations
@@ -13,38 +20,35 @@ import gzip
 import hashlib
 import re
 import stat
+import struct
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import IO, cast
 
 from nncompress.datasets.errors import DatasetError
+from nncompress.datasets.limits import DatasetLimits
 
-__all__ = ["ArchiveLimits", "check_zip", "read_bounded", "read_member", "sha256_of"]
+__all__ = [
+    "check_directory",
+    "check_zip",
+    "is_gzip",
+    "open_maybe_gzip",
+    "open_member",
+    "open_zip",
+    "sha256_of",
+]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _DRIVE = re.compile(r"^[A-Za-z]:")
-# Ratio checks only apply to members big enough to matter; a tiny file may compress 1000:1 honestly.
-_RATIO_MIN_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    """What an uploaded archive may contain.
-
-    Attributes:
-        max_entries: members in a zip (directories included).
-        max_total_bytes: declared uncompressed bytes of all members together; also the cap on a
-            decompressed gzip file.
-        max_ratio: uncompressed / compressed size of one member (members over 1 MiB).
-        max_image_pixels: width × height of one image.
-        max_decoded_bytes: bytes of all decoded images together.
-    """
-
-    max_entries: int = 200_000
-    max_total_bytes: int = 1 << 30
-    max_ratio: float = 200.0
-    max_image_pixels: int = 4096 * 4096
-    max_decoded_bytes: int = 1 << 30
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL_HEADER = 46  # fixed part of a central directory record
+# Directory bytes allowed per allowed entry: a record is 46 bytes plus its name and extra fields
+# (a 60-character path with the usual timestamp fields is about 130).
+_DIRECTORY_BYTES_PER_ENTRY = 256
 
 
 def sha256_of(*paths: Path) -> str:
@@ -61,7 +65,69 @@ def sha256_of(*paths: Path) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def check_zip(zf: zipfile.ZipFile, limits: ArchiveLimits) -> list[zipfile.ZipInfo]:
+@contextmanager
+def open_zip(path: Path, limits: DatasetLimits) -> Iterator[tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]]:
+    """Opens an uploaded zip once its directory and every entry passed the checks.
+
+    Yields:
+        ``(zip, file entries)``: the open archive and its non-directory entries, in archive order.
+
+    Raises:
+        DatasetError: not a zip, an unsafe entry, or a limit exceeded (:class:`DatasetLimitError`).
+    """
+    check_directory(path, limits)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DatasetError(f"{path.name} is not a valid zip file: {exc}", file=path.name) from exc
+    with zf:
+        yield zf, check_zip(zf, limits)
+
+
+def check_directory(path: Path, limits: DatasetLimits) -> None:
+    """Counts a zip's central directory records without building them; refuses too many (or too large).
+
+    Call it before ``zipfile.ZipFile(path)``, which builds every record. A file that is not a zip
+    passes (``zipfile`` then says what is wrong).
+    """
+    cap = limits.max_archive_entries
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        tail_at = max(0, size - _EOCD.size - 0xFFFF)
+        f.seek(tail_at)
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < _EOCD.size:
+            return  # not a zip: zipfile says so in its own words
+        _, _, _, _, declared, cd_size, _, _ = _EOCD.unpack_from(tail, at)
+        end = tail_at + at
+        if at >= _ZIP64_LOCATOR.size and tail[at - _ZIP64_LOCATOR.size : at - _ZIP64_LOCATOR.size + 4] == (
+            b"PK\x06\x07"
+        ):
+            _, _, zip64_at, _ = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
+            f.seek(zip64_at)
+            record = f.read(_ZIP64_EOCD.size)
+            if len(record) == _ZIP64_EOCD.size and record[:4] == b"PK\x06\x06":
+                declared, cd_size = _ZIP64_EOCD.unpack(record)[7:9]
+                end = zip64_at
+        limits.check("max_archive_entries", declared, "the number of entries the archive declares")
+        limits.check(
+            "max_archive_entries",
+            cd_size // _DIRECTORY_BYTES_PER_ENTRY,
+            f"its directory of {cd_size} bytes, at {_DIRECTORY_BYTES_PER_ENTRY} bytes an entry,",
+        )
+        f.seek(max(0, end - cd_size))
+        directory = f.read(cd_size)
+    count, pos = 0, 0
+    while pos + _CENTRAL_HEADER <= len(directory) and directory[pos : pos + 4] == b"PK\x01\x02":
+        name, extra, comment = struct.unpack_from("<3H", directory, pos + 28)
+        pos += _CENTRAL_HEADER + name + extra + comment
+        count += 1
+        if count > cap:
+            limits.check("max_archive_entries", count, "the number of entries in the archive (at least)")
+
+
+def check_zip(zf: zipfile.ZipFile, limits: DatasetLimits) -> list[zipfile.ZipInfo]:
     """Checks every entry of an open zip against the safety rules and limits.
 
     Args:
@@ -75,12 +141,7 @@ def check_zip(zf: zipfile.ZipFile, limits: ArchiveLimits) -> list[zipfile.ZipInf
         DatasetError: naming the first offending entry, or the limit exceeded.
     """
     infos = zf.infolist()
-    if len(infos) > limits.max_entries:
-        raise DatasetError(
-            f"the archive has {len(infos)} entries; at most {limits.max_entries} are allowed",
-            expected=limits.max_entries,
-            got=len(infos),
-        )
+    limits.check("max_archive_entries", len(infos), "the number of entries in the archive")
     total = 0
     files = []
     for info in infos:
@@ -92,63 +153,42 @@ def check_zip(zf: zipfile.ZipFile, limits: ArchiveLimits) -> list[zipfile.ZipInf
         if info.flag_bits & 0x1:
             raise DatasetError(f"entry {info.filename!r} is encrypted", entry=info.filename)
         total += info.file_size
-        if total > limits.max_total_bytes:
-            raise DatasetError(
-                f"the archive unpacks to more than {limits.max_total_bytes} bytes",
-                entry=info.filename,
-                expected=limits.max_total_bytes,
-                got=total,
-            )
-        if info.file_size >= _RATIO_MIN_BYTES:
-            ratio = info.file_size / max(info.compress_size, 1)
-            if ratio > limits.max_ratio:
-                raise DatasetError(
-                    f"entry {info.filename!r} expands {ratio:.0f}x ({info.compress_size} -> {info.file_size} "
-                    f"bytes); at most {limits.max_ratio:.0f}x is allowed (zip bomb?)",
-                    entry=info.filename,
-                    expected=limits.max_ratio,
-                    got=round(ratio, 1),
-                )
+        limits.check(
+            "max_unpacked_bytes",
+            total,
+            f"the archive's unpacked size up to entry {info.filename!r}",
+            entry=info.filename,
+        )
+        limits.check_ratio(
+            info.file_size, info.compress_size, f"entry {info.filename!r}", entry=info.filename
+        )
         if not info.is_dir():
             files.append(info)
     return files
 
 
-def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    """The bytes of one checked member (never more than it declares).
+def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
+    """A checked member as a stream (never more bytes than it declares).
 
     Raises:
-        DatasetError: the member is corrupt (bad CRC, truncated, unknown compression).
+        DatasetError: the member cannot be opened (unknown compression, bad local header).
     """
     try:
-        with zf.open(info) as f:
-            return f.read(info.file_size)
-    except (zipfile.BadZipFile, OSError, NotImplementedError, EOFError) as exc:
+        return zf.open(info)
+    except (zipfile.BadZipFile, OSError, NotImplementedError, EOFError, ValueError) as exc:
         raise DatasetError(f"entry {info.filename!r} cannot be read: {exc}", entry=info.filename) from exc
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """Reads a raw or gzip-compressed file, refusing to decompress more than ``limit`` bytes.
-
-    Raises:
-        DatasetError: the file is larger than ``limit`` once decompressed, or the gzip is corrupt.
-    """
+def is_gzip(path: Path) -> bool:
     with open(path, "rb") as raw:
-        gzipped = raw.read(2) == _GZIP_MAGIC
-    try:
-        opener = gzip.open if gzipped else open
-        with opener(path, "rb") as f:
-            data = f.read(limit + 1)
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path.name}: cannot decompress ({exc})", file=path.name) from exc
-    if len(data) > limit:
-        raise DatasetError(
-            f"{path.name} unpacks to more than {limit} bytes",
-            file=path.name,
-            expected=limit,
-            got=f"> {limit}",
-        )
-    return data
+        return raw.read(2) == _GZIP_MAGIC
+
+
+def open_maybe_gzip(path: Path) -> IO[bytes]:
+    """The file's content as a stream, decompressed on the fly when it is gzip."""
+    if is_gzip(path):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
 
 
 def _check_name(name: str) -> None:

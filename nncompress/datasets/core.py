@@ -9,20 +9,78 @@ expected, so an uploader can fix the file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from nncompress.datasets.checks import (
+    check_finite,
+    check_label_header,
+    check_label_values,
+    check_normalize,
+    check_sample_header,
+    is_channels_last,
+)
 from nncompress.datasets.errors import DatasetError
 
-__all__ = ["LabelledDataset", "check_compatible", "from_arrays", "split"]
+__all__ = ["DatasetSummary", "LabelledDataset", "check_compatible", "from_arrays", "split"]
 
-# A 4-D array whose last axis has one of these sizes (and whose axis 1 does not) is read as
-# channels-last (N, H, W, C), the layout numpy/PIL users produce; models take (N, C, H, W).
-_CHANNEL_SIZES = (1, 3, 4)
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What validation learnt about a data set without holding its samples: the API's record of an
+    upload, and :meth:`LabelledDataset.summary` of a loaded one (the two agree field for field).
+
+    Attributes:
+        source_format: ``"npz"``, ``"mnist_idx"``, ``"imagefolder_zip"`` or ``"arrays"``.
+        samples: number of samples.
+        num_classes: number of classes (the largest label + 1 unless given).
+        class_counts: samples per class, in class-index order.
+        sample_shape: shape of one sample as a model takes it, e.g. ``(1, 28, 28)``.
+        sha256: hex digest of the source bytes.
+        source_bytes: size of the source file(s).
+        class_names: folder names of an ImageFolder archive, in class-index order.
+    """
+
+    source_format: str
+    samples: int
+    num_classes: int
+    class_counts: tuple[int, ...]
+    sample_shape: tuple[int, ...]
+    sha256: str
+    source_bytes: int
+    class_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: sample count, classes, shapes, sizes and the source digest."""
+        return {
+            "format": self.source_format,
+            "samples": self.samples,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "class_counts": list(self.class_counts),
+            "sample_shape": list(self.sample_shape),
+            "dtype": "float32",
+            "source_bytes": self.source_bytes,
+            # What a job holds: float32 samples and int64 labels.
+            "tensor_bytes": self.samples * (4 * math.prod(self.sample_shape) + 8),
+            "sha256": self.sha256,
+        }
+
+
+class _Shaped(Protocol):
+    @property
+    def sample_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def num_classes(self) -> int: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,21 +147,22 @@ class LabelledDataset:
         n = len(self) if limit is None else min(len(self), limit * batch_size)
         return [(self.x[s : s + batch_size], self.y[s : s + batch_size]) for s in range(0, n, batch_size)]
 
+    def summary(self) -> DatasetSummary:
+        """The data set's :class:`DatasetSummary` (class counts, shapes, provenance)."""
+        return DatasetSummary(
+            source_format=self.source_format,
+            samples=len(self),
+            num_classes=self.num_classes,
+            class_counts=tuple(torch.bincount(self.y, minlength=self.num_classes).tolist()),
+            sample_shape=self.sample_shape,
+            sha256=self.sha256,
+            source_bytes=self.source_bytes,
+            class_names=self.class_names,
+        )
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: sample count, classes, shapes, sizes and the source digest."""
-        counts = torch.bincount(self.y, minlength=self.num_classes).tolist()
-        return {
-            "format": self.source_format,
-            "samples": len(self),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names) if self.class_names is not None else None,
-            "class_counts": counts,
-            "sample_shape": list(self.sample_shape),
-            "dtype": str(self.x.dtype).removeprefix("torch."),
-            "source_bytes": self.source_bytes,
-            "tensor_bytes": self.x.element_size() * self.x.numel() + self.y.element_size() * self.y.numel(),
-            "sha256": self.sha256,
-        }
+        return self.summary().describe()
 
 
 def from_arrays(
@@ -178,13 +237,11 @@ def from_arrays(
     return dataset
 
 
-def check_compatible(
-    dataset: LabelledDataset, *, input_shape: Sequence[int], num_classes: int | None = None
-) -> None:
+def check_compatible(dataset: _Shaped, *, input_shape: Sequence[int], num_classes: int | None = None) -> None:
     """Checks that a data set fits a model: sample shape (channel count first) and class count.
 
     Args:
-        dataset: the data set.
+        dataset: the data set, or its :class:`DatasetSummary`.
         input_shape: the model's input shape, ``(C, H, W)`` or with a leading batch axis ``(1, C, H, W)``.
         num_classes: the model's output classes; the data set must not have more.
 
@@ -269,40 +326,11 @@ def split(
 def _check_samples(x: np.ndarray) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise DatasetError(f"x must be an array, got {type(x).__name__}", array="x")
-    if x.dtype == object:
-        raise DatasetError(
-            "x is ragged (an object array): every sample must have the same shape",
-            array="x",
-            expected="a numeric array of shape (N, ...)",
-            got="object",
-        )
-    if x.dtype.kind not in "uif":
-        raise DatasetError(
-            f"x has dtype {x.dtype}; expected an integer or floating dtype (uint8 images or float32)",
-            array="x",
-            expected="uint8|int|float",
-            got=str(x.dtype),
-        )
-    if x.ndim < 2:
-        raise DatasetError(
-            f"x has shape {list(x.shape)}; expected (N, ...) with at least one axis per sample",
-            array="x",
-            expected="(N, ...)",
-            got=list(x.shape),
-        )
-    if x.dtype.kind == "f":
-        bad = ~np.isfinite(x)
-        if bad.any():
-            index = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise DatasetError(
-                f"x[{', '.join(map(str, index))}] is {x[index]}; samples must be finite (no NaN or inf)",
-                array="x",
-                index=list(index),
-                got=str(x[index]),
-            )
+    check_sample_header(x.dtype, x.shape)
+    check_finite(x.reshape(-1), 0, x.shape)
     if x.ndim == 3:
         x = x[:, None]  # (N, H, W) grayscale images
-    elif x.ndim == 4 and x.shape[3] in _CHANNEL_SIZES and x.shape[1] not in _CHANNEL_SIZES:
+    elif is_channels_last(x.shape):
         x = x.transpose(0, 3, 1, 2)
     return x
 
@@ -310,51 +338,8 @@ def _check_samples(x: np.ndarray) -> np.ndarray:
 def _check_labels(y: np.ndarray, num_classes: int | None) -> np.ndarray:
     if not isinstance(y, np.ndarray):
         raise DatasetError(f"y must be an array, got {type(y).__name__}", array="y")
-    if y.dtype == object:
-        raise DatasetError("y is ragged (an object array); expected one integer label per sample", array="y")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise DatasetError(
-            f"y has shape {list(y.shape)}; expected (N,) class indices (one-hot labels: take argmax first)",
-            array="y",
-            expected="(N,)",
-            got=list(y.shape),
-        )
-    if y.dtype.kind == "f":
-        integral = np.isfinite(y) & (np.floor(y) == y)
-        if not integral.all():
-            i = int(np.argwhere(~integral)[0][0])
-            raise DatasetError(
-                f"y[{i}] = {y[i]} is not an integer class index",
-                array="y",
-                index=i,
-                expected="integer",
-                got=str(y[i]),
-            )
-    elif y.dtype.kind not in "ui":
-        raise DatasetError(
-            f"y has dtype {y.dtype}; expected integer class indices",
-            array="y",
-            expected="int",
-            got=str(y.dtype),
-        )
-    labels = y.astype(np.int64)
-    if labels.size:
-        low = labels < 0
-        high = labels >= num_classes if num_classes is not None else np.zeros_like(low)
-        bad = low | high
-        if bad.any():
-            i = int(np.argwhere(bad)[0][0])
-            bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-            raise DatasetError(
-                f"y[{i}] = {labels[i]} is out of range {bound}",
-                array="y",
-                index=i,
-                expected=bound,
-                got=int(labels[i]),
-            )
-    return labels
+    check_label_header(y.dtype, y.shape)
+    return check_label_values(y.reshape(-1), 0, num_classes)
 
 
 def _to_tensor(x: np.ndarray) -> torch.Tensor:
@@ -364,18 +349,10 @@ def _to_tensor(x: np.ndarray) -> torch.Tensor:
 
 
 def _normalize(x: torch.Tensor, mean: Sequence[float] | float, std: Sequence[float] | float) -> torch.Tensor:
+    check_normalize(mean, std, tuple(x.shape[1:]))
     m = torch.as_tensor(mean, dtype=torch.float32).flatten()
     s = torch.as_tensor(std, dtype=torch.float32).flatten()
-    if (s <= 0).any():
-        raise DatasetError(f"normalize std must be positive, got {s.tolist()}", array="normalize")
     if x.ndim >= 3 and m.numel() > 1:
-        if m.numel() != x.shape[1] or s.numel() != x.shape[1]:
-            raise DatasetError(
-                f"normalize has {m.numel()} mean(s) and {s.numel()} std(s) for {x.shape[1]} channels",
-                array="normalize",
-                expected=int(x.shape[1]),
-                got=int(m.numel()),
-            )
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return (x - m.view(shape)) / s.view(shape)
     return (x - m) / s

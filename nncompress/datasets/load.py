@@ -6,23 +6,29 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from nncompress.datasets.archive import ArchiveLimits, sha256_of
+import numpy as np
+
+from nncompress.datasets.archive import check_directory, open_zip, sha256_of
 from nncompress.datasets.core import LabelledDataset, from_arrays
 from nncompress.datasets.errors import DatasetError
-from nncompress.datasets.formats import read_idx, read_npz
-from nncompress.datasets.imagefolder import read_image_folder_zip
+from nncompress.datasets.formats import idx_array, npz_arrays, read_stored
+from nncompress.datasets.imagefolder import class_entries, read_images
+from nncompress.datasets.limits import DatasetLimits
 
 __all__ = ["FORMATS", "detect_format", "load_dataset", "load_mnist_idx"]
 
 FORMATS: tuple[str, ...] = ("npz", "mnist_idx", "imagefolder_zip")
 
 
-def detect_format(path: str | Path, *, labels_path: str | Path | None = None) -> str:
+def detect_format(
+    path: str | Path, *, labels_path: str | Path | None = None, limits: DatasetLimits | None = None
+) -> str:
     """Tells the format of an upload from its bytes (never from its name).
 
     Args:
         path: the file.
         labels_path: a second file; its presence means an idx image/label pair.
+        limits: a zip's entry count is checked before its directory is read.
 
     Returns:
         One of :data:`FORMATS`.
@@ -36,6 +42,7 @@ def detect_format(path: str | Path, *, labels_path: str | Path | None = None) ->
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] == b"PK":
+        check_directory(path, limits or DatasetLimits())
         try:
             with zipfile.ZipFile(path) as zf:
                 names = [i.filename for i in zf.infolist() if not i.is_dir()]
@@ -67,9 +74,11 @@ def load_dataset(
     num_classes: int | None = None,
     input_shape: Sequence[int] | None = None,
     normalize: tuple[Sequence[float] | float, Sequence[float] | float] | None = None,
-    limits: ArchiveLimits | None = None,
+    limits: DatasetLimits | None = None,
 ) -> LabelledDataset:
-    """Loads and validates a labelled data set from disk.
+    """Loads and validates a labelled data set from disk, within the limits.
+
+    Every limit is checked from headers before the data it bounds is decompressed or decoded.
 
     Args:
         path: an ``.npz`` (``x``/``y``), an ImageFolder zip, or the idx images file.
@@ -78,42 +87,55 @@ def load_dataset(
         num_classes: the model's class count (labels must lie below it).
         input_shape: the model's input shape, to check channels and size.
         normalize: ``(mean, std)`` applied after uint8 images are scaled to ``[0, 1]``.
-        limits: archive limits; defaults of :class:`ArchiveLimits` when omitted.
+        limits: the caps; defaults of :class:`DatasetLimits` when omitted.
 
     Returns:
         The validated :class:`LabelledDataset`.
 
     Raises:
         DatasetError: unsafe, malformed or incompatible data; the message says what and where.
+        DatasetLimitError: (a DatasetError) the data set is larger than a cap.
 
     Example:
         >>> ds = load_dataset("train.npz", num_classes=10, input_shape=(1, 28, 28))
         >>> ds.describe()["samples"]
     """
     path = Path(path)
-    limits = limits or ArchiveLimits()
-    fmt = format or detect_format(path, labels_path=labels_path)
+    limits = limits or DatasetLimits()
+    fmt = format or detect_format(path, labels_path=labels_path, limits=limits)
     common = {"num_classes": num_classes, "input_shape": input_shape, "normalize": normalize}
     if fmt == "mnist_idx":
         if labels_path is None:
             raise DatasetError("the idx format needs labels_path (the labels file)", file=path.name)
         return load_mnist_idx(path, labels_path, limits=limits, **common)  # type: ignore[arg-type]
-    size = path.stat().st_size
-    if fmt == "npz":
-        x, y = read_npz(path, limits)
-        return from_arrays(x, y, source_format=fmt, sha256=sha256_of(path), source_bytes=size, **common)  # type: ignore[arg-type]
-    if fmt == "imagefolder_zip":
-        x, y, classes = read_image_folder_zip(path, limits)
-        return from_arrays(
-            x,
-            y,
-            source_format=fmt,
-            sha256=sha256_of(path),
-            source_bytes=size,
-            class_names=classes,
-            **common,  # type: ignore[arg-type]
-        )
-    raise DatasetError(f"unknown data set format {fmt!r}", expected=list(FORMATS), got=fmt)
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown data set format {fmt!r}", expected=list(FORMATS), got=fmt)
+    classes = None
+    with open_zip(path, limits) as (zf, files):
+        if fmt == "npz":
+            x_array, y_array = npz_arrays(zf, files, limits)
+            x, y = read_stored(x_array), read_stored(y_array)
+        else:
+            classes, entries = class_entries(files)
+            limits.check("max_classes", len(classes), "the number of class folders")
+            x = read_images(zf, entries, limits)
+            y = np.array([label for label, _ in entries], dtype=np.int64)
+    dataset = from_arrays(
+        x,
+        y,
+        source_format=fmt,
+        sha256=sha256_of(path),
+        source_bytes=path.stat().st_size,
+        class_names=classes,
+        **common,  # type: ignore[arg-type]
+    )
+    return _within_classes(dataset, limits)
+
+
+def _within_classes(dataset: LabelledDataset, limits: DatasetLimits) -> LabelledDataset:
+    # Before anything counts samples per class (describe), which allocates one counter per class.
+    limits.check("max_classes", dataset.num_classes, "the number of classes (the largest label + 1)")
+    return dataset
 
 
 def load_mnist_idx(
@@ -123,7 +145,7 @@ def load_mnist_idx(
     num_classes: int | None = None,
     input_shape: Sequence[int] | None = None,
     normalize: tuple[Sequence[float] | float, Sequence[float] | float] | None = None,
-    limits: ArchiveLimits | None = None,
+    limits: DatasetLimits | None = None,
 ) -> LabelledDataset:
     """Loads an idx images/labels pair (e.g. ``train-images-idx3-ubyte.gz``), gzip or raw.
 
@@ -133,7 +155,7 @@ def load_mnist_idx(
         num_classes: the model's class count.
         input_shape: the model's input shape.
         normalize: ``(mean, std)`` after scaling to ``[0, 1]``; MNIST's usual is ``(0.1307, 0.3081)``.
-        limits: caps the decompressed size.
+        limits: the caps (samples, decoded bytes, gzip ratio, classes).
 
     Returns:
         The validated data set.
@@ -142,10 +164,10 @@ def load_mnist_idx(
         DatasetError: a malformed file, or images and labels that do not pair up.
     """
     images, labels = Path(images), Path(labels)
-    limits = limits or ArchiveLimits()
-    x = read_idx(images, limits)
-    y = read_idx(labels, limits)
-    return from_arrays(
+    limits = limits or DatasetLimits()
+    x_array, y_array = idx_array(images, limits), idx_array(labels, limits)
+    x, y = read_stored(x_array), read_stored(y_array)
+    dataset = from_arrays(
         x,
         y,
         source_format="mnist_idx",
@@ -155,3 +177,4 @@ def load_mnist_idx(
         input_shape=input_shape,
         normalize=normalize,
     )
+    return _within_classes(dataset, limits)

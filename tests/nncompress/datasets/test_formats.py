@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from nncompress.datasets import (
-    ArchiveLimits,
     DatasetError,
+    DatasetLimitError,
+    DatasetLimits,
     detect_format,
     from_arrays,
     load_dataset,
@@ -177,10 +178,13 @@ def test_idx_truncated_and_mismatched(tmp_path: Path) -> None:
 
 
 def test_idx_gzip_bomb_is_capped(tmp_path: Path) -> None:
-    images = _idx(tmp_path / "img.idx.gz", np.zeros((100, 100, 100), dtype=np.uint8), compress=True)
+    images = _idx(tmp_path / "img.idx.gz", np.zeros((100, 128, 128), dtype=np.uint8), compress=True)
     labels = _idx(tmp_path / "lbl.idx.gz", np.zeros(100, dtype=np.uint8), compress=True)
-    with pytest.raises(DatasetError, match="unpacks to more than 10000 bytes"):
-        load_mnist_idx(images, labels, limits=ArchiveLimits(max_total_bytes=10_000))
+    with pytest.raises(DatasetLimitError, match=r"exceeds dataset_max_decoded_bytes \(6,553,600 > 10,000\)"):
+        load_mnist_idx(images, labels, limits=DatasetLimits(max_decoded_bytes=10_000))
+    with pytest.raises(DatasetLimitError, match=r"expands \d+x .*\(dataset_max_ratio") as info:
+        load_mnist_idx(images, labels)  # 1.6 MB of zeros gzip to 2 KB
+    assert info.value.code == "dataset_max_ratio_exceeded"
 
 
 def test_single_idx_file_asks_for_labels(tmp_path: Path) -> None:
@@ -277,19 +281,21 @@ def test_image_folder_symlink_refused(tmp_path: Path) -> None:
 def test_zip_limits_entry_count_total_size_and_ratio(tmp_path: Path) -> None:
     files = {f"a/{i}.png": _png(_gray(i), "L") for i in range(5)}
     path = _folder_zip(tmp_path / "f.zip", files)
-    with pytest.raises(DatasetError, match="5 entries; at most 4"):
-        load_dataset(path, limits=ArchiveLimits(max_entries=4))
-    with pytest.raises(DatasetError, match="unpacks to more than 100 bytes"):
-        load_dataset(path, limits=ArchiveLimits(max_total_bytes=100))
+    with pytest.raises(DatasetLimitError, match=r"entries .* exceeds dataset_max_archive_entries \(5 > 4\)"):
+        load_dataset(path, limits=DatasetLimits(max_archive_entries=4))
+    with pytest.raises(DatasetLimitError, match=r"unpacked size up to entry 'a/.*' exceeds"):
+        load_dataset(path, limits=DatasetLimits(max_unpacked_bytes=100))
     bomb = _folder_zip(tmp_path / "bomb.zip", {"a/0.png": bytes(4 << 20)})
-    with pytest.raises(DatasetError, match=r"expands \d+x .*zip bomb"):
+    with pytest.raises(DatasetLimitError, match=r"expands \d+x .*decompression bomb"):
         load_dataset(bomb)
 
 
 def test_image_pixel_limit(tmp_path: Path) -> None:
     path = _folder_zip(tmp_path / "f.zip", {"a/0.png": _png(_gray(0, 64), "L")})
-    with pytest.raises(DatasetError, match="64x64; at most 1000 pixels"):
-        load_dataset(path, limits=ArchiveLimits(max_image_pixels=1000))
+    with pytest.raises(
+        DatasetLimitError, match=r"64x64 pixels exceeds dataset_max_image_pixels \(4,096 > 1,000\)"
+    ):
+        load_dataset(path, limits=DatasetLimits(max_image_pixels=1000))
 
 
 def test_unknown_bytes(tmp_path: Path) -> None:
