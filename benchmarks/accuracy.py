@@ -45,7 +45,7 @@ from nncompress.finetune import (
 )
 from nncompress.models.mnist import Net
 from nncompress.pruners import prune
-from nncompress.scheduled import ScheduledProgress, scheduled_prune, weights_bytes
+from nncompress.pruners.scheduled import ScheduledProgress, scheduled_prune, weights_bytes
 from nncompress.speedup import speedup
 
 SEED_CONFIG = [

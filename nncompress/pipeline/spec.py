@@ -57,7 +57,7 @@ LATENCY_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 # Labelled data sets shipped with nncompress that a job may name (no upload needed).
 BUILTIN_DATASETS: tuple[str, ...] = ("mnist_subset",)
 
-# Scheduled (iterative) pruning: NNI's Linear and AGP schedules (nncompress.scheduled).
+# Scheduled (iterative) pruning: NNI's Linear and AGP schedules (nncompress.pruners.scheduled).
 SCHEDULE_KINDS: tuple[str, ...] = ("linear", "agp")
 
 # Pruners that rank channels from data: they need the job's data set (or a built-in one).

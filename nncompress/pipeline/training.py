@@ -199,12 +199,12 @@ def run_scheduled(
     and resumes the interrupted one from its last epoch.
 
     Returns:
-        The :class:`~nncompress.scheduled.ScheduledResult`.
+        The :class:`~nncompress.pruners.scheduled.ScheduledResult`.
 
     Raises:
         JobCancelled: ``should_stop()`` said stop.
     """
-    from nncompress.scheduled import ScheduledProgress, scheduled_prune
+    from nncompress.pruners.scheduled import ScheduledProgress, scheduled_prune
 
     assert spec.schedule is not None and spec.finetune is not None and spec.pruner is not None
     record.setdefault("steps", [])

@@ -10,7 +10,7 @@ import torch
 
 from nncompress.errors import ConfigError
 from nncompress.finetune import FinetuneCancelled, FinetuneSpec, evaluate
-from nncompress.scheduled import (
+from nncompress.pruners.scheduled import (
     AGPPruner,
     LinearPruner,
     ScheduledProgress,
