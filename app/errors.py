@@ -131,3 +131,7 @@ class InvalidJobSpec(ServiceError):
 
 class NotReady(ServiceError):
     code, status, title = "not_ready", 503, "Service not ready"
+
+
+class StorageUnavailable(ServiceError):
+    code, status, title = "storage_unavailable", 503, "Object storage unavailable"

@@ -27,7 +27,7 @@ from app.problems import install_problem_handlers
 from app.request_log import RequestContextMiddleware
 from app.routes import architectures, artifacts, dashboard, datasets, health, jobs, models
 from app.settings import Settings, get_settings
-from app.storage import Storage
+from app.storage import open_storage
 from app.upload_slots import UploadSlots
 
 log = logging.getLogger("app")
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
-    app.state.storage = Storage(settings.storage_dir)
+    app.state.storage = open_storage(settings)
     app.state.dispatcher = dispatcher
     app.state.rate_limiter = make_rate_limiter(settings.broker_url)
     app.state.metrics = Metrics(session_factory, settings, lambda: app.state.dispatcher)

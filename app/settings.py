@@ -7,6 +7,7 @@ override the dependency instead of patching the environment.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,27 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, validation_alias=_env("broker_url", "BROKER_URL"))
     storage_dir: Path = Field(
         default=Path("./var/storage"), validation_alias=_env("storage_dir", "STORAGE_DIR")
+    )
+    # Object storage (app.storage_s3); credentials and endpoint come from the standard AWS_* variables.
+    storage_url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix: uploads, data sets and artifacts in an S3-compatible store "
+        "instead of storage_dir",
+    )
+    cache_dir: Path = Field(
+        default=Path("./var/cache"),
+        description="with storage_url: this process's local copies of stored objects and its scratch files",
+    )
+    cache_max_bytes: int = Field(default=20 << 30, gt=0, description="bound of cache_dir's copies")
+    s3_part_bytes: int = Field(
+        default=8 * MiB, ge=5 * MiB, description="multipart upload part size (S3's minimum is 5 MiB)"
+    )
+    download_redirect_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="with storage_url: artifact downloads answer 307 to a presigned URL valid this long; "
+        "0: the API streams the file",
     )
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
     preflight_max_params: int = Field(
@@ -133,6 +155,14 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _empty_broker_is_embedded(cls, url: str | None) -> str | None:
+        return url or None
+
+    @field_validator("storage_url")
+    @classmethod
+    def _s3_url(cls, url: str | None) -> str | None:
+        # A bucket name as S3 allows it (3-63 lowercase letters, digits, dots, hyphens); any prefix.
+        if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", url):
+            raise ValueError(f"storage_url must look like s3://bucket/prefix, got {url!r}")
         return url or None
 
     @model_validator(mode="after")

@@ -1,8 +1,10 @@
-"""Local file storage under ``storage_dir``, addressed by keys the service generates.
+"""Storage of uploads, data sets and artifacts, addressed by keys the service generates.
 
 Keys look like ``models/<id>/upload.bin`` or ``jobs/<job_id>/<artifact name>``; no user-supplied
-file name ever becomes part of a path. Writes go to a temp file and are renamed into place, so a
-failed or oversize upload leaves nothing behind.
+file name ever becomes part of a path. :class:`Storage` keeps them in a local folder (the embedded
+default); ``app.storage_s3.S3Storage`` is the same interface over an S3-compatible store, with that
+folder as its local cache. :func:`open_storage` picks one from the settings. Writes go to a temp
+file and are renamed into place, so a failed or oversize upload leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 # Taken when the process first imports storage, before it serves or runs anything.
@@ -77,6 +83,14 @@ class TempWrite:
         self._file.close()
         self.path.unlink(missing_ok=True)
 
+    @property
+    def backlog(self) -> bool:
+        """True while written bytes wait to be sent on (an object store's parts); see :meth:`drain`."""
+        return False
+
+    def drain(self) -> None:
+        """Blocks until the backlog is sent; the async reader calls it in a thread, off the event loop."""
+
 
 class Storage:
     """A folder holding uploads and artifacts; ``path(key)`` refuses keys that leave it."""
@@ -127,8 +141,37 @@ class Storage:
         os.replace(temp.path, target)
         return target
 
+    def local_path(self, key: str) -> Path:
+        """A local file holding ``key``'s bytes, to read (here: the stored file itself)."""
+        return self.path(key)
+
+    def job_dir(self, job_id: str) -> Path:
+        """The local folder a job writes its artifacts to (``jobs/<job_id>``, their keys' folder)."""
+        return self.path(f"jobs/{job_id}")
+
+    def publish(self, local: Path, key: str) -> None:
+        """Stores the file ``local`` (written under :meth:`job_dir`) as ``key``; here it already is."""
+        if Path(local).resolve() != self.path(key):
+            raise ValueError(f"{local} is not where {key!r} is stored")
+
+    def release_job_dir(self, job_id: str) -> None:
+        """Called once a job's artifacts are published; here the folder is the stored copy, so kept."""
+
+    def presigned_url(self, key: str, *, expires_seconds: int, filename: str, media_type: str) -> str | None:
+        """A URL that serves ``key`` without the API for a while; a local folder has none."""
+        return None
+
     def delete(self, key: str) -> None:
         path = self.path(key)
         path.unlink(missing_ok=True)
         if path.parent != self.root and not any(path.parent.iterdir()):
             path.parent.rmdir()
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage the settings name: S3 for ``storage_url``, else the ``storage_dir`` folder."""
+    if settings.storage_url:
+        from app.storage_s3 import S3Storage  # boto3 loads only where object storage is configured
+
+        return S3Storage.from_settings(settings)
+    return Storage(settings.storage_dir)

@@ -42,7 +42,7 @@ from app.db.session import make_engine, make_session_factory
 from app.logs import configure_logging
 from app.metrics import WORKER_BEAT_PREFIX
 from app.settings import Settings, get_settings
-from app.storage import Storage
+from app.storage import open_storage
 from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner
 from workers.no_worker import queue_beat_key
@@ -153,7 +153,7 @@ def create_celery_app(settings: Settings) -> Celery:
         def start(self, parent: Any) -> None:
             configure_logging(settings.log_format, settings.log_level)
             redis_broker = (settings.broker_url or "").startswith("redis")
-            Storage(settings.storage_dir).sweep_partial_uploads()  # parts a killed process left
+            open_storage(settings).sweep_partial_uploads()  # parts a killed process left
             session_factory, owner = resources.get()
             self.deliverer = WebhookDeliverer(session_factory, settings)
             self.deliverer.start()

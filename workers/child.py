@@ -9,6 +9,7 @@ crash, a timeout, a cancellation by kill.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import logging
@@ -31,6 +32,7 @@ from app.db.models import Job
 from app.db.session import make_engine, make_session_factory
 from app.logs import configure_logging, log_context
 from app.settings import Settings
+from app.storage import Storage, open_storage
 from workers import memory, state
 
 log = logging.getLogger("workers.child")
@@ -73,12 +75,25 @@ class JobContext:
     _last_poll: float = 0.0
     _stop: bool = False
 
+    @functools.cached_property
+    def storage(self) -> Storage:
+        """The deployment's storage (a local folder, or an object store with a local cache)."""
+        return open_storage(self.settings)
+
     @property
     def out_dir(self) -> Path:
-        """``<storage>/jobs/<job_id>/``, where the job writes its artifacts."""
-        path = Path(self.settings.storage_dir) / "jobs" / self.job_id
+        """Where the job writes its artifacts: ``<storage>/jobs/<job_id>/``, or with an object store
+        a local work folder that :meth:`publish` uploads from."""
+        path = self.storage.job_dir(self.job_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def publish(self, artifacts: list[state.ArtifactRecord]) -> None:
+        """Stores the artifacts' files under their keys (a no-op on the local folder they are in)."""
+        root = self.out_dir
+        prefix = f"jobs/{self.job_id}/"
+        for record in artifacts:
+            self.storage.publish(root / record.storage_key.removeprefix(prefix), record.storage_key)
 
     @property
     def resume_from(self) -> str | None:
@@ -208,12 +223,25 @@ def run(job_id: str, worker_id: str, settings: Settings, target: str) -> int:
     ctx = JobContext(
         job_id=job_id, worker_id=worker_id, settings=settings, session_factory=session_factory, job=job
     )
-    limit_bytes = settings.job_memory_mb * memory.MiB
+    try:
+        return _run_job(ctx, target)
+    finally:
+        if not ctx.lease_lost:  # else the job is another worker's now
+            ctx.storage.release_job_dir(job_id)
+        engine.dispose()
+
+
+def _run_job(ctx: JobContext, target: str) -> int:
+    """The body of :func:`run`: the job function, its artifacts published, its end recorded."""
+    job_id, worker_id, session_factory = ctx.job_id, ctx.worker_id, ctx.session_factory
+    limit_bytes = ctx.settings.job_memory_mb * memory.MiB
     # Before the model or torch loads: the supervisor's watchdog sees only what outlasts a poll.
     memory.prefer_for_oom_kill()
-    memory.apply_process_limit(limit_bytes, device=job.device)
+    memory.apply_process_limit(limit_bytes, device=ctx.job.device)
     try:
         output = resolve_target(target)(ctx)
+        if not ctx.lease_lost:
+            ctx.publish(output.artifacts)
     except Exception as exc:
         # Anything that escapes the interpreter (a signal, os._exit, SystemExit) is the supervisor's to
         # record as ``worker_crashed``; every exception is recorded here, with its stable code if any.
@@ -249,7 +277,6 @@ def run(job_id: str, worker_id: str, settings: Settings, target: str) -> int:
             result=output.result,
             artifacts=output.artifacts,
         )
-    engine.dispose()
     return 0
 
 

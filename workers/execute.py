@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db.models import Dataset, Job, Model
 from app.db.types import utcnow
-from app.storage import Storage
+from app.storage import Storage, open_storage
 from workers import state
 from workers.child import JobContext, JobOutput
 
@@ -53,7 +53,8 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
         if model_row is None:
             raise RuntimeError(f"model {ctx.job.model_id} of job {ctx.job_id} does not exist")
         session.expunge(model_row)
-    storage = Storage(Path(ctx.settings.storage_dir))
+    storage = open_storage(ctx.settings)
+    storage.ensure_dirs()
     upload = load_upload(model_row, storage, allow_pickle=ctx.settings.allow_pickle)
     spec = JobSpec.from_dict(ctx.job.spec)
     dataset, val_dataset = (None, None)
@@ -126,14 +127,14 @@ def load_upload(model_row: Model, storage: Storage, *, allow_pickle: bool) -> Lo
 def _load_hf(model_row: Model, storage: Storage) -> LoadedHf:
     from nncompress.io.hf_dir import load_hf_dir
 
-    path = storage.path(model_row.storage_key)
+    path = storage.local_path(model_row.storage_key)
     config_key = (model_row.details or {}).get("config_key")
     if not config_key:
         return load_hf_dir(path)  # a zip: extracted to a temp folder and deleted by the loader
     with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="hf-") as tmp:
         folder = Path(tmp)
         os.link(path, folder / "model.safetensors")  # a hard link: the reader refuses symlinks
-        os.link(storage.path(config_key), folder / "config.json")
+        os.link(storage.local_path(config_key), folder / "config.json")
         return load_hf_dir(folder)
 
 
@@ -141,7 +142,6 @@ def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: boo
     """Loads an uploaded model as its format says (see :func:`load_upload`), the module alone."""
     from nncompress.io.intake import load_model
 
-    path = storage.path(model_row.storage_key)
     if model_row.format == "hf_dir":
         return _load_hf(model_row, storage).model.eval()
     if model_row.format == "onnx_zip":
@@ -149,10 +149,13 @@ def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: boo
         from nncompress.io.onnx_import import load_onnx
 
         with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="onnx-") as tmp:
-            onnx_path = extract_onnx_zip(path, Path(tmp))
+            onnx_path = extract_onnx_zip(storage.local_path(model_row.storage_key), Path(tmp))
             return load_onnx(onnx_path, external_data_dir=Path(tmp)).eval()
     return load_model(
-        path, fmt=model_row.intake_format, architecture=model_row.architecture, allow_pickle=allow_pickle
+        storage.local_path(model_row.storage_key),
+        fmt=model_row.intake_format,
+        architecture=model_row.architecture,
+        allow_pickle=allow_pickle,
     )
 
 
@@ -182,8 +185,8 @@ def load_job_dataset(
     def part(images: str, labels: str) -> LabelledDataset:
         labels_key = row.files[labels]["storage_key"] if labels in row.files else None
         return load_dataset(
-            storage.path(row.files[images]["storage_key"]),
-            labels_path=storage.path(labels_key) if labels_key else None,
+            storage.local_path(row.files[images]["storage_key"]),
+            labels_path=storage.local_path(labels_key) if labels_key else None,
             format=row.format,
             normalize=normalize,
             limits=limits,

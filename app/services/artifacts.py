@@ -12,8 +12,8 @@ from app.storage import Storage
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
-def find_artifact(*, job: Job, name: str, storage: Storage) -> tuple[Artifact, Path]:
-    """The artifact and its file; 409 unless the job succeeded, 404 for an unknown name."""
+def find_artifact(*, job: Job, name: str) -> Artifact:
+    """The artifact; 409 unless the job succeeded, 404 for an unknown name."""
     if not job.finished:
         raise JobNotFinished(f"job {job.id} is {job.status}; artifacts are available once it succeeds")
     if job.status != JobStatus.SUCCEEDED.value:
@@ -22,10 +22,22 @@ def find_artifact(*, job: Job, name: str, storage: Storage) -> tuple[Artifact, P
     if artifact is None:
         known = ", ".join(a.name for a in job.artifacts) or "none"
         raise NotFound(f"job {job.id} has no artifact {name!r} (artifacts: {known})")
-    path = storage.path(artifact.storage_key)
-    if not path.is_file():
-        raise NotFound(f"artifact {name!r} of job {job.id} is recorded but its file is missing")
-    return artifact, path
+    return artifact
+
+
+def artifact_file(*, job: Job, artifact: Artifact, storage: Storage) -> Path:
+    """A local file with the artifact's bytes (from an object store: the API's cached copy).
+
+    Raises:
+        NotFound: the artifact is recorded but its file is gone. StorageUnavailable: the store failed.
+    """
+    try:
+        path = storage.local_path(artifact.storage_key)
+    except FileNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise NotFound(f"artifact {artifact.name!r} of job {job.id} is recorded but its file is missing")
+    return path
 
 
 def check_range(header: str | None, size: int) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import InvalidUpload, UploadTooLarge
 from app.storage import LimitExceeded, Storage, TempWrite
@@ -136,6 +137,9 @@ async def receive_form(
     try:
         async for chunk in request.stream():
             parser.write(chunk)
+            if collector.current is not None and collector.current.backlog:
+                # An object store's parts are still uploading: wait for them off the event loop.
+                await run_in_threadpool(collector.current.drain)
         parser.finalize()
     except LimitExceeded:
         _discard(collector.form)
@@ -152,8 +156,12 @@ async def receive_form(
     # The required part comes first, whatever order the client sent the parts in.
     collector.form.file = collector.form.files[file_field]
     collector.form.filename = collector.form.filenames[file_field]
-    for temp in collector.form.files.values():
-        temp.close()
+    try:
+        for temp in collector.form.files.values():
+            await run_in_threadpool(temp.close)  # fsync, or an object store's last part: off the loop
+    except BaseException:
+        _discard(collector.form)
+        raise
     return collector.form
 
 

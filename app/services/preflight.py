@@ -58,7 +58,7 @@ def build_for_preflight(model: Model, storage: Storage, *, max_params: int | Non
     if model.architecture is not None:
         return get(model.architecture).build(**build_kwargs(model)).eval()
     if model.format == "onnx":
-        return load_model(storage.path(model.storage_key), fmt="onnx")
+        return load_model(storage.local_path(model.storage_key), fmt="onnx")
     if model.format == "hf_dir":
         return build_hf(model, storage, max_params=limit)
     if model.format == "onnx_zip":
@@ -91,7 +91,7 @@ def convert_onnx_zip(model: Model, storage: Storage, *, max_params: int) -> nn.M
     """
     from nncompress.io.onnx_import import load_onnx
 
-    path = storage.path(model.storage_key)
+    path = storage.local_path(model.storage_key)
     with zipfile.ZipFile(path) as archive:
         size = sum(info.file_size for info in archive.infolist())
     _check_size(model, size // _FLOAT_BYTES, max_params, what="parameters' worth of float32 data")
@@ -119,11 +119,11 @@ def _stored_hf_config(model: Model, storage: Storage) -> dict[str, Any]:
 
     config_key = (model.details or {}).get("config_key")
     if config_key:
-        path = storage.path(config_key)
+        path = storage.local_path(config_key)
         if path.stat().st_size > MAX_CONFIG_BYTES:  # the bound the upload passed
             raise InvalidUpload(f"the stored {CONFIG} is larger than {MAX_CONFIG_BYTES} bytes")
         return dict(json.loads(path.read_text(encoding="utf-8")))
-    with open_hf_source(storage.path(model.storage_key)) as source:
+    with open_hf_source(storage.local_path(model.storage_key)) as source:
         return dict(read_json(source, CONFIG, MAX_CONFIG_BYTES))
 
 
