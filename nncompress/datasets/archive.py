@@ -193,7 +193,9 @@ def open_maybe_gzip(path: Path) -> IO[bytes]:
 
 def _check_name(name: str) -> None:
     bad = None
-    if "\x00" in name:
+    if not PurePosixPath(name).parts:
+        bad = "has no name"
+    elif "\x00" in name:
         bad = "contains a NUL byte"
     elif name.startswith(("/", "\\")) or _DRIVE.match(name):
         bad = "is an absolute path"

@@ -221,6 +221,11 @@ def _npy_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> StoredA
             expected="numeric array",
             got="object",
         )
+    if dtype.itemsize == 0 or any(int(d) < 0 for d in shape):
+        # numpy's header reader lets both through; neither can hold samples (nor be streamed).
+        raise DatasetError(
+            f"{name}: not a valid .npy array (shape {list(shape)}, dtype {dtype})", array=name, got=str(dtype)
+        )
     array = StoredArray(
         name=name,
         dtype=dtype,

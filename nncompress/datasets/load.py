@@ -45,8 +45,9 @@ def detect_format(
         check_directory(path, limits or DatasetLimits())
         try:
             with zipfile.ZipFile(path) as zf:
-                names = [i.filename for i in zf.infolist() if not i.is_dir()]
-        except zipfile.BadZipFile as exc:
+                # Not ZipInfo.is_dir(): it fails on an empty name, which check_zip reports later.
+                names = [i.filename for i in zf.infolist() if not i.filename.endswith("/")]
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise DatasetError(
                 f"{path.name} looks like a zip but cannot be opened: {exc}", file=path.name
             ) from exc

@@ -132,3 +132,31 @@ def test_an_archive_that_hides_entries_from_its_declared_count_is_refused_before
     with pytest.raises(DatasetError, match="dataset_max_archive_entries") as info:
         scan_dataset(path, limits=DatasetLimits(max_archive_entries=10))
     assert info.value.code == "dataset_max_archive_entries_exceeded"
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [("(0, -5)", "<f4"), ("(2, 2)", "|S0")])
+def test_npy_headers_numpy_reads_but_nothing_can_hold_are_refused(
+    tmp_path: Path, shape: str, dtype: str
+) -> None:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.zeros((1, 1), np.float32))
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}".ljust(117) + "\n"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", data)
+        zf.writestr("y.npy", buffer.getvalue())
+    for read in (scan_dataset, load_dataset):
+        with pytest.raises(DatasetError, match=r"not a valid \.npy array"):
+            read(path)
+
+
+@pytest.mark.parametrize("name", ["", "."])
+def test_an_entry_without_a_name_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "f.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a/0.png", _png(np.zeros((4, 4), np.uint8), "L"))
+        zf.writestr(zipfile.ZipInfo(name), b"x")
+    for read in (scan_dataset, load_dataset):
+        with pytest.raises(DatasetError, match="has no name"):
+            read(path)
