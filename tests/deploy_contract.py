@@ -12,7 +12,9 @@ know:
    (also the Dockerfile's CMD), the migration is ``alembic upgrade head`` (tests/test_deploy.py runs it),
    workers are ``python -m workers --queues ...`` (as tests/workers/conftest.py starts them), GPU workers
    reserve an NVIDIA device, Redis keeps an append-only file, API and workers share the storage volume and
-   get DATABASE_URL / BROKER_URL / NNCOMPRESS_STORAGE_DIR. The Dockerfile is multi-stage, ends as a non-root
+   get DATABASE_URL / BROKER_URL / NNCOMPRESS_STORAGE_DIR, and the object-storage settings too (so that
+   NNCOMPRESS_STORAGE_URL alone switches every service to S3), with a cache folder of each container's
+   own, never on the shared volume. The Dockerfile is multi-stage, ends as a non-root
    user, probes /healthz and copies only files that exist and that .dockerignore lets through.
 """
 
@@ -34,6 +36,15 @@ MIGRATE_COMMAND = ["alembic", "upgrade", "head"]
 WORKER_ENTRY = ["python", "-m", "workers", "--queues"]
 WORKER_QUEUES = {"cpu", "gpu"}
 SERVICE_ENV = ("DATABASE_URL", "BROKER_URL", "NNCOMPRESS_STORAGE_DIR")
+OBJECT_STORAGE_ENV = (
+    "NNCOMPRESS_STORAGE_URL",
+    "NNCOMPRESS_CACHE_DIR",
+    "NNCOMPRESS_DOWNLOAD_REDIRECT_SECONDS",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+)
 REQUIRED_SERVICES = ("postgres", "redis", "migrate", "api", "worker")
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|build-essential|make|clang|cmake)\b")
 
@@ -241,9 +252,15 @@ def contract_errors(doc: dict[str, Any]) -> list[str]:
     storage_mounts: dict[str, str | None] = {}
     for name in ["api", *workers]:
         svc, where = services[name], f"services.{name}"
-        missing = [k for k in SERVICE_ENV if k not in _env_keys(svc)]
+        missing = [k for k in (*SERVICE_ENV, *OBJECT_STORAGE_ENV) if k not in _env_keys(svc)]
         if missing:
             errors.append(f"{where}.environment: missing {', '.join(missing)}")
+        cache_volume = _volume_at(svc, _env(svc, "NNCOMPRESS_CACHE_DIR"))
+        if cache_volume is not None:
+            errors.append(
+                f"{where}.environment.NNCOMPRESS_CACHE_DIR: on the named volume {cache_volume!r}; each "
+                "container keeps a cache of its own (a shared one is swept and evicted by every process)"
+            )
         if _depends_on(svc).get("migrate") != "service_completed_successfully":
             errors.append(f"{where}.depends_on: must wait for migrate: service_completed_successfully")
         storage_mounts[name] = _storage_volume(svc)
@@ -312,7 +329,11 @@ def _env(svc: dict[str, Any], key: str) -> str | None:
 
 def _storage_volume(svc: dict[str, Any]) -> str | None:
     """The named volume mounted at (a parent of) NNCOMPRESS_STORAGE_DIR, or None."""
-    storage = _env(svc, "NNCOMPRESS_STORAGE_DIR")
+    return _volume_at(svc, _env(svc, "NNCOMPRESS_STORAGE_DIR"))
+
+
+def _volume_at(svc: dict[str, Any], storage: str | None) -> str | None:
+    """The named volume mounted at (a parent of) the folder ``storage``, or None."""
     if not storage:
         return None
     for vol in svc.get("volumes") or []:

@@ -147,6 +147,14 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda d: _svc(d, "worker").update(volumes=["pgdata:/data"]),
         "must mount one named volume",
     ),
+    "worker without the object-storage settings": (
+        lambda d: _svc(d, "worker")["environment"].pop("NNCOMPRESS_STORAGE_URL"),
+        "services.worker.environment: missing NNCOMPRESS_STORAGE_URL",
+    ),
+    "cache folder on the shared volume": (
+        lambda d: _svc(d, "api")["environment"].update(NNCOMPRESS_CACHE_DIR="/data/cache"),
+        "services.api.environment.NNCOMPRESS_CACHE_DIR: on the named volume 'storage'",
+    ),
     "worker without BROKER_URL": (
         lambda d: _svc(d, "worker").update(
             environment={k: v for k, v in _svc(d, "worker")["environment"].items() if k != "BROKER_URL"}
@@ -333,6 +341,9 @@ def _service_env(service: str, *, database_url: str, storage: Path) -> dict[str,
     compose_env = vc.interpolate(vc.load_compose(COMPOSE), [])["services"][service]["environment"]
     redis = urllib.parse.urlsplit(REDIS_URL)._replace(path=f"/{REDIS_DB}").geturl()
     local = {"DATABASE_URL": database_url, "BROKER_URL": redis, "NNCOMPRESS_STORAGE_DIR": str(storage)}
+    # Object storage keeps the compose default (off); the job flow on S3 is tests/workers/test_s3_e2e.py.
+    local.update({k: str(compose_env[k]) for k in vc.OBJECT_STORAGE_ENV if k in compose_env})
+    local["NNCOMPRESS_CACHE_DIR"] = str(storage.parent / f"cache-{service}")
     assert set(local) >= set(compose_env), f"{service} sets variables this test does not map: {compose_env}"
     env.update({k: local[k] for k in compose_env})
     env["NNCOMPRESS_RECONCILE_INTERVAL_SECONDS"] = "2"
