@@ -108,19 +108,16 @@ class Reply:
         return document
 
 
-class RawUpload:
-    """``POST /v1/models`` (or ``path``) with a chunked body over a raw socket, sent as fast or slow as
-    the test says."""
+class RawRequest:
+    """An HTTP/1.1 request over a raw socket: ``head`` is sent at once, the body as the test says."""
 
-    def __init__(self, port: int, *, timeout: float, path: str = "/v1/models") -> None:
+    def __init__(self, port: int, *, timeout: float, head: bytes) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n".encode()
-            + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode()
-        )
+        self.sock.sendall(head)
         self.buffer = b""
 
     def send(self, data: bytes) -> None:
+        """One chunk of a chunked body."""
         self.sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
     def finish(self) -> None:
@@ -154,6 +151,15 @@ class RawUpload:
         self.buffer += data
 
 
+def open_upload(port: int, *, timeout: float, path: str = "/v1/models") -> RawRequest:
+    """``POST /v1/models`` (or ``path``) whose multipart body goes in chunks (``send``)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+    )
+    return RawRequest(port, timeout=timeout, head=head.encode())
+
+
 def form_head() -> bytes:
     """The architecture field and the headers of the file part: the server opens its temp file."""
     return (
@@ -168,7 +174,7 @@ def form_tail() -> bytes:
 
 
 def full_upload(port: int) -> Reply:
-    upload = RawUpload(port, timeout=patience(1))
+    upload = open_upload(port, timeout=patience(1))
     upload.send(form_head() + mnist_safetensors() + form_tail())
     upload.finish()
     reply = upload.response()
@@ -181,7 +187,7 @@ def test_an_upload_that_stops_sending_is_cut_with_a_408(
 ) -> None:
     idle = 1.0
     server = serve(upload_idle_seconds=idle, upload_min_rate=0)
-    upload = RawUpload(server.port, timeout=patience(idle))
+    upload = open_upload(server.port, timeout=patience(idle))
     upload.send(form_head() + mnist_safetensors()[:100])  # then nothing more
     with caplog.at_level(logging.INFO):
         reply = upload.response()
@@ -207,7 +213,7 @@ def test_an_upload_trickling_below_the_minimum_rate_is_cut_with_a_408(serve: Cal
     # A byte every 50 ms keeps the (long) idle rule quiet: only the rate rule can cut this body.
     grace, idle = 1.0, 120.0
     server = serve(upload_min_rate=2000, upload_grace_seconds=grace, upload_idle_seconds=idle)
-    upload = RawUpload(server.port, timeout=patience(grace))
+    upload = open_upload(server.port, timeout=patience(grace))
     upload.send(form_head())
     stop = threading.Event()
 
@@ -235,12 +241,30 @@ def test_an_upload_trickling_below_the_minimum_rate_is_cut_with_a_408(serve: Cal
     assert server.metric("nncompress_request_bodies_cut_total", reason="idle") == 0
 
 
+def test_a_stalled_json_body_is_a_408_too_not_a_400(serve: Callable[..., Served]) -> None:
+    # FastAPI answers 400 for most errors raised while it reads a JSON body: the pace must survive that.
+    idle = 1.0
+    server = serve(upload_idle_seconds=idle, upload_min_rate=0)
+    body = b'{"model_id": "m", "config_list": []}'
+    head = (
+        "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    request = RawRequest(server.port, timeout=patience(idle), head=head.encode())
+    request.sock.sendall(body[:10])  # and then nothing
+    reply = request.response()
+    assert reply.status == 408
+    assert reply.problem()["type"] == PROBLEM + "body_timeout"
+    assert reply.headers.get("connection") == "close"
+    assert request.closed_by_server()
+
+
 @pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_an_over_limit_chunked_upload_gets_413_and_the_server_stops_reading(
     serve: Callable[..., Served], http: str
 ) -> None:
     server = serve(http=http, max_upload_bytes=4096)
-    upload = RawUpload(server.port, timeout=patience(1))
+    upload = open_upload(server.port, timeout=patience(1))
     upload.send(form_head() + b"x" * 8192)  # one write: the server reads it all before it answers
     reply = upload.response()
     assert reply.status == 413
@@ -259,12 +283,12 @@ def test_an_over_limit_chunked_upload_gets_413_and_the_server_stops_reading(
 def test_a_tenant_over_its_concurrent_uploads_gets_429_until_one_ends(serve: Callable[..., Served]) -> None:
     server = serve(tenant_max_concurrent_uploads=2, upload_min_rate=0, upload_idle_seconds=600)
     weights = mnist_safetensors()
-    first, second = (RawUpload(server.port, timeout=patience(1)) for _ in range(2))
+    first, second = (open_upload(server.port, timeout=patience(1)) for _ in range(2))
     for upload in (first, second):
         upload.send(form_head() + weights[:1000])
     wait_until(lambda: server.metric("nncompress_uploads_in_progress") == 2, patience(1), "two uploads")
 
-    third = RawUpload(server.port, timeout=patience(1))
+    third = open_upload(server.port, timeout=patience(1))
     third.send(form_head())
     refused = third.response()
     assert refused.status == 429
@@ -273,7 +297,7 @@ def test_a_tenant_over_its_concurrent_uploads_gets_429_until_one_ends(serve: Cal
     assert refused.headers.get("connection") == "close"
     assert third.closed_by_server()
     # One cap for both upload routes.
-    dataset = RawUpload(server.port, timeout=patience(1), path="/v1/datasets")
+    dataset = open_upload(server.port, timeout=patience(1), path="/v1/datasets")
     dataset.send(form_head())
     assert dataset.response().status == 429
 
@@ -292,7 +316,7 @@ def test_a_tenant_over_its_concurrent_uploads_gets_429_until_one_ends(serve: Cal
 def test_readyz_answers_while_many_slow_uploads_are_open(serve: Callable[..., Served]) -> None:
     cap, attempts = 8, 48
     server = serve(tenant_max_concurrent_uploads=cap, upload_min_rate=0, upload_idle_seconds=600)
-    uploads = [RawUpload(server.port, timeout=patience(1)) for _ in range(attempts)]
+    uploads = [open_upload(server.port, timeout=patience(1)) for _ in range(attempts)]
     try:
         for upload in uploads:
             upload.send(form_head() + b"x" * 10)  # and then nothing
