@@ -23,9 +23,10 @@ from app.db.session import make_engine, make_session_factory
 from app.deps import Dispatcher, authenticate
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
+from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.request_log import RequestContextMiddleware
-from app.routes import architectures, artifacts, dashboard, datasets, health, jobs, models
+from app.routes import architectures, artifacts, dashboard, datasets, docs, health, jobs, models
 from app.settings import Settings, get_settings
 from app.storage import open_storage
 from app.upload_slots import UploadSlots
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         version="0.1.0",
         summary="Model compression as a service: upload a model and a config_list, download a smaller model.",
         lifespan=lifespan,
+        docs_url=None,  # app.routes.docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
@@ -90,6 +93,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(health.router)  # probes and scrapes stay open
     app.include_router(dashboard.router)  # static pages; their /v1 calls carry the key
+    app.include_router(docs.router)
+    install_openapi(app)
 
     def body_limit(scope: Scope) -> int | None:
         # The upload route limits its own stream (receive_form: file size, field count and size).

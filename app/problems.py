@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from app.errors import ServiceError
 from nncompress.datasets.errors import DatasetLimitError
@@ -18,6 +19,7 @@ from nncompress.errors import ConfigError, NncompressError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _HTTP_PROBLEMS = {
+    400: ("malformed_request", "Malformed request"),  # a JSON body that is not UTF-8, say
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     408: ("body_timeout", "Request body too slow"),
@@ -26,6 +28,11 @@ _HTTP_PROBLEMS = {
 TYPE_PREFIX = "urn:nncompress:problem:"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request its client abandoned
 log = logging.getLogger(__name__)
+
+
+def http_problem(status: int) -> tuple[int, str]:
+    """The status and stable code an HTTP-layer error of ``status`` is answered with."""
+    return status, _HTTP_PROBLEMS.get(status, (f"http_{status}", ""))[0]
 
 
 def problem_response(
@@ -120,14 +127,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code, title = _HTTP_PROBLEMS.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return problem_response(
-        request,
-        status=exc.status_code,
-        code=code,
-        title=title,
-        detail=str(exc.detail),
-        headers=dict(exc.headers or {}),
+        request, status=exc.status_code, code=code, title=title, detail=str(exc.detail), headers=headers
     )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path.
+
+    Starlette's 405 names the methods of the first route whose path matched, so ``/v1/jobs`` (a
+    GET route and a POST route) advertised only one of them.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:

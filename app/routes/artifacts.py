@@ -8,18 +8,35 @@ from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
 from app.deps import CurrentJob, SettingsDep, StorageDep
+from app.errors import (
+    InvalidRange,
+    JobNotFinished,
+    JobNotSucceeded,
+    NotFound,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+)
+from app.openapi import problems
 from app.services.artifacts import artifact_file, check_range, find_artifact
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+# What the pipeline writes: weights (safetensors, TorchScript), ONNX models, JSON reports and manifests.
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+ARTIFACT_CONTENT = {"application/octet-stream": _BINARY, "application/onnx": _BINARY, "application/json": {}}
+PARTIAL_CONTENT = {**ARTIFACT_CONTENT, "multipart/byteranges": _BINARY}  # several ranges at once
 
 
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=FileResponse,
     responses={
-        206: {"description": "Partial content"},
+        200: {"description": "The file", "content": ARTIFACT_CONTENT},
+        206: {"description": "Partial content", "content": PARTIAL_CONTENT},
         304: {"description": "Not modified"},
         307: {"description": "A short-lived presigned URL of the object store (download_redirect_seconds)"},
+        **problems(
+            NotFound, InvalidRange, JobNotFinished, JobNotSucceeded, RangeNotSatisfiable, StorageUnavailable
+        ),
     },
 )
 def download_artifact(

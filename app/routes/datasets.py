@@ -9,6 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.models import Dataset
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, load_or_404
+from app.errors import FormatMismatch, InvalidCursor, InvalidUpload, NotFound, UploadTooLarge
+from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
 from app.schemas.datasets import DatasetOut, DatasetPage, dataset_out
 from app.services.datasets import (
     EXTRA_FILE_FIELDS,
@@ -19,10 +21,19 @@ from app.services.datasets import (
     parse_normalize,
 )
 from app.services.multipart import receive_form
+from app.services.pagination import CURSOR_PATTERN
 from app.upload_slots import UPLOAD_SLOT
-from nncompress.datasets import FORMATS
+from nncompress.datasets import FORMATS, DatasetError
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+DATASET_UPLOAD_PROBLEMS = problems(
+    UPLOAD_PROBLEMS,
+    UploadTooLarge,
+    (413, "dataset_*"),  # a cap of the decoder (pixels, entries, ratio): dataset_<cap>_exceeded
+    InvalidUpload,
+    FormatMismatch,
+    engine_errors(DatasetError),
+)
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -64,7 +75,9 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY, dependencies=[UPLOAD_SLOT]
+    "", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
+    dependencies=[UPLOAD_SLOT],
+    responses=DATASET_UPLOAD_PROBLEMS,
 )
 async def upload_dataset(
     request: Request,
@@ -101,12 +114,12 @@ async def upload_dataset(
     return dataset_out(dataset)
 
 
-@router.get("", response_model=DatasetPage)
+@router.get("", response_model=DatasetPage, responses=problems(InvalidCursor))
 def get_datasets(
     session: SessionDep,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="opaque: a next_cursor")] = None,
 ) -> DatasetPage:
     """The tenant's data sets, newest first; cursor-paginated."""
     rows, next_cursor = list_datasets(
@@ -115,7 +128,7 @@ def get_datasets(
     return DatasetPage(items=[dataset_out(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problems(NotFound))
 def get_dataset(
     session: SessionDep, principal: CurrentPrincipal, dataset_id: Annotated[str, Path(max_length=64)]
 ) -> DatasetOut:

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.deps import DispatcherDep, SessionDep
 from app.errors import NotReady
+from app.openapi import problems
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database or broker unreachable"}})
+@router.get("/readyz", responses=problems(NotReady))
 def readyz(session: SessionDep, dispatcher: DispatcherDep) -> dict[str, str]:
     """The database answers a query and the dispatcher reaches its broker (or local worker)."""
     failures: list[dict[str, str]] = []
@@ -36,7 +37,11 @@ def readyz(session: SessionDep, dispatcher: DispatcherDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}}},
+)
 def metrics(request: Request) -> Response:
     """Prometheus text: HTTP requests, jobs by status, queue depth, heartbeats, stage durations."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

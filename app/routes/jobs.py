@@ -10,6 +10,17 @@ from fastapi.responses import StreamingResponse
 
 from app.db.models import JobStatus
 from app.deps import CurrentJob, CurrentPrincipal, DispatcherDep, SessionDep, SettingsDep
+from app.errors import (
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidInputShape,
+    InvalidJobSpec,
+    InvalidWebhook,
+    JobFinished,
+    NotFound,
+    TooManyJobs,
+)
+from app.openapi import engine_errors, problems
 from app.schemas.jobs import (
     EventOut,
     EventPage,
@@ -23,12 +34,25 @@ from app.schemas.jobs import (
 from app.services.bounds import JobLimits, cuda_present
 from app.services.event_stream import job_event_stream
 from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_jobs
+from app.services.pagination import CURSOR_PATTERN
+from nncompress.datasets import DatasetError
+from nncompress.errors import ConfigError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+SUBMIT_PROBLEMS = problems(
+    NotFound,
+    IdempotencyConflict,
+    InvalidJobSpec,
+    InvalidInputShape,
+    InvalidWebhook,
+    TooManyJobs,
+    engine_errors(ConfigError),
+    engine_errors(DatasetError),
+)
 log = logging.getLogger(__name__)
 
 
-@router.post("", status_code=202, response_model=JobOut)
+@router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_PROBLEMS)
 def submit_job(
     body: JobIn,
     response: Response,
@@ -63,13 +87,13 @@ def submit_job(
     return job_out(job)
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, responses=problems(InvalidCursor))
 def get_jobs(
     session: SessionDep,
     principal: CurrentPrincipal,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="opaque: a next_cursor")] = None,
 ) -> JobPage:
     """List jobs, newest first, optionally filtered by status (repeatable); cursor-paginated."""
     statuses = [s.value for s in status] if status else None
@@ -79,13 +103,13 @@ def get_jobs(
     return JobPage(items=[job_out(j) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=problems(NotFound))
 def get_job(job: CurrentJob) -> JobOut:
     """A job's status, stage, progress, error, metrics before/after and artifacts."""
     return job_out(job)
 
 
-@router.get("/{job_id}/events", response_model=EventPage)
+@router.get("/{job_id}/events", response_model=EventPage, responses=problems(NotFound))
 def get_job_events(
     job: CurrentJob,
     session: SessionDep,
@@ -100,7 +124,10 @@ def get_job_events(
 @router.get(
     "/{job_id}/events/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+        **problems(NotFound),
+    },
 )
 def stream_job_events(
     job: CurrentJob,
@@ -117,13 +144,17 @@ def stream_job_events(
     )
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobOut, responses=problems(NotFound, JobFinished)
+)
 def cancel(job: CurrentJob, session: SessionDep) -> JobOut:
     """Cancel a job: a queued one at once, a running one as soon as its worker kills the child."""
     return job_out(cancel_job(session=session, job=job))
 
 
-@router.get("/{job_id}/webhook-deliveries", response_model=WebhookDeliveryPage)
+@router.get(
+    "/{job_id}/webhook-deliveries", response_model=WebhookDeliveryPage, responses=problems(NotFound)
+)
 def get_webhook_deliveries(job: CurrentJob, session: SessionDep) -> WebhookDeliveryPage:
     """Every attempt to deliver the job's webhook messages: status code, error, when, what is pending."""
     rows = list_deliveries(session=session, job=job)

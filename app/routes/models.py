@@ -9,7 +9,22 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.models import Model
 from app.deps import CurrentModel, CurrentPrincipal, SessionDep, SettingsDep, StorageDep
-from app.errors import InvalidUpload
+from app.errors import (
+    FormatMismatch,
+    InvalidInputShape,
+    InvalidJobSpec,
+    InvalidUpload,
+    NotFound,
+    OnnxExternalData,
+    PickleDisabled,
+    PreflightUnavailable,
+    UnknownArchitecture,
+    UnsupportedModelFormat,
+    UnsupportedOnnxOps,
+    UploadTooLarge,
+    WeightsMismatch,
+)
+from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
 from app.schemas.models import ModelOut, PreflightIn
 from app.services.bounds import JobLimits
 from app.services.model_intake import FORMATS
@@ -17,8 +32,34 @@ from app.services.models import create_model
 from app.services.multipart import receive_form
 from app.services.preflight import run_preflight
 from app.upload_slots import UPLOAD_SLOT
+from nncompress.errors import ConfigError, ModelLoadError, UnsupportedModelError
+from nncompress.inspection import ExampleInputError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+MODEL_UPLOAD_PROBLEMS = problems(
+    UPLOAD_PROBLEMS,
+    UploadTooLarge,
+    InvalidUpload,
+    PickleDisabled,
+    UnknownArchitecture,
+    FormatMismatch,
+    WeightsMismatch,
+    UnsupportedModelFormat,
+    UnsupportedOnnxOps,
+    OnnxExternalData,
+    engine_errors(ModelLoadError),
+)
+PREFLIGHT_PROBLEMS = problems(
+    NotFound,
+    PreflightUnavailable,
+    InvalidUpload,
+    InvalidJobSpec,
+    InvalidInputShape,
+    engine_errors(ConfigError),
+    engine_errors(ModelLoadError),
+    engine_errors(UnsupportedModelError),
+    engine_errors(ExampleInputError),
+)
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -60,7 +101,9 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY, dependencies=[UPLOAD_SLOT]
+    "", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY,
+    dependencies=[UPLOAD_SLOT],
+    responses=MODEL_UPLOAD_PROBLEMS,
 )
 async def upload_model(
     request: Request,
@@ -101,13 +144,13 @@ async def upload_model(
     return model
 
 
-@router.get("/{model_id}", response_model=ModelOut)
+@router.get("/{model_id}", response_model=ModelOut, responses=problems(NotFound))
 def get_model(model: CurrentModel) -> Model:
     """An uploaded model's id, hash, size, format, architecture and what intake read from it."""
     return model
 
 
-@router.post("/{model_id}/preflight")
+@router.post("/{model_id}/preflight", responses=PREFLIGHT_PROBLEMS)
 def preflight_model(
     model: CurrentModel, body: PreflightIn, storage: StorageDep, settings: SettingsDep
 ) -> dict[str, Any]:

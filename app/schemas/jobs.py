@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import Job
+from nncompress.finetune import FinetuneSpec
+from nncompress.pipeline import JobOptions, ScheduleSpec
+from nncompress.quantize import QuantSpec
+
+if TYPE_CHECKING:
+    from app.services.job_reads import JobRecord
 
 WebhookEvent = Literal["started", "stage_changed", "succeeded", "failed", "cancelled"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("started", "stage_changed", "succeeded", "failed", "cancelled")
@@ -37,7 +43,9 @@ class JobIn(BaseModel):
 
     Everything but ``model_id`` becomes the job's spec (``nncompress.pipeline.JobSpec``, which the
     worker runs): the fields below plus the keys of ``options``; left out, they take the engine's
-    defaults, and an unknown option is a 422 naming it.
+    defaults. ``finetune``, ``schedule``, ``quantize`` and ``options`` are the engine's own spec
+    models, so this schema is theirs; a value they refuse is a 422 ``invalid_config`` (or
+    ``invalid_quant_config``) naming the dotted key and what was expected, as the engine says it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -70,10 +78,11 @@ class JobIn(BaseModel):
     )
     export_onnx: bool = True
     verify: bool = True
-    options: dict[str, Any] = Field(
-        default_factory=dict,
+    options: Annotated[JobOptions, JobOptions.raising_config_errors()] = Field(
+        default_factory=JobOptions,
         examples=[{"seed": 0, "latency_runs": 20, "latency_batch_sizes": [1, 64]}],
-        description="further engine options (JobSpec keys such as seed, latency_runs, latency_batch_sizes)",
+        description="further engine options: seed, latency runs and batch sizes, latency dtype, a "
+        "built-in data set",
     )
     webhook: WebhookIn | None = None
     dataset_id: str | None = Field(
@@ -85,7 +94,7 @@ class JobIn(BaseModel):
     val_fraction: float = Field(
         default=0.1, gt=0, lt=1, description="held out for validation (seeded split) unless it has a val part"
     )
-    finetune: dict[str, Any] | None = Field(
+    finetune: Annotated[FinetuneSpec, FinetuneSpec.raising_config_errors()] | None = Field(
         default=None,
         examples=[
             {
@@ -99,20 +108,18 @@ class JobIn(BaseModel):
                 "distillation": {"weight": 0.5, "temperature": 4.0},
             }
         ],
-        description="fine-tune after pruning: epochs, batch_size, optimizer (sgd|adam|adamw), lr, "
-        "schedule (none|cosine|step), weight_decay, seed, distillation {weight, temperature} | null",
+        description="fine-tune after pruning (and between scheduled steps); null for none",
     )
-    schedule: dict[str, Any] | None = Field(
+    schedule: Annotated[ScheduleSpec, ScheduleSpec.raising_config_errors()] | None = Field(
         default=None,
         examples=[{"kind": "agp", "steps": 3, "accuracy_budget": 1.0}],
-        description="scheduled pruning (linear|agp) in steps with fine-tuning between them; "
-        "accuracy_budget: stop at the last step within that many points of the original",
+        description="scheduled pruning in steps with fine-tuning between them (needs finetune); "
+        "null for one-shot pruning",
     )
-    quantize: dict[str, Any] | None = Field(
+    quantize: Annotated[QuantSpec, QuantSpec.raising_config_errors()] | None = Field(
         default=None,
         examples=[{"mode": "static", "config_list": [{"op_types": ["default"]}], "calibration_batches": 8}],
-        description="int8 quantization after pruning and fine-tuning: mode (static|dynamic|qat), "
-        "config_list (NNI v3 quant config), calibration_batches; the artifact is model.int8.onnx",
+        description="int8 quantization after pruning and fine-tuning; the artifact is model.int8.onnx",
     )
 
 
@@ -179,7 +186,7 @@ class EventPage(BaseModel):
     )
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: Job | JobRecord) -> JobOut:
     """The API view of a job row (artifacts with their download URLs)."""
     error = JobError(type=job.error_type, message=job.error_message) if job.error_type else None
     artifacts = [

@@ -133,18 +133,12 @@ def validate_job(
     check_numbers(body.model_dump())  # before any of it reaches float(), torch or the database
     raw = body.model_dump(mode="json", exclude={"model_id", "options", "webhook"})
     _job_without_pruning(body, raw)
-    if isinstance(body.finetune, dict) and "device" not in body.finetune:
+    if body.finetune is not None and "device" not in body.finetune.model_fields_set:
         # Fine-tuning runs where the job runs (a GPU worker for device=cuda) unless told otherwise.
-        raw["finetune"] = {**body.finetune, "device": body.device}
-    repeated = sorted(set(body.options) & (set(raw) | {"model_id"}))
-    if repeated:
-        raise InvalidJobSpec(
-            f"options repeats the top-level field {repeated[0]!r}; set it once, at the top level",
-            errors=[{"field": f"options.{repeated[0]}"}],
-        )
+        raw["finetune"]["device"] = body.device
     raw["input_shape"] = default_input_shape(model, body.input_shape)
     raw["input_dtype"] = default_input_dtype(model, body.input_dtype)
-    spec = JobSpec.from_dict({**raw, **body.options})
+    spec = JobSpec.from_dict({**raw, **body.options.to_dict()})
     check_job_limits(spec, limits or JobLimits())  # before a meta forward pass of a huge shape
     if body.config_list is not None:
         parse_config_list(body.config_list)

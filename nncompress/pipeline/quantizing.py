@@ -8,7 +8,6 @@ accuracy (top-1/top-5/loss) of the int8 model is measured on the job's validatio
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nncompress.finetune.spec import FinetuneSpec
 from nncompress.pipeline.result import Artifact, file_artifact
 from nncompress.pipeline.spec import JobSpec
 from nncompress.pipeline.stages import Stage
@@ -62,7 +62,7 @@ def run_quantizing(
     train_fn = None
     if qspec.mode == "qat":
         assert data is not None and spec.finetune is not None
-        qat_spec = dataclasses.replace(spec.finetune, epochs=1)
+        qat_spec = FinetuneSpec(**{**spec.finetune.to_dict(), "epochs": 1})
         qat_record: dict[str, Any] = {}
         record["qat"] = qat_record
 

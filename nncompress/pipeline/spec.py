@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field
 
 from nncompress.errors import ConfigError
 from nncompress.finetune.spec import FinetuneSpec
 from nncompress.quantize.spec import QuantSpec
+from nncompress.specs import Int, Number, Spec
 
 __all__ = [
     "BUILTIN_DATASETS",
     "INPUT_DTYPES",
     "LATENCY_DTYPES",
     "SCHEDULE_KINDS",
+    "JobOptions",
     "JobSpec",
     "ScheduleSpec",
     "pruner_names",
@@ -51,21 +55,22 @@ _SPEC_KEYS = (
 INPUT_DTYPES: tuple[str, ...] = ("float32", "int64")
 
 # Dtypes latency may be measured in ("bf16 where asked", design §3); the model itself is not converted.
-LATENCY_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-
+LatencyDtype = Literal["float32", "bfloat16", "float16"]
+LATENCY_DTYPES: tuple[str, ...] = get_args(LatencyDtype)
 
 # Labelled data sets shipped with nncompress that a job may name (no upload needed).
-BUILTIN_DATASETS: tuple[str, ...] = ("mnist_subset",)
+BuiltinDataset = Literal["mnist_subset"]
+BUILTIN_DATASETS: tuple[str, ...] = get_args(BuiltinDataset)
 
 # Scheduled (iterative) pruning: NNI's Linear and AGP schedules (nncompress.pruners.scheduled).
-SCHEDULE_KINDS: tuple[str, ...] = ("linear", "agp")
+ScheduleKind = Literal["linear", "agp"]
+SCHEDULE_KINDS: tuple[str, ...] = get_args(ScheduleKind)
 
 # Pruners that rank channels from data: they need the job's data set (or a built-in one).
 DATA_DRIVEN_PRUNERS = frozenset({"taylorfo", "slim", "apoz", "mean_activation"})
 
 
-@dataclass(frozen=True)
-class ScheduleSpec:
+class ScheduleSpec(Spec):
     """Scheduled pruning: reach the config's targets in ``steps`` prune → fine-tune steps.
 
     Attributes:
@@ -75,43 +80,44 @@ class ScheduleSpec:
             percentage points of the original; None runs every step.
     """
 
-    kind: str = "agp"
-    steps: int = 3
-    accuracy_budget: float | None = None
+    PREFIX = "schedule"
 
-    @classmethod
-    def from_dict(cls, data: object) -> ScheduleSpec:
-        """Builds the spec from JSON; every error names ``schedule.<key>``."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(
-                f"job spec key 'schedule' must be an object {{kind, steps, accuracy_budget}}, got {data!r}",
-                key="schedule",
-            )
-        allowed = ("kind", "steps", "accuracy_budget")
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"unknown key schedule.{unknown[0]}; allowed: {', '.join(allowed)}",
-                key=f"schedule.{unknown[0]}",
-            )
-        kind = data.get("kind", cls.kind)
-        if kind not in SCHEDULE_KINDS:
-            raise ConfigError(
-                f"schedule.kind must be one of {', '.join(SCHEDULE_KINDS)}, got {kind!r}", key="schedule.kind"
-            )
-        steps = data.get("steps", cls.steps)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"schedule.steps must be an integer >= 1, got {steps!r}", key="schedule.steps")
-        budget = data.get("accuracy_budget")
-        if budget is not None and (
-            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100
-        ):
-            raise ConfigError(
-                "schedule.accuracy_budget must be a number of percentage points in [0, 100] or null, "
-                f"got {budget!r}",
-                key="schedule.accuracy_budget",
-            )
-        return cls(kind=kind, steps=steps, accuracy_budget=None if budget is None else float(budget))
+    kind: ScheduleKind = Field(default="agp", description="linear steps, or AGP (big steps first)")
+    steps: Int = Field(default=3, ge=1, description="prune → fine-tune steps")
+    accuracy_budget: Number | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="stop at the last step whose validation top-1 stays within this many percentage "
+        "points of the original; null runs every step",
+    )
+
+
+class JobOptions(Spec):
+    """The engine options of a job besides its main fields (the API's ``options``).
+
+    Attributes:
+        seed: seeds torch before pruning, so the example inputs and any sampling are reproducible.
+        latency_runs: timed forward passes per batch size.
+        latency_batch_sizes: batch sizes at which latency is measured.
+        dataset: a built-in labelled data set (:data:`BUILTIN_DATASETS`) for the data-driven pruners
+            and top-1 accuracy; None for neither.
+        latency_dtype: dtype latency is measured in (a converted copy; the artifacts stay float32).
+    """
+
+    PREFIX = "options"
+
+    seed: Int = Field(default=0, ge=0, description="seeds torch before pruning (and the data split)")
+    latency_runs: Int = Field(default=20, ge=1, description="timed forward passes per batch size")
+    latency_batch_sizes: tuple[Annotated[Int, Field(ge=1)], ...] = Field(
+        default=(1, 64), min_length=1, description="batch sizes at which latency is measured"
+    )
+    dataset: BuiltinDataset | None = Field(
+        default=None, description="a built-in labelled data set, instead of an uploaded dataset_id"
+    )
+    latency_dtype: LatencyDtype = Field(
+        default="float32", description="dtype latency is measured in (bf16 as models are served)"
+    )
 
 
 @dataclass(frozen=True)
@@ -234,13 +240,7 @@ class JobSpec:
                     "job spec key 'input_shape' needs the batch dimension and at least one more",
                     key="input_shape",
                 )
-        batch_sizes = tuple(
-            _int_list(data.get("latency_batch_sizes", [1, 64]), "latency_batch_sizes", minimum=1)
-        )
-        if not batch_sizes:
-            raise ConfigError(
-                "job spec key 'latency_batch_sizes' must not be empty", key="latency_batch_sizes"
-            )
+        options = JobOptions.from_dict({k: data[k] for k in JobOptions.model_fields if k in data}, prefix="")
         extras = _training_keys(data, pruner)
         return cls(
             pruner=pruner,
@@ -251,11 +251,11 @@ class JobSpec:
             input_dtype=_input_dtype(data.get("input_dtype")),
             export_onnx=_bool(data, "export_onnx", True),
             verify=_bool(data, "verify", True),
-            seed=_int(data, "seed", 0, minimum=0),
-            latency_runs=_int(data, "latency_runs", 20, minimum=1),
-            latency_batch_sizes=batch_sizes,
-            dataset=_dataset_name(data.get("dataset")),
-            latency_dtype=_latency_dtype(data.get("latency_dtype", "float32")),
+            seed=options.seed,
+            latency_runs=options.latency_runs,
+            latency_batch_sizes=options.latency_batch_sizes,
+            dataset=options.dataset,
+            latency_dtype=options.latency_dtype,
             **extras,
         )
 
@@ -266,6 +266,7 @@ class JobSpec:
         data["input_shape"] = list(self.input_shape) if self.input_shape is not None else None
         data["latency_batch_sizes"] = list(self.latency_batch_sizes)
         data["finetune"] = self.finetune.to_dict() if self.finetune is not None else None
+        data["schedule"] = self.schedule.to_dict() if self.schedule is not None else None
         data["quantize"] = self.quantize.to_dict() if self.quantize is not None else None
         return data
 
@@ -289,7 +290,8 @@ def _training_keys(data: Mapping[str, Any], pruner: str | None) -> dict[str, Any
     finetune = FinetuneSpec.from_dict(raw_ft, prefix="finetune") if raw_ft is not None else None
     raw_schedule = data.get("schedule")
     schedule = ScheduleSpec.from_dict(raw_schedule) if raw_schedule is not None else None
-    quantize = _quant_spec(data.get("quantize"))
+    raw_quantize = data.get("quantize")
+    quantize = QuantSpec.from_dict(raw_quantize) if raw_quantize is not None else None
     if schedule is not None and pruner is None:
         raise ConfigError("schedule needs a pruner and a config_list to reach in steps", key="schedule")
     if schedule is not None and finetune is None:
@@ -314,27 +316,6 @@ def _training_keys(data: Mapping[str, Any], pruner: str | None) -> dict[str, Any
     }
 
 
-def _quant_spec(raw: object) -> QuantSpec | None:
-    if raw is None:
-        return None
-    try:
-        return QuantSpec.from_dict(raw)  # type: ignore[arg-type]
-    except ConfigError as exc:
-        # The job field is 'quantize': make the key and the message the service reports name it.
-        inner = exc.context.get("key")
-        if "entry" in exc.context:
-            entry = exc.context["entry"]
-            where = "quantize.config_list" + (f"[{entry}]" if entry is not None else "")
-            exc.context["key"] = f"{where}.{inner}" if inner else where
-        else:
-            exc.context["key"] = f"quantize.{inner}" if inner else "quantize"
-        if exc.message.startswith("quantization"):
-            exc.message = "quantize" + exc.message.removeprefix("quantization")
-        elif exc.message.startswith("config_list"):
-            exc.message = "quantize." + exc.message
-        exc.args = (exc.message,)
-        raise
-
 
 def pruner_names() -> tuple[str, ...]:
     """Registry names of the pruners a job may ask for."""
@@ -342,14 +323,6 @@ def pruner_names() -> tuple[str, ...]:
 
     return tuple(PRUNERS)
 
-
-def _latency_dtype(value: object) -> str:
-    if value in LATENCY_DTYPES:
-        return value  # type: ignore[return-value]
-    raise ConfigError(
-        f"job spec key 'latency_dtype' must be one of {', '.join(LATENCY_DTYPES)}, got {value!r}",
-        key="latency_dtype",
-    )
 
 
 def _input_dtype(value: object) -> str | None:
@@ -361,14 +334,6 @@ def _input_dtype(value: object) -> str | None:
     )
 
 
-def _dataset_name(value: object) -> str | None:
-    if value is None or value in BUILTIN_DATASETS:
-        return value  # type: ignore[return-value]
-    raise ConfigError(
-        f"job spec key 'dataset' must be one of {', '.join(BUILTIN_DATASETS)} or null, got {value!r}",
-        key="dataset",
-    )
-
 
 def _bool(data: Mapping[str, Any], key: str, default: bool) -> bool:
     value = data.get(key, default)
@@ -376,12 +341,6 @@ def _bool(data: Mapping[str, Any], key: str, default: bool) -> bool:
         raise ConfigError(f"job spec key {key!r} must be true or false, got {value!r}", key=key)
     return value
 
-
-def _int(data: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"job spec key {key!r} must be an integer ≥ {minimum}, got {value!r}", key=key)
-    return value
 
 
 def _int_list(value: object, key: str, *, minimum: int) -> list[int]:

@@ -1,14 +1,24 @@
-"""The frozen, validated options of one quantization run (what a job's ``quantization`` field holds)."""
+"""The frozen, validated options of one quantization run (what a job's ``quantize`` field holds)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from nncompress.config.messages import did_you_mean, jsonable, show
-from nncompress.quantize.config import QuantConfigEntry, QuantConfigError, parse_quant_config
-from nncompress.quantize.resolve import MODES
+from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema
+
+from nncompress.quantize.config import (
+    EXCLUDE_LIST_KEYS,
+    GRANULARITIES,
+    QUANT_DTYPES,
+    QUANT_SCHEMES,
+    SELECTOR_KEYS,
+    SETTING_KEYS,
+    TARGET_NAMES,
+    QuantConfigEntry,
+    QuantConfigError,
+    parse_quant_config,
+)
+from nncompress.specs import Bool, Int, Spec
 
 __all__ = ["FORMATS", "QuantSpec"]
 
@@ -18,11 +28,74 @@ __all__ = ["FORMATS", "QuantSpec"]
 # 407 vs 432 ms with uint8 activations), so the portable one is the default.
 FORMATS: tuple[str, ...] = ("qdq", "qoperator")
 _DEFAULT_CONFIG: tuple[dict[str, Any], ...] = ({"op_types": ["default"]},)
-_KEYS: tuple[str, ...] = ("mode", "config_list", "format", "calibration_batches", "torch_artifact")
 
 
-@dataclass(frozen=True)
-class QuantSpec:
+def _parse(raw: object) -> tuple[QuantConfigEntry, ...]:
+    # The quantization config has its own parser (NNI v3 keys, messages naming entry and key);
+    # its errors are raised as they are, with the key placed under quantize.config_list.
+    try:
+        return parse_quant_config(raw)
+    except QuantConfigError as exc:
+        inner, entry = exc.context.get("key"), exc.context.get("entry")
+        where = "quantize.config_list" + (f"[{entry}]" if entry is not None else "")
+        exc.context["key"] = f"{where}.{inner}" if inner else where
+        if exc.message.startswith("config_list"):
+            exc.message = "quantize." + exc.message
+            exc.args = (exc.message,)
+        raise
+
+
+def _entry_schema() -> dict[str, Any]:
+    """The JSON schema of one quantization config entry, from the parser's own key tables.
+
+    What it cannot say is checked against the model (which layers the names and types select).
+    """
+    name = {"type": "string", "minLength": 1}
+    names = {"type": "array", "minItems": 1, "items": name}
+    patterns = {"type": "array", "minItems": 1, "items": {**name, "format": "regex"}}
+    lists = {key: patterns if key.endswith("_re") else names for key in (*SELECTOR_KEYS, *EXCLUDE_LIST_KEYS)}
+    settings = {
+        "target_names": {"type": "array", "minItems": 1, "items": {"enum": list(TARGET_NAMES)}},
+        "quant_dtype": {"enum": list(QUANT_DTYPES)},
+        "quant_scheme": {"enum": list(QUANT_SCHEMES)},
+        "granularity": {"enum": list(GRANULARITIES)},
+    }
+    return {
+        "type": "object",
+        "properties": {**lists, "exclude": {"type": "boolean"}, **settings},
+        "additionalProperties": False,
+        # An entry selects layers by at least one selector; an 'exclude' entry carries no settings.
+        "allOf": [
+            {"anyOf": [{"required": [key]} for key in SELECTOR_KEYS]},
+            {
+                "anyOf": [
+                    {"properties": {"exclude": {"const": False}}},
+                    {"not": {"anyOf": [{"required": [key]} for key in SETTING_KEYS]}},
+                ]
+            },
+        ],
+    }
+
+
+QuantConfigList = Annotated[
+    tuple[QuantConfigEntry, ...],
+    PlainValidator(_parse),
+    PlainSerializer(lambda entries: [e.to_dict() for e in entries], return_type=list[dict[str, Any]]),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": _entry_schema(),
+            "description": "NNI v3 quantization config: entries select layers (op_types, op_names, "
+            "op_names_re, less exclude_op_*; 'exclude' leaves them float) and set quant_dtype, "
+            "quant_scheme, granularity and target_names; later entries override earlier ones",
+            "examples": [[{"op_types": ["Conv2d", "Linear"], "quant_dtype": "int8"}]],
+        }
+    ),
+]
+
+
+class QuantSpec(Spec):
     """How to quantize a model.
 
     Attributes:
@@ -33,83 +106,20 @@ class QuantSpec:
         format: ``'qdq'`` or ``'qoperator'``, the ONNX form of the int8 model (static and QAT).
         calibration_batches: how many calibration batches to read at most (static and QAT).
         torch_artifact: also write PyTorch's own int8 model (TorchScript, x86 backend) where it works.
+
+    Example:
+        >>> QuantSpec.from_dict({"mode": "static", "config_list": [{"op_types": ["Conv2d"]}]})
     """
 
-    mode: str = "static"
-    config_list: tuple[QuantConfigEntry, ...] = field(
-        default_factory=lambda: parse_quant_config(list(_DEFAULT_CONFIG))
+    PREFIX = "quantize"
+    ERROR = QuantConfigError
+
+    mode: Literal["static", "dynamic", "qat"] = Field(
+        default="static",
+        description="static: calibrated post-training int8; dynamic: weights int8, activations at run "
+        "time; qat: fake-quantized fine-tuning (needs finetune), then static",
     )
-    format: str = "qdq"
-    calibration_batches: int = 8
-    torch_artifact: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise _bad("mode", self.mode, "one of " + ", ".join(repr(m) for m in MODES))
-        if self.format not in FORMATS:
-            raise _bad("format", self.format, "one of " + ", ".join(repr(f) for f in FORMATS))
-        batches = self.calibration_batches
-        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-            raise _bad("calibration_batches", batches, "an integer >= 1")
-        if not isinstance(self.torch_artifact, bool):
-            raise _bad("torch_artifact", self.torch_artifact, "True or False")
-        object.__setattr__(self, "config_list", parse_quant_config(self.config_list))
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> QuantSpec:
-        """Builds a spec from JSON-like data, e.g. ``{'mode': 'static', 'config_list': [...]}``.
-
-        Args:
-            raw: keys ``mode``, ``config_list``, ``format``, ``calibration_batches``, ``torch_artifact``;
-                every key is optional.
-
-        Returns:
-            The validated spec.
-
-        Raises:
-            QuantConfigError: an unknown key or a bad value, named with what is allowed.
-        """
-        if not isinstance(raw, Mapping):
-            raise _bad(None, raw, "a dict such as {'mode': 'static', 'config_list': [...]}")
-        for key in raw:
-            if key not in _KEYS:
-                hint = did_you_mean(str(key), _KEYS)
-                raise QuantConfigError(
-                    f"quantization[{key!r}]: unknown key"
-                    + (f"; {hint}" if hint else "")
-                    + " Valid keys: "
-                    + ", ".join(_KEYS),
-                    key=key,
-                    value=jsonable(raw[key]),
-                    expected="one of " + ", ".join(_KEYS),
-                )
-        kwargs = dict(raw)
-        kwargs["config_list"] = parse_quant_config(raw.get("config_list", list(_DEFAULT_CONFIG)))
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict that :meth:`from_dict` reads back to an equal spec."""
-        return {
-            "mode": self.mode,
-            "config_list": [e.to_dict() for e in self.config_list],
-            "format": self.format,
-            "calibration_batches": self.calibration_batches,
-            "torch_artifact": self.torch_artifact,
-        }
-
-
-def _bad(key: str | None, value: object, expected: str) -> QuantConfigError:
-    where = "quantization" if key is None else f"quantization[{key!r}]"
-    hint = ""
-    if key is not None and isinstance(value, str):
-        choices = {"mode": MODES, "format": FORMATS}.get(key, ())
-        suggestion = (
-            f"did you mean {value.lower()!r}?" if value.lower() in choices else did_you_mean(value, choices)
-        )
-        hint = f"; {suggestion}" if suggestion else ""
-    return QuantConfigError(
-        f"{where}: expected {expected}, got {show(value)}{hint}",
-        key=key,
-        value=jsonable(value),
-        expected=expected,
-    )
+    config_list: QuantConfigList = Field(default_factory=lambda: parse_quant_config(list(_DEFAULT_CONFIG)))
+    format: Literal["qdq", "qoperator"] = Field(default="qdq", description="the int8 ONNX model's form")
+    calibration_batches: Int = Field(default=8, ge=1, description="calibration batches read at most")
+    torch_artifact: Bool = Field(default=False, description="also write PyTorch's own int8 model")

@@ -247,7 +247,7 @@ def test_quantize_only_job_needs_no_config_list(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "code", "key", "message"),
     [
-        ({"quantize": {"mode": "int4"}}, "invalid_quant_config", "quantize.mode", "expected one of 'static'"),
+        ({"quantize": {"mode": "int4"}}, "invalid_quant_config", "quantize.mode", "must be one of static"),
         (
             {"quantize": {"mode": "dynamic", "config_list": [{"op_names": ["fc9"]}]}},
             "unknown_layer",

@@ -150,12 +150,14 @@ def test_nul_in_body_ids_is_404(client: TestClient, field: str) -> None:
     assert problem["errors"][0]["field"] == field
 
 
-def test_cursor_with_a_nul_id_is_400(client: TestClient) -> None:
+def test_cursor_with_a_nul_id_is_refused_by_its_pattern(client: TestClient) -> None:
     import base64
 
     raw = json.dumps(["2026-01-01T00:00:00+00:00", "a\x00b"]).encode()
     cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    assert_problem(client.get("/v1/jobs", params={"cursor": cursor}), 400, "invalid_cursor")
+    assert_problem(client.get("/v1/jobs", params={"cursor": cursor}), 422, "validation_error")
+    nul = "0." + "0" * 15 + "\x00" + "0" * 16  # the cursor's own shape, with a NUL in the id
+    assert_problem(client.get("/v1/jobs", params={"cursor": nul}), 422, "validation_error")
 
 
 def _safetensors_with_header(header: bytes) -> bytes:

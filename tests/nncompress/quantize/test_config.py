@@ -195,21 +195,17 @@ def test_spec_round_trips_and_refuses_bad_values() -> None:
     cases = {
         "mode": (
             "statc",
-            "quantization['mode']: expected one of 'static', 'dynamic', 'qat', got str 'statc'; "
-            "did you mean 'static'?",
+            "quantize.mode must be one of static, dynamic, qat, got 'statc'; did you mean 'static'?",
         ),
-        "format": (
-            "QDQ",
-            "quantization['format']: expected one of 'qdq', 'qoperator', got str 'QDQ'; did you mean 'qdq'?",
-        ),
-        "calibration_batches": (0, "quantization['calibration_batches']: expected an integer >= 1, got 0"),
+        "format": ("QDQ", "quantize.format must be one of qdq, qoperator, got 'QDQ'; did you mean 'qdq'?"),
+        "calibration_batches": (0, "quantize.calibration_batches must be an integer >= 1, got 0"),
     }
     for key, (value, message) in cases.items():
         with pytest.raises(QuantConfigError) as caught:
             QuantSpec.from_dict({key: value})
         assert caught.value.message == message
     with pytest.raises(
-        QuantConfigError, match=r"quantization\['modee'\]: unknown key; did you mean 'mode'\?"
+        QuantConfigError, match=r"unknown key quantize\.modee; did you mean 'mode'\?"
     ):
         QuantSpec.from_dict({"modee": "static"})
     with pytest.raises(QuantConfigError, match=r"config_list\[0\]\['quant_dtype'\]"):
