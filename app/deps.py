@@ -3,17 +3,18 @@ rows loaded within that tenant or 404."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.principal import CurrentPrincipal, Principal, authenticate
 from app.db.models import Job, Model
 from app.db.types import is_id
 from app.errors import NotFound
-from app.settings import Settings, get_settings
+from app.settings import Settings
 from app.storage import Storage
 
 
@@ -26,23 +27,45 @@ class Dispatcher(Protocol):
     def check(self) -> None: ...
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session per request, closed afterwards; services commit explicitly."""
-    with request.app.state.session_factory() as session:
+# The dependencies below that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+# the threadpool, a hop that cost more than the work of a whole cached poll (benchmarks/api_load.py).
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request, closed afterwards; services commit explicitly.
+
+    Creating a session does no I/O (it connects on first use, in the sync route's thread); closing
+    it may (a rollback), so that runs in the threadpool.
+    """
+    session: Session = request.app.state.session_factory()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with (``create_app``).
+
+    Read from the app rather than overriding ``get_settings``: while any dependency override is
+    set, FastAPI inspects every dependency's signature again on every request (measured: most of
+    a job poll's time).
+    """
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

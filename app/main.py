@@ -15,11 +15,12 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
+from app.auth.principal import make_principal_cache
 from app.auth.ratelimit import make_rate_limiter
 from app.body_guard import BodyCuts, BodyGuardMiddleware, BodyPace
 from app.body_limit import MAX_JSON_BODY_BYTES, BodyLimitMiddleware
 from app.db.migrate import upgrade_to_head
-from app.db.session import make_engine, make_session_factory
+from app.db.session import make_engine, make_session_factory, reads_without_transaction
 from app.deps import Dispatcher, authenticate
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     """Builds the API for ``settings`` (default: from the environment).
 
     Args:
-        settings: the deployment's settings; also served to routes through ``get_settings``.
+        settings: the deployment's settings; also served to routes through ``app.deps.SettingsDep``.
         dispatcher: hands job ids to workers; None builds ``workers.dispatch.make_dispatcher`` at start-up.
     """
     settings = settings or get_settings()
@@ -82,12 +83,13 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.read_engine = reads_without_transaction(engine)
     app.state.storage = open_storage(settings)
     app.state.dispatcher = dispatcher
     app.state.rate_limiter = make_rate_limiter(settings.broker_url)
+    app.state.principal_cache = make_principal_cache(settings)
     app.state.metrics = Metrics(session_factory, settings, lambda: app.state.dispatcher)
     app.state.upload_slots = UploadSlots(app.state.metrics.registry)
-    app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
     for module in (models, jobs, artifacts, architectures, datasets):
         app.include_router(module.router, dependencies=[Depends(authenticate)])

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     )
     tenant_max_concurrent_jobs: int = Field(default=10, ge=1, description="queued+running jobs per tenant")
     tenant_requests_per_minute: int = Field(default=600, ge=1, description="/v1 requests per tenant")
+    principal_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="how long an API process reuses a resolved API key (a revoked key or changed tenant "
+        "limit takes effect within this time); 0: look the key up on every request",
+    )
     tenant_max_concurrent_uploads: int = Field(
         default=4, ge=1, description="uploads (models, data sets) in progress per tenant and API process"
     )

@@ -3,6 +3,11 @@
 Every /v1 route depends on :func:`authenticate`; the principal it returns scopes every query, so
 another tenant's ids are simply not found (404). It also spends one token of the tenant's rate
 limit, so a 429 comes before any work is done.
+
+A resolved principal is cached per process for ``settings.principal_cache_seconds`` (see
+``app.auth.cache``): a client polling a job costs no key lookup, and a revoked key stops working
+within that many seconds. A cache miss is one query (key joined to its tenant), run in the
+threadpool; a hit does no blocking work, so ``authenticate`` is async and adds no threadpool hop.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.auth.keys import matches, split_key
+from app.auth.cache import TtlCache
+from app.auth.keys import hash_key, matches, split_key
 from app.auth.ratelimit import RateLimiter, retry_after
 from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
 from app.db.models import ApiKey, Tenant
 from app.db.types import utcnow
 from app.errors import RateLimited, Unauthorized
-from app.settings import Settings, get_settings
+from app.settings import Settings
 
 # last_used_at is written at most this often per key: one UPDATE per request would serialize writers.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -59,21 +66,23 @@ def _unauthorized(detail: str) -> Unauthorized:
 
 def _tenant_of_key(session: Session, token: str, pepper: str | None) -> tuple[Tenant, ApiKey]:
     prefix = split_key(token)
-    row = (
+    # One round trip: the key and its tenant (the foreign key cascades a deleted tenant's keys).
+    found = (
         None
         if prefix is None
-        else session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+        else session.execute(
+            select(ApiKey, Tenant).join(Tenant, ApiKey.tenant_id == Tenant.id).where(ApiKey.prefix == prefix)
+        ).one_or_none()
     )
-    if row is None or not matches(token, row.secret_hash, pepper):
+    if found is None or not matches(token, found[0].secret_hash, pepper):
         raise _unauthorized("the API key is not valid")
+    row, tenant = found
     if row.revoked_at is not None:
         raise _unauthorized("the API key was revoked")
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
         session.commit()
-    tenant = session.get(Tenant, row.tenant_id)
-    assert tenant is not None  # the foreign key cascades a deleted tenant's keys
     return tenant, row
 
 
@@ -91,14 +100,25 @@ def resolve_principal(session: Session, settings: Settings, authorization: str |
     return Principal.of(tenant, None, settings)
 
 
-def authenticate(
-    request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header()] = None,
-) -> Principal:
-    """The calling tenant; 401 without a valid key where keys are required, 429 over the rate limit."""
+def _cache_key(authorization: str | None, pepper: str | None) -> str:
+    # The header's HMAC, not the header: the cache must not hold keys in clear.
+    return "bearer:" + hash_key(authorization, pepper) if authorization else "open"
+
+
+def _resolve_in_session(request: Request, settings: Settings, authorization: str | None) -> Principal:
     with request.app.state.session_factory() as session:
-        principal = resolve_principal(session, settings, authorization)
+        return resolve_principal(session, settings, authorization)
+
+
+async def authenticate(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The calling tenant; 401 without a valid key where keys are required, 429 over the rate limit."""
+    settings: Settings = request.app.state.settings
+    cache: TtlCache[Principal] = request.app.state.principal_cache
+    key = _cache_key(authorization, settings.api_key_pepper)
+    principal = cache.get(key)
+    if principal is None:
+        principal = await run_in_threadpool(_resolve_in_session, request, settings, authorization)
+        cache.put(key, principal)
     request.state.tenant = principal.tenant_name  # for the access log (app/observability)
     limiter: RateLimiter = request.app.state.rate_limiter
     wait = limiter.take(principal.tenant_id, principal.requests_per_minute)
@@ -109,6 +129,10 @@ def authenticate(
             headers={"Retry-After": retry_after(wait)},
         )
     return principal
+
+
+def make_principal_cache(settings: Settings) -> TtlCache[Principal]:
+    return TtlCache(ttl=settings.principal_cache_seconds)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

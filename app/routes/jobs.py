@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from app.conditional import NOT_MODIFIED, json_or_not_modified
 from app.db.models import JobStatus
 from app.deps import CurrentJob, CurrentPrincipal, DispatcherDep, SessionDep, SettingsDep
 from app.errors import (
@@ -33,7 +34,8 @@ from app.schemas.jobs import (
 )
 from app.services.bounds import JobLimits, cuda_present
 from app.services.event_stream import job_event_stream
-from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_jobs
+from app.services.job_reads import list_jobs, read_job
+from app.services.jobs import cancel_job, create_job, list_deliveries, list_events
 from app.services.pagination import CURSOR_PATTERN
 from nncompress.datasets import DatasetError
 from nncompress.errors import ConfigError
@@ -87,26 +89,44 @@ def submit_job(
     return job_out(job)
 
 
-@router.get("", response_model=JobPage, responses=problems(InvalidCursor))
+# The two polled routes below are plain sync functions with only async dependencies: one threadpool
+# hop for the whole request, like /healthz. They return the JSON bytes themselves (serialised once,
+# hashed for the ETag) instead of a model FastAPI would validate and serialise again.
+
+
+@router.get("", response_model=JobPage, responses={**problems(InvalidCursor), **NOT_MODIFIED})
 def get_jobs(
-    session: SessionDep,
+    request: Request,
     principal: CurrentPrincipal,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="opaque: a next_cursor")] = None,
-) -> JobPage:
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
     """List jobs, newest first, optionally filtered by status (repeatable); cursor-paginated."""
     statuses = [s.value for s in status] if status else None
-    jobs, next_cursor = list_jobs(
-        session=session, tenant_id=principal.tenant_id, statuses=statuses, limit=limit, cursor=cursor
-    )
-    return JobPage(items=[job_out(j) for j in jobs], next_cursor=next_cursor)
+    with request.app.state.read_engine.connect() as connection:
+        jobs, next_cursor = list_jobs(
+            connection, tenant_id=principal.tenant_id, statuses=statuses, limit=limit, cursor=cursor
+        )
+        page = JobPage(items=[job_out(j) for j in jobs], next_cursor=next_cursor)
+    return json_or_not_modified(page.model_dump_json().encode(), if_none_match)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problems(NotFound))
-def get_job(job: CurrentJob) -> JobOut:
-    """A job's status, stage, progress, error, metrics before/after and artifacts."""
-    return job_out(job)
+@router.get("/{job_id}", response_model=JobOut, responses={**problems(NotFound), **NOT_MODIFIED})
+def get_job(
+    request: Request,
+    principal: CurrentPrincipal,
+    job_id: Annotated[str, Path(max_length=64)],
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A job's status, stage, progress, error, metrics before/after and artifacts.
+
+    Carries an ``ETag``; send it back in ``If-None-Match`` to get an empty 304 while nothing changed.
+    """
+    with request.app.state.read_engine.connect() as connection:
+        job = read_job(connection, tenant_id=principal.tenant_id, job_id=job_id)
+    return json_or_not_modified(job_out(job).model_dump_json().encode(), if_none_match)
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=problems(NotFound))

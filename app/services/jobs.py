@@ -1,4 +1,5 @@
-"""Creating, listing and cancelling jobs; idempotent creation via a unique ``idempotency_key``."""
+"""Creating and cancelling jobs (idempotent creation via a unique ``idempotency_key``), their events and
+webhook deliveries; the polled reads are in ``app.services.job_reads``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
 from app.db.events import record_event
@@ -17,7 +18,6 @@ from app.db.types import is_id, new_id, utcnow
 from app.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
 from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits
-from app.services.pagination import decode_cursor, encode_cursor
 from app.services.validation import validate_job
 from app.webhooks.urls import check_webhook_url
 
@@ -134,28 +134,6 @@ def create_job(
             raise
         return winner, False
     return job, True
-
-
-def list_jobs(
-    *, session: Session, tenant_id: str, statuses: list[str] | None, limit: int, cursor: str | None
-) -> tuple[list[Job], str | None]:
-    """The tenant's jobs, newest first; the cursor is the (created_at, id) of the previous page's last."""
-    query = (
-        select(Job)
-        .where(Job.tenant_id == tenant_id)
-        .options(selectinload(Job.artifacts))
-        .order_by(Job.created_at.desc(), Job.id.desc())
-    )
-    if statuses:
-        query = query.where(Job.status.in_(statuses))
-    if cursor:
-        at, id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < id)))
-    jobs = list(session.scalars(query.limit(limit + 1)))
-    if len(jobs) <= limit:
-        return jobs, None
-    jobs = jobs[:limit]
-    return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].id)
 
 
 def list_events(

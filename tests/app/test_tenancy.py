@@ -83,8 +83,9 @@ def test_idempotency_keys_are_per_tenant(
 
 
 def test_a_revoked_key_answers_401(
-    make_client: Callable[..., Any], settings: Any, make_api_key: Callable[..., str]
+    make_client: Callable[..., Any], make_settings: Any, db_url: str, make_api_key: Callable[..., str]
 ) -> None:
+    settings = make_settings(database_url=db_url, require_api_keys=True, principal_cache_seconds=0)
     key = make_api_key(settings, "alice")
     client = as_tenant(make_client, settings, key)
     assert client.get("/v1/jobs").status_code == 200
@@ -92,6 +93,52 @@ def test_a_revoked_key_answers_401(
     response = client.get("/v1/jobs")
     assert (response.status_code, response.json()["type"]) == (401, "urn:nncompress:problem:unauthorized")
     assert "revoked" in response.json()["detail"]
+
+
+def test_a_revoked_key_stops_working_when_its_cached_principal_expires(
+    make_client: Callable[..., Any], settings: Any, make_api_key: Callable[..., str]
+) -> None:
+    # The API process reuses a resolved key for principal_cache_seconds; revocation (another
+    # process: the CLI) reaches it when that entry expires. The cache's clock is driven by hand.
+    key = make_api_key(settings, "alice")
+    client = as_tenant(make_client, settings, key)
+    cache = client.app.state.principal_cache  # type: ignore[attr-defined]
+    now = [1000.0]
+    cache.clock = lambda: now[0]
+    assert settings.principal_cache_seconds == cache.ttl == 5.0
+    assert client.get("/v1/jobs").status_code == 200
+    assert keys_revoke(key.split("_")[1], settings=settings) == 0
+    now[0] += cache.ttl - 0.5
+    assert client.get("/v1/jobs").status_code == 200  # still the cached principal
+    now[0] += 0.5
+    response = client.get("/v1/jobs")
+    assert (response.status_code, response.json()["type"]) == (401, "urn:nncompress:problem:unauthorized")
+    assert "revoked" in response.json()["detail"]
+    now[0] += 60.0
+    assert client.get("/v1/jobs").status_code == 401  # a refused key is never cached
+
+
+def test_a_tenants_new_limit_applies_when_its_cached_principal_expires(
+    make_client: Callable[..., Any], settings: Any, make_api_key: Callable[..., str]
+) -> None:
+    from sqlalchemy import update
+
+    from app.db.models import Tenant
+    from app.db.session import make_engine
+
+    client = as_tenant(make_client, settings, make_api_key(settings, "alice", requests_per_minute=1000))
+    cache = client.app.state.principal_cache  # type: ignore[attr-defined]
+    now = [1000.0]
+    cache.clock = lambda: now[0]
+    assert client.get("/v1/jobs").status_code == 200
+    engine = make_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(update(Tenant).where(Tenant.name == "alice").values(requests_per_minute=1))
+    engine.dispose()
+    assert client.get("/v1/jobs").status_code == 200  # the cached limit (1000/min) still holds
+    now[0] += cache.ttl
+    # 1/min now: the bucket is capped at one token, spent by the first request.
+    assert [client.get("/v1/jobs").status_code for _ in range(3)] == [200, 429, 429]
 
 
 def test_keys_cli_creates_lists_and_revokes(
