@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv, checks that PostgreSQL and Redis answer, lints (ruff, mypy, deploy files),
-# runs pytest.
+# runs pytest: every tier (fast, slow, service, browser: -m ""), on NNCOMPRESS_TEST_WORKERS xdist workers
+# (default 2; 0 runs in this process). Extra arguments go to pytest after ours, so they win (-m slow, -n 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -11,4 +12,4 @@ if [ -x scripts/install_browser.sh ]; then scripts/install_browser.sh; fi
 .venv/bin/python -m mypy nncompress app workers
 .venv/bin/lint-imports import-contracts.toml
 scripts/lint_deploy.sh
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -m "" -n "${NNCOMPRESS_TEST_WORKERS:-2}" --dist loadgroup "$@"

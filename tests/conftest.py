@@ -20,6 +20,60 @@ import pytest
 PG_SERVER_DSN = os.environ.get("NNCOMPRESS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = ("webhook_deliveries", "artifacts", "job_events", "jobs", "models", "api_keys", "tenants")
 
+# -- tiers -------------------------------------------------------------------------------------------
+# The default run (``pytest``) is the fast tier: ``-m "not slow and not service and not browser"`` in
+# pyproject's addopts. ``scripts/test.sh`` (CI) passes ``-m ""`` and runs every tier. Tiers are given
+# here by what a test uses, so a new test lands in the right one without remembering a decorator.
+
+# Fixtures that need PostgreSQL or Redis (``item.fixturenames`` is transitive: a fixture built on
+# one of these counts too). ``db_url`` needs PostgreSQL only for its ``postgresql`` parameter.
+SERVICE_FIXTURES = frozenset(
+    {
+        "pg_url",
+        "pg_session_url",
+        "make_pg_database",
+        "pg_jobs",
+        "redis_server",
+        "celery_settings",
+        "start_worker",
+    }
+)
+# Tests that talk to the shared Redis on 127.0.0.1:6379 (each on a database number of its own, so they
+# may run in parallel with each other) without a fixture that says so.
+SHARED_REDIS_TESTS = (
+    "tests/app/test_app_lifecycle.py::test_distributed_mode_does_not_migrate",
+    "tests/app/test_observability.py::test_distributed_metrics_read_the_broker_queues_and_worker_beats",
+    "tests/app/test_tenancy.py::test_rate_limit_in_redis_is_shared_by_api_processes",
+)
+# Fixtures that start real job processes, workers or servers and wait for real jobs: seconds to
+# minutes each on a loaded 2-core machine.
+SLOW_FIXTURES = frozenset({"start_worker"})
+BROWSER_MODULES = frozenset({"tests/test_dashboard.py"})
+
+
+def _uses_postgresql(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("db_url") == "postgresql"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test's tiers, and keeps tests that share a module-scoped fixture on one xdist worker."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        names = set(getattr(item, "fixturenames", ()))
+        if names & SERVICE_FIXTURES or _uses_postgresql(item) or item.nodeid.startswith(SHARED_REDIS_TESTS):
+            item.add_marker(pytest.mark.service)
+        if names & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if path in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+        # Under ``--dist loadgroup`` a module- or class-scoped fixture (a trained model, a started
+        # server) would be built once per xdist worker that gets one of its tests; one group per such
+        # module builds it once. Everything else is distributed test by test.
+        fixturedefs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(d.scope in ("module", "class", "package") for defs in fixturedefs.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(path))
+
 
 def _pg_admin(statement: str) -> None:
     import psycopg
