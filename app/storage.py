@@ -141,6 +141,11 @@ class Storage:
         os.replace(temp.path, target)
         return target
 
+    def check(self) -> None:
+        """Raises unless the storage can be used (readiness): here, the folder exists."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"the storage folder {self.root} does not exist")
+
     def local_path(self, key: str) -> Path:
         """A local file holding ``key``'s bytes, to read (here: the stored file itself)."""
         return self.path(key)

@@ -68,7 +68,10 @@ def make_client() -> Any:
 
     custom = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
+        # Throttling and 5xx are retried with backoff (3 attempts; AWS_MAX_ATTEMPTS changes it). An
+        # endpoint that does not answer fails a readiness probe in seconds, not botocore's minute.
+        retries={"mode": "standard"},
+        connect_timeout=5,
         s3={"addressing_style": "path" if custom else "auto"},
         signature_version="s3v4",
     )
@@ -245,6 +248,10 @@ class S3Storage(Storage):
         for name in ("tmp", "work"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
+    def check(self) -> None:
+        with s3_errors(f"reach the bucket {self.bucket!r}"):
+            self.client.head_bucket(Bucket=self.bucket)
+
     def temp_write(self, limit: int) -> S3TempWrite:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         name = f"{uuid.uuid4().hex}.part"
@@ -262,7 +269,11 @@ class S3Storage(Storage):
         """Stores the upload as ``key``; its scratch file becomes the cached copy (intake read it)."""
         if not isinstance(temp, S3TempWrite):
             raise TypeError(f"an S3 storage commits its own temp writes, not {type(temp).__name__}")
-        temp.finish(self.object_key(key))
+        try:
+            temp.finish(self.object_key(key))
+        except BaseException:
+            temp.discard()  # the store failed: abort the parts, drop the scratch copy
+            raise
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp.path, target)

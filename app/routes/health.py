@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.deps import DispatcherDep, SessionDep
+from app.deps import DispatcherDep, SessionDep, StorageDep
 from app.errors import NotReady
 from app.openapi import problems
 
@@ -21,8 +21,8 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses=problems(NotReady))
-def readyz(session: SessionDep, dispatcher: DispatcherDep) -> dict[str, str]:
-    """The database answers a query and the dispatcher reaches its broker (or local worker)."""
+def readyz(session: SessionDep, dispatcher: DispatcherDep, storage: StorageDep) -> dict[str, str]:
+    """The database answers a query, the dispatcher reaches its broker (or local worker), storage is there."""
     failures: list[dict[str, str]] = []
     try:
         session.execute(text("SELECT 1"))
@@ -32,6 +32,10 @@ def readyz(session: SessionDep, dispatcher: DispatcherDep) -> dict[str, str]:
         dispatcher.check()
     except Exception as exc:  # any failure of the broker check means "not ready"
         failures.append({"component": "dispatcher", "message": str(exc) or type(exc).__name__})
+    try:
+        storage.check()
+    except Exception as exc:  # a missing folder, an unreachable or refused bucket
+        failures.append({"component": "storage", "message": str(exc) or type(exc).__name__})
     if failures:
         raise NotReady("; ".join(f"{f['component']}: {f['message']}" for f in failures), errors=failures)
     return {"status": "ready"}

@@ -233,3 +233,32 @@ def test_local_storage_ignores_the_redirect_setting(
         job = finished_job(session, storage, uploaded_mnist(client), {"a.txt": (data, "text/plain")})
     response = client.get(f"/v1/jobs/{job.id}/artifacts/a.txt", follow_redirects=False)
     assert response.status_code == 200 and response.content == data
+
+
+def test_an_unreachable_store_is_a_503_and_leaves_nothing_behind(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = make_client(make_settings(storage_url="s3://nowhere/nncompress", cache_dir=tmp_path / "cache"))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert [e["component"] for e in ready.json()["errors"]] == ["storage"]
+    response = upload(client, mnist_safetensors(), architecture="mnist_net")
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("storage_unavailable")
+    assert _files(tmp_path / "cache") == []
