@@ -4,8 +4,7 @@ A conv with ``groups=G`` (not depthwise) stores its weight as ``(out, in / G, *k
 reads only input group ``g``. Removing channels is exact as long as every group keeps the same number
 of input channels and the same number of output channels, so a channel group that a grouped conv
 produces or reads is split into ``G`` equal contiguous *segments* and each segment loses the same
-count. Both graph builders (:mod:`nncompress.dependency` for pruners and preflight,
-:mod:`nncompress.speedup.groups` for the speedup) read :func:`grouped_segments`; the allocation and the
+count. The channel graph (:mod:`nncompress.graph`) reads :func:`grouped_segments`; the allocation and the
 speedup's removable channels go through :func:`per_segment` and :func:`balance`; Torch-Pruning's own
 conv pruner keeps only the first group's columns when inputs go, so :class:`GroupedConvPruner`
 replaces it for models that hold a grouped conv.

@@ -25,8 +25,8 @@ from torch import nn
 
 from nncompress.config import LayerTarget, ResolvedConfig, resolve_config
 from nncompress.config.messages import did_you_mean
-from nncompress.dependency import ChannelGroup, ExampleInputs, build_graph, channel_groups, unsupported_ops
 from nncompress.errors import ConfigError, NncompressError, UnsupportedModelError
+from nncompress.graph import ChannelGraph, ChannelGroup, ExampleInputs, unsupported_ops
 from nncompress.grouped import per_segment
 
 __all__ = [
@@ -212,6 +212,7 @@ def preflight(
     example_inputs: ExampleInputs,
     *,
     pruner: str = "l1norm",
+    graph: ChannelGraph | None = None,
 ) -> PreflightReport:
     """Resolves ``config_list`` against ``model`` and reports what pruning would do, changing nothing.
 
@@ -222,6 +223,8 @@ def preflight(
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         pruner: pruner name (``'l1norm'``, ``'level'``, ``'L1NormPruner'``...); decides what
             granularity ``'default'`` means.
+        graph: the model's channel graph on ``example_inputs``, when the caller already built it
+            (the same graph the pruner and the speedup then use); traced here otherwise.
 
     Returns:
         The report.
@@ -241,13 +244,14 @@ def preflight(
         model.eval()
         _check_runs(model, example_inputs)
         try:
-            graph = build_graph(model, example_inputs)
-            groups = channel_groups(model, dg=graph)
+            if graph is None or not graph.fits(model):
+                graph = ChannelGraph.build(model, example_inputs)
+            groups = list(graph.groups)
         except UnsupportedModelError as exc:
             issues.append(Issue(type(model).__name__, type(model).__name__, exc.message))
             warnings.append("coupled channels are unknown because the model could not be traced")
         else:
-            found = unsupported_ops(model, example_inputs, groups=groups)
+            found = unsupported_ops(model, example_inputs, graph=graph)
             issues.extend(Issue(u.name, u.op_type, u.reason) for u in found)
     finally:
         model.train(was_training)

@@ -1,7 +1,6 @@
 """Library layers Torch-Pruning has no handler for, and what a traced model returns.
 
-Shared by both graph builders (:mod:`nncompress.dependency` for pruners and preflight,
-:mod:`nncompress.speedup.groups` for the speedup), so they see the same layers the same way.
+Read by the one channel graph (:mod:`nncompress.graph`), which pruners, preflight and the speedup share.
 
 * transformers' ``Conv1D`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``) is a Linear whose weight is
   stored transposed, ``(in, out)``. Unregistered, Torch-Pruning would treat it as an element-wise op
@@ -141,7 +140,7 @@ class FusedAttention:
     timm's ``qkv`` and GPT-2's ``c_attn`` write ``[q | k | v]`` side by side, each ``width`` wide,
     and the output projection reads the attention result (the value layout). Torch-Pruning's index
     mapping through the split/unbind that follows is not reliable (it maps all ``3 * width`` rows
-    onto GPT-2's ``c_proj``), so both graph builders describe these channels themselves: channel
+    onto GPT-2's ``c_proj``), so the channel graph describes these channels itself: channel
     ``c`` of the group is row ``c`` of each of q, k and v plus input column ``c`` of the output
     projection, and whole heads (``head_size`` channels) go together.
 
@@ -222,8 +221,8 @@ def rms_norm_types(model: nn.Module) -> tuple[type[nn.Module], ...]:
 class RMSNormPruner(tp.pruner.BasePruningFunc):
     """Torch-Pruning handler for RMSNorm: its weight follows the normalised channels.
 
-    Registered so the graph sees the norm as a layer on those channels (and both graph builders
-    refuse to shrink them: the root mean square runs over all of them) instead of as a bare
+    Registered so the graph sees the norm as a layer on those channels (and the channel graph
+    refuses to shrink them: the root mean square runs over all of them) instead of as a bare
     parameter multiplied in somewhere.
     """
 
@@ -262,7 +261,7 @@ def grouped_query_projections(model: nn.Module) -> list[nn.Module]:
 
     Their heads are not pruned: a key/value head serves several query heads through ``repeat_kv``
     (an expand and a reshape), and Torch-Pruning's group search through it does not terminate in
-    practice. Both graph builders skip these layers as roots; the FFN and the rest still prune.
+    practice. The channel graph skips these layers as roots; the FFN and the rest still prune.
     """
     found: list[nn.Module] = []
     for module in model.modules():

@@ -11,7 +11,7 @@ hook goes when the masks go. The speedup, which removes exactly those channels a
 Handled: ``nn.LayerNorm`` over the last dimension and its channels-first subclasses (timm and
 torchvision ``LayerNorm2d``, channels on dim 1), ``nn.RMSNorm`` and Llama-style RMSNorm
 (``weight * x / sqrt(mean(x^2) + eps)``). Other layouts (a LayerNorm over several dimensions)
-stay refused by the graph builders.
+stay refused by the channel graph.
 """
 
 from __future__ import annotations

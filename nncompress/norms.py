@@ -1,7 +1,6 @@
 """Norm layers whose width follows pruned channels: GroupNorm (whole groups) and FrozenBatchNorm2d.
 
-Shared by both graph builders (:mod:`nncompress.dependency` for pruners and preflight,
-:mod:`nncompress.speedup.groups` for the speedup) so that preflight's promise and the speedup's
+Read by the one channel graph (:mod:`nncompress.graph`), so preflight's promise and the speedup's
 result follow the same rules.
 
 * ``nn.GroupNorm`` normalises each group of ``num_channels / num_groups`` channels over its own
@@ -83,7 +82,7 @@ class WholeGroupNormPruner(tp.pruner.BasePruningFunc):
     """Torch-Pruning handler for ``nn.GroupNorm`` that removes whole groups and shrinks ``num_groups``.
 
     Torch-Pruning's own handler keeps ``num_groups``, so a group would end up with fewer channels
-    (or the layer would fail when the count no longer divides); the graph builders only ever remove
+    (or the layer would fail when the count no longer divides); the channel graph only ever removes
     whole groups, and anything else is refused here rather than silently changing the statistics.
     """
 

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from nncompress.datasets import LabelledDataset
-from nncompress.errors import ArtifactError, ConfigError, NotCompressedError
+from nncompress.errors import ArtifactError, ConfigError, NotCompressedError, UnsupportedModelError
+from nncompress.graph import ChannelGraph
 from nncompress.io.artifacts import MANIFEST_FILE, WEIGHTS_FILE, load_compressed, save_compressed
 from nncompress.io.library_rebuild import is_hf_architecture, transformers_build_kwargs
 from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
@@ -162,6 +163,9 @@ def run_job(
 
     scheduled: Any = None
     masked: nn.Module | None = None
+    structured = spec.pruner not in _UNSTRUCTURED
+    # One trace of the original serves the channel pruner and the speedup (same architecture, same input).
+    graph: ChannelGraph | None = None
     with run.stage("pruning", _pruning_message(spec, masks)) as stage:
         if spec.schedule is not None:
             assert job_data is not None  # JobSpec requires finetune, _job_data a data set
@@ -183,12 +187,13 @@ def run_job(
             from nncompress.pruners import prune
 
             assert spec.pruner is not None
-
+            graph = _channel_graph(original, example) if structured else None
             pruned = prune(
                 copy.deepcopy(original),
                 list(spec.config_list),
                 pruner=spec.pruner,
                 example_inputs=example,
+                graph=graph,
                 data=data,
                 criterion=criterion,
             )
@@ -200,7 +205,6 @@ def run_job(
             masked = _apply_masks(copy.deepcopy(original), masks)
 
     kept: dict[str, dict[str, list[int]]] = {}
-    structured = spec.pruner not in _UNSTRUCTURED
     with run.stage("speedup"):
         if scheduled is not None:
             compressed = scheduled.model.cpu().eval()
@@ -218,7 +222,7 @@ def run_job(
         elif spec.speedup and structured:
             from nncompress.speedup import speedup
 
-            sped = speedup(original, masks, example, verify=spec.verify)
+            sped = speedup(original, masks, example, verify=spec.verify, graph=graph)
             _require_smaller(sped)
             compressed = sped.model.eval()
             kept = {m: {d: list(i) for d, i in dims.items()} for m, dims in sped.kept.items()}
@@ -409,6 +413,14 @@ def _example_input(
         vocab = _vocab_size(arch, model)
         return torch.randint(0, vocab, tuple(shape), generator=generator), torch.long
     return torch.randn(tuple(shape), generator=generator), torch.float32
+
+
+def _channel_graph(model: nn.Module, example: torch.Tensor) -> ChannelGraph | None:
+    """The model's channel graph, or None when it cannot be traced (the pruner then says why)."""
+    try:
+        return ChannelGraph.build(model, example)
+    except UnsupportedModelError:
+        return None
 
 
 def _require_smaller(sped: Any) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from nncompress.errors import ConfigError
+from nncompress.graph import ChannelGraph
 from nncompress.pruners.data import Criterion, DataSource, run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner, channel_dim, per_channel
 from nncompress.pruners.grouping import following_norm
@@ -51,6 +52,7 @@ class _ActivationPruner(DataDrivenPruner):
         activation: str = "relu",
         training_steps: int | None = None,
         dummy_input: Any = None,
+        graph: ChannelGraph | None = None,
         mode: str = "dependency_aware",
         criterion: Criterion | None = None,
     ) -> None:
@@ -61,7 +63,13 @@ class _ActivationPruner(DataDrivenPruner):
                 value=activation,
             )
         super().__init__(
-            model, config_list, dummy_input=dummy_input, mode=mode, data=data, criterion=criterion
+            model,
+            config_list,
+            dummy_input=dummy_input,
+            graph=graph,
+            mode=mode,
+            data=data,
+            criterion=criterion,
         )
         self.activation = ACTIVATIONS[activation]
         self.training_steps = training_steps

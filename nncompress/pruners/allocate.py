@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nncompress.dependency import ChannelGroup
+from nncompress.graph import ChannelGroup
 from nncompress.grouped import balance, per_segment
 
 __all__ = ["Unit", "allocate", "prune_count"]

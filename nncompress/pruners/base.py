@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from nncompress.config import LayerTarget, ResolvedConfig, resolve_config
-from nncompress.dependency import ChannelGroup, channel_groups
 from nncompress.errors import ConfigError, NncompressError
+from nncompress.graph import ChannelGraph, ChannelGroup
 from nncompress.pruners.allocate import Unit, allocate
 from nncompress.pruners.data import Criterion, DataSource, require_data
 from nncompress.pruners.grouping import anchors_of, fallback_groups
@@ -48,6 +48,8 @@ class Pruner:
         model: the model to prune (masks are applied to it in place by :meth:`compress`).
         config_list: an NNI-style config_list (v2 or v3 keys).
         dummy_input: example inputs to trace coupled channels with (tensor, tuple or dict).
+        graph: the model's channel graph, when the caller already built it on ``dummy_input``
+            (preflight, a job), so the model is not traced again.
         mode: ``"dependency_aware"`` (default) or NNI's ``"normal"`` (each layer on its own).
         data: for data-driven pruners, batches or a callable ``(model) -> None``.
         criterion: ``loss = criterion(outputs, targets)``, for pruners that need gradients.
@@ -68,6 +70,7 @@ class Pruner:
         config_list: Sequence[dict[str, Any]] | ResolvedConfig,
         *,
         dummy_input: Any = None,
+        graph: ChannelGraph | None = None,
         mode: str = "dependency_aware",
         data: DataSource | None = None,
         criterion: Criterion | None = None,
@@ -79,6 +82,7 @@ class Pruner:
             config_list if isinstance(config_list, ResolvedConfig) else resolve_config(model, config_list)
         )
         self.dummy_input = dummy_input
+        self.graph = graph
         self.mode = mode
         self.data = data
         self.criterion = criterion
@@ -189,7 +193,9 @@ class ChannelPruner(Pruner):
                     "each), without checking residual adds, concats or the output layer"
                 )
             return fallback_groups(self.model, targets)
-        return channel_groups(self.model, inputs)
+        if self.graph is None or not self.graph.fits(self.model):
+            self.graph = ChannelGraph.build(self.model, inputs)
+        return list(self.graph.groups)
 
     def _units(self, groups: list[ChannelGroup]) -> list[Unit]:
         targets = self.config.targets

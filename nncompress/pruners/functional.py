@@ -20,6 +20,7 @@ from torch import nn
 
 from nncompress.config import ResolvedConfig
 from nncompress.errors import ConfigError
+from nncompress.graph import ChannelGraph
 from nncompress.pruners.base import ChannelPruner
 from nncompress.pruners.data import Criterion, DataSource
 from nncompress.pruners.importance import primary_weight
@@ -121,6 +122,7 @@ def prune(
     *,
     pruner: str = "l1norm",
     example_inputs: Any = None,
+    graph: ChannelGraph | None = None,
     data: DataSource | None = None,
     criterion: Criterion | None = None,
     **options: Any,
@@ -132,6 +134,7 @@ def prune(
         config_list: an NNI-style config_list, or an already resolved config.
         pruner: registry name: level, l1norm, l2norm, fpgm, slim, taylorfo, apoz, mean_activation.
         example_inputs: inputs to trace coupled channels with (strongly recommended).
+        graph: the model's channel graph on ``example_inputs``, when the caller already built it.
         data: batches or a callable, for slim/taylorfo/apoz/mean_activation.
         criterion: the loss, for slim/taylorfo on batches.
         **options: pruner-specific keywords (``activation``, ``training_steps``, ``scale``...).
@@ -146,6 +149,8 @@ def prune(
     kwargs: dict[str, Any] = dict(options)
     if example_inputs is not None:
         kwargs["dummy_input"] = example_inputs
+    if graph is not None:
+        kwargs["graph"] = graph
     if data is not None:
         kwargs["data"] = data
     if criterion is not None:

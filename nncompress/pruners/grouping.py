@@ -1,6 +1,6 @@
 """Which channel groups the config reaches, and the fallback when the model cannot be traced.
 
-With example inputs, groups come from :func:`nncompress.dependency.channel_groups` (residual adds,
+With example inputs, groups come from :class:`nncompress.graph.ChannelGraph` (residual adds,
 concats, depthwise convs...). Without them (NNI's v2 pruners take no input), each targeted layer
 gets a group of its own plus the BatchNorm directly after it in module order. That fallback is
 blind to residual adds and to which layer produces the model output: a coupled layer is then
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from nncompress.dependency import ChannelGroup, ChannelSlice
+from nncompress.graph import ChannelGroup, ChannelSlice
 from nncompress.pruners.importance import out_dim
 
 __all__ = ["anchors_of", "fallback_groups", "following_norm"]
@@ -113,7 +113,9 @@ def fallback_groups(model: nn.Module, targets: Iterable[str]) -> list[ChannelGro
         if norm is not None and model.get_submodule(norm).weight is not None:
             members += _own_slices(model, norm)
         groups.append(
-            ChannelGroup(roots=(root,), members=tuple(members), consumers=(), channels=_channels(module) or 0)
+            ChannelGroup(
+                key=root, roots=(root,), members=tuple(members), consumers=(), channels=_channels(module) or 0
+            )
         )
     return groups
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nncompress.dependency import ChannelGroup
 from nncompress.errors import ConfigError
+from nncompress.graph import ChannelGraph, ChannelGroup
 from nncompress.pruners.data import Criterion, DataSource, run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner
 from nncompress.pruners.grouping import following_norm
@@ -65,6 +65,7 @@ class SlimPruner(DataDrivenPruner):
         optimizer: torch.optim.Optimizer | None = None,
         lr: float = 0.01,
         dummy_input: Any = None,
+        graph: ChannelGraph | None = None,
         mode: str = "dependency_aware",
     ) -> None:
         if training_epochs < 0:
@@ -74,7 +75,13 @@ class SlimPruner(DataDrivenPruner):
         self.optimizer = optimizer
         self.lr = lr
         super().__init__(
-            model, config_list, dummy_input=dummy_input, mode=mode, data=data, criterion=criterion
+            model,
+            config_list,
+            dummy_input=dummy_input,
+            graph=graph,
+            mode=mode,
+            data=data,
+            criterion=criterion,
         )
         self._norms = self._resolve_norms()
 

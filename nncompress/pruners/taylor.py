@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from nncompress.graph import ChannelGraph
 from nncompress.pruners.data import Criterion, DataSource, run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner, per_channel
 from nncompress.pruners.importance import StatsImportance, primary_weight
@@ -52,10 +53,17 @@ class TaylorFOWeightPruner(DataDrivenPruner):
         criterion: Criterion | None = None,
         training_steps: int | None = None,
         dummy_input: Any = None,
+        graph: ChannelGraph | None = None,
         mode: str = "dependency_aware",
     ) -> None:
         super().__init__(
-            model, config_list, dummy_input=dummy_input, mode=mode, data=data, criterion=criterion
+            model,
+            config_list,
+            dummy_input=dummy_input,
+            graph=graph,
+            mode=mode,
+            data=data,
+            criterion=criterion,
         )
         self.training_steps = training_steps
         self._scores: dict[str, torch.Tensor] = {}

@@ -13,19 +13,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nncompress.errors import SpeedupError, VerificationError
+from nncompress.graph import ChannelGraph, ChannelGroup
+from nncompress.graph.prune import prune_channels
 from nncompress.masked_norms import detach_norm_masks
 from nncompress.speedup.attention import sync_attention_heads
 from nncompress.speedup.diagnose import forward_failure
-from nncompress.speedup.groups import (
-    ChannelGroup,
-    build_graph,
-    channel_groups,
-    kept_indices,
-    prune_groups,
-    removable_channels,
-    removal_from_kept,
-)
 from nncompress.speedup.masks import apply_masks, layer_sparsity, load_masks, validate_masks
+from nncompress.speedup.plan import kept_indices, removable_channels, removal_from_kept
 from nncompress.speedup.reshape import Rewrite, ShapeAnalysis, analyse_shapes, rewrite_shapes
 from nncompress.speedup.result import GroupReport, Kept, ShapeChanges, SpeedupResult
 from nncompress.speedup.splits import new_sections
@@ -46,6 +40,7 @@ def speedup(
     verify: bool = True,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    graph: ChannelGraph | None = None,
 ) -> SpeedupResult:
     """Turns masks into a physically smaller model and proves it computes what the masked model computes.
 
@@ -61,6 +56,8 @@ def speedup(
         verify: compare the result with the masked model on the dummy input and random ones.
         rtol: tolerance relative to the largest reference output magnitude.
         atol: absolute tolerance added to it.
+        graph: the model's channel graph when the caller already built it (for pruning, say) on
+            this architecture and input; traced here otherwise.
 
     Returns:
         A :class:`SpeedupResult`.
@@ -92,12 +89,13 @@ def speedup(
     analysis = analyse_shapes(model, inputs)
     clock.lap("shapes")
 
-    dg = build_graph(work, inputs)
-    groups = channel_groups(dg)
-    removed = {g.root: idxs for g in groups if (idxs := removable_channels(g))}
+    if graph is None or not graph.fits(model):
+        graph = ChannelGraph.build(model, inputs)  # the caller's tensors: traceable in inference mode too
+    groups = graph.groups
+    removed = {g.key: idxs for g in groups if (idxs := removable_channels(g, work))}
     kept = kept_indices(groups, removed)
     clock.lap("plan")
-    prune_groups(dg, groups, removed)
+    prune_channels(work, groups, removed)
     head_changes = sync_attention_heads(work)
     clock.lap("prune")
     # Running the shrunk model on the verification inputs doubles as the check that it runs at all;
@@ -135,6 +133,8 @@ def apply_kept_indices(
     model: nn.Module,
     kept: Mapping[str, Mapping[str, Sequence[int]]],
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    graph: ChannelGraph | None = None,
 ) -> nn.Module:
     """Re-applies a recorded pruning (``SpeedupResult.kept``) to a fresh instance of the same architecture.
 
@@ -146,6 +146,7 @@ def apply_kept_indices(
         model: a new instance of the architecture that was pruned; it is pruned in place.
         kept: ``{layer: {"out"|"in": kept indices}}`` as recorded by :func:`speedup`.
         example_inputs: a dummy input the architecture accepts.
+        graph: the architecture's channel graph, when the caller has it (traced here otherwise).
 
     Returns:
         ``model`` pruned in place, or a GraphModule wrapping it when shape constants were rewritten.
@@ -164,9 +165,10 @@ def apply_kept_indices(
     with torch.inference_mode():
         expected = output_shapes([model(*batch) for batch in batches])
     analysis = analyse_shapes(model, inputs)
-    dg = build_graph(model, inputs)
-    groups = channel_groups(dg)
-    known = {(m.name, m.side) for g in groups for m in g.members}
+    if graph is None or not graph.fits(model):
+        graph = ChannelGraph.build(model, inputs)
+    groups = graph.groups
+    known = {(s.name, s.side) for g in groups for s in g.layers}
     unknown = sorted(
         f"{name}.{side}" for name, sides in record.items() for side in sides if (name, side) not in known
     )
@@ -178,7 +180,7 @@ def apply_kept_indices(
         removed = removal_from_kept(groups, record)
     except ValueError as exc:
         raise SpeedupError(str(exc)) from exc
-    prune_groups(dg, groups, removed)
+    prune_channels(model, groups, removed)
     sync_attention_heads(model)
     shrunk, _, _ = _runnable(model, batches, expected, analysis, kept_indices(groups, removed))
     shrunk.train(was_training)
@@ -310,13 +312,13 @@ def _shape_changes(
     return changes
 
 
-def _group_reports(groups: list[ChannelGroup], removed: dict[str, list[int]]) -> list[GroupReport]:
+def _group_reports(groups: Sequence[ChannelGroup], removed: dict[str, list[int]]) -> list[GroupReport]:
     return [
         GroupReport(
-            root=g.root,
+            root=g.key,
             channels_before=g.channels,
-            channels_after=g.channels - len(removed.get(g.root, [])),
-            members=sorted({f"{m.name}.{m.side}" for m in g.members}),
+            channels_after=g.channels - len(removed.get(g.key, [])),
+            members=sorted({f"{s.name}.{s.side}" for s in g.layers}),
             skipped=g.skip_reason,
         )
         for g in groups

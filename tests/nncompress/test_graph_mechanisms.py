@@ -16,10 +16,10 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from torchvision.models.shufflenetv2 import channel_shuffle
 
 from nncompress import preflight, prune, speedup
+from nncompress.graph.ghost import SELF_CONCAT_REASON
+from nncompress.graph.shuffle import SHUFFLE_REASON
+from nncompress.graph.window_attention import WINDOW_ATTENTION_REASON
 from nncompress.grouped import GroupedConvPruner, grouped_segments
-from nncompress.speedup.ghost import SELF_CONCAT_REASON
-from nncompress.speedup.shuffle import SHUFFLE_REASON
-from nncompress.speedup.window_attention import WINDOW_ATTENTION_REASON
 
 Family = tuple[nn.Module, torch.Tensor, str]
 

@@ -137,7 +137,7 @@ def test_dependency_group_id_ties_independent_layers() -> None:
 
 
 def test_attention_channels_are_pruned_in_whole_heads() -> None:
-    from tests.nncompress.test_dependency import HeadAttention
+    from tests.nncompress.test_channel_graph import HeadAttention
 
     torch.manual_seed(0)
     model = HeadAttention(dim=32, heads=4)

@@ -12,8 +12,8 @@ import copy
 import torch
 from torch import nn
 
-from nncompress.speedup.groups import build_graph, channel_groups
-from nncompress.speedup.recurrent import unit_rows
+from nncompress.graph import ChannelGraph
+from nncompress.graph.rnn import unit_rows
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -58,46 +58,37 @@ def l1_channel_masks(
     Returns:
         Masks in the engine's format, one entry per producing layer of every masked group.
     """
-    work = copy.deepcopy(model)
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    groups = channel_groups(build_graph(work, inputs))
-    names = {id(m): n for n, m in model.named_modules()}
-    work_to_orig = dict(zip([id(m) for m in work.modules()], list(model.modules()), strict=True))
+    groups = ChannelGraph.build(copy.deepcopy(model), inputs).groups
     masks: Masks = {}
     for group in groups:
         if group.skip_reason is not None:
             continue
+        producers = [side for side in group.layers if side.side == "out"]
         score = torch.zeros(group.channels, dtype=torch.float64)
-        for member in group.members:
-            if member.side != "out":
-                continue
-            for name, (dim, _) in _out_param_slices(member.module, torch.arange(member.size)).items():
-                param = getattr(member.module, name).detach().double()
-                if isinstance(member.module, nn.LSTM | nn.GRU):
+        for side in producers:
+            module = model.get_submodule(side.name)
+            for name, (dim, _) in _out_param_slices(module, torch.arange(side.size)).items():
+                param = getattr(module, name).detach().double()
+                if isinstance(module, nn.LSTM | nn.GRU):
                     per = param.reshape(param.shape[0], -1).abs().sum(1)
-                    per = (
-                        per[unit_rows(member.module, torch.arange(member.size))]
-                        .reshape(-1, member.size)
-                        .sum(0)
-                    )
+                    per = per[unit_rows(module, torch.arange(side.size))].reshape(-1, side.size).sum(0)
                 else:
                     per = param.transpose(0, dim).reshape(param.shape[dim], -1).abs().sum(1)
-                score.index_add_(0, member.root_idxs, per[member.idxs])
-        block = next((b for key, b in (blocks or {}).items() if key in group.root), 1)
+                score.index_add_(0, torch.as_tensor(side.channel), per[list(side.index)])
+        block = next((b for key, b in (blocks or {}).items() if key in group.key), 1)
         count = int(group.channels * ratio) // block
         if count == 0:
             continue
         block_scores = score.reshape(-1, block).sum(1)
         chosen_blocks = torch.argsort(block_scores, stable=True)[:count]
-        chosen = (chosen_blocks[:, None] * block + torch.arange(block)).flatten()
-        for member in group.members:
-            if member.side != "out":
-                continue
-            own = member.idxs[torch.isin(member.root_idxs, chosen)]
-            original = work_to_orig[id(member.module)]
-            entry = masks.setdefault(names[id(original)], {})
-            for name, (dim, idx) in _out_param_slices(member.module, own).items():
-                mask = entry.get(name, torch.ones_like(getattr(original, name)))
+        chosen = (chosen_blocks[:, None] * block + torch.arange(block)).flatten().tolist()
+        for side in producers:
+            module = model.get_submodule(side.name)
+            own = torch.as_tensor(side.positions(chosen), dtype=torch.long)
+            entry = masks.setdefault(side.name, {})
+            for name, (dim, idx) in _out_param_slices(module, own).items():
+                mask = entry.get(name, torch.ones_like(getattr(module, name)))
                 mask.index_fill_(dim, idx, 0.0)
                 entry[name] = mask
     return masks

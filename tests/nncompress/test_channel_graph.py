@@ -6,7 +6,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from nncompress.dependency import build_graph, channel_groups, unsupported_ops
+from nncompress.graph import ChannelGraph, channel_groups, trace, unsupported_ops
 from nncompress.models.mnist import Net
 
 
@@ -92,8 +92,8 @@ def test_residual_add_couples_both_convs_with_their_norms_and_the_depthwise_conv
 def test_groups_are_disjoint_and_match_torch_pruning() -> None:
     model = ResidualDepthwise()
     x = torch.randn(1, 3, 8, 8)
-    dg = build_graph(model, x)
-    groups = channel_groups(model, dg=dg)
+    dg = trace(model, x)
+    groups = ChannelGraph.build(model, x).groups
     seen: set[tuple[str, str, int, int]] = set()
     for g in groups:
         for s in g.members:

@@ -1,10 +1,10 @@
-"""Channel shuffles (ShuffleNet's view → transpose → view) seen by the graph builders as one opaque op.
+"""Channel shuffles (ShuffleNet's view → transpose → view) seen by the channel graph as one opaque op.
 
 Torch-Pruning follows a channel shuffle as two reshapes and fails inside its index mapping (a
 ``ZeroDivisionError`` on torchvision's ShuffleNetV2). While tracing, :func:`opaque_shuffles` watches
 tensor calls: a view that splits the channel dim ``(B, C, ...) -> (B, g, C / g, ...)``, a swap of those
 two dims, and the view that merges them back are replaced, for autograd only, by one
-:class:`ChannelShuffle` node reading the input. Both graph builders then refuse the channels that pass
+:class:`ChannelShuffle` node reading the input. The channel graph then refuses the channels that pass
 through such a node by name (:func:`is_shuffle_node`), since removing any of them would change which
 channels the shuffle interleaves; layers on either side whose channels stay inside a branch still prune.
 """
@@ -30,7 +30,10 @@ SHUFFLE_REASON = (
 
 _VIEWS: set[Callable[..., Any]] = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape}
 _SWAPS: set[Callable[..., Any]] = {
-    torch.Tensor.transpose, torch.transpose, torch.Tensor.permute, torch.permute
+    torch.Tensor.transpose,
+    torch.transpose,
+    torch.Tensor.permute,
+    torch.permute,
 }
 
 

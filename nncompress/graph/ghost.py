@@ -4,7 +4,7 @@ The cheap operation is a depthwise conv, so channel ``j`` and channel ``init + j
 from channel ``j`` of the same producer. Torch-Pruning keeps one root channel per layer channel and records
 only one of the two (the other is lost to its visited check), so the group no longer says which channels
 go together and the speedup removed the wrong rows. :func:`mark_self_concats` finds such concats after the
-trace; both graph builders refuse the groups through them by name (:data:`SELF_CONCAT_REASON`).
+trace; the channel graph refuses the groups through them by name (:data:`SELF_CONCAT_REASON`).
 """
 
 from __future__ import annotations

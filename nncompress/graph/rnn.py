@@ -1,4 +1,4 @@
-"""Hidden-unit pruning of ``nn.LSTM`` / ``nn.GRU`` (stacked and bidirectional), shared by both graph builders.
+"""Hidden-unit pruning of ``nn.LSTM`` / ``nn.GRU`` (stacked and bidirectional), for the channel graph.
 
 A recurrent layer's "output channels" are its hidden units. Unit ``j`` owns row ``j`` of every gate block in
 each ``weight_ih_l{k}[_reverse]``/``weight_hh_l{k}[_reverse]``/bias, column ``j`` of every ``weight_hh``
@@ -40,7 +40,7 @@ __all__ = [
 
 # Ops a hidden state may pass through on its way to a reader without its features being mixed: slicing
 # the time or layer dimension, squeezing, activations, dropout, concatenating the directions.
-_PASS_OPS = {
+PASS_OPS = {
     tp.ops.OPTYPE.ELEMENTWISE,
     tp.ops.OPTYPE.SLICE,
     tp.ops.OPTYPE.RESHAPE,
@@ -274,7 +274,7 @@ def recurrent_units(dg: tp.DependencyGraph, traced: Traced) -> list[RecurrentUni
                     readers[names[module]] = width
                 elif nxt.type == tp.ops.OPTYPE.OUTPUT:
                     blocker = f"{name}: its hidden state is an output of the model"
-                elif nxt.type not in _PASS_OPS:
+                elif nxt.type not in PASS_OPS:
                     through = names.get(module, type(module).__name__)
                     blocker = f"{name}: its hidden state goes through {through}"
                 elif id(nxt) not in seen:
