@@ -69,9 +69,11 @@ def make_client() -> Any:
     custom = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
     config = Config(
         # Throttling and 5xx are retried with backoff (3 attempts; AWS_MAX_ATTEMPTS changes it). An
-        # endpoint that does not answer fails a readiness probe in seconds, not botocore's minute.
+        # endpoint that does not answer fails a readiness probe in seconds, not botocore's minute; an
+        # answer may take long: completing a 1 GiB multipart upload took moto's server over 60 s here.
         retries={"mode": "standard"},
         connect_timeout=5,
+        read_timeout=300,
         s3={"addressing_style": "path" if custom else "auto"},
         signature_version="s3v4",
     )
