@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from nncompress.errors import ConfigError
-from nncompress.graph import ChannelGraph
-from nncompress.pruners.data import Criterion, DataSource, run_batches
+from nncompress.pruners.base import PrunerOptions
+from nncompress.pruners.data import run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner, channel_dim, per_channel
 from nncompress.pruners.grouping import following_norm
 from nncompress.pruners.importance import StatsImportance
@@ -48,13 +48,9 @@ class _ActivationPruner(DataDrivenPruner):
         model: nn.Module,
         config_list: Any,
         *,
-        data: DataSource | None = None,
         activation: str = "relu",
         training_steps: int | None = None,
-        dummy_input: Any = None,
-        graph: ChannelGraph | None = None,
-        mode: str = "dependency_aware",
-        criterion: Criterion | None = None,
+        **options: Unpack[PrunerOptions],
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ConfigError(
@@ -62,15 +58,7 @@ class _ActivationPruner(DataDrivenPruner):
                 key="activation",
                 value=activation,
             )
-        super().__init__(
-            model,
-            config_list,
-            dummy_input=dummy_input,
-            graph=graph,
-            mode=mode,
-            data=data,
-            criterion=criterion,
-        )
+        super().__init__(model, config_list, **options)
         self.activation = ACTIVATIONS[activation]
         self.training_steps = training_steps
         self._sums: dict[str, torch.Tensor] = {}

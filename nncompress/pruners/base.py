@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import torch
 from torch import nn
@@ -36,9 +36,19 @@ from nncompress.pruners.grouping import anchors_of, fallback_groups
 from nncompress.pruners.importance import Importance, L1Importance
 from nncompress.pruners.masks import Masks, apply_masks, get_param, is_masked, remove_masks
 
-__all__ = ["ChannelPruner", "Pruner"]
+__all__ = ["ChannelPruner", "Pruner", "PrunerOptions"]
 
 _MODES = ("dependency_aware", "normal")
+
+
+class PrunerOptions(TypedDict, total=False):
+    """The keywords every pruner takes (see :class:`Pruner`); subclasses pass them on unchanged."""
+
+    dummy_input: Any
+    graph: ChannelGraph | None
+    mode: str
+    data: DataSource | None
+    criterion: Criterion | None
 
 
 class Pruner:

@@ -16,15 +16,16 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from nncompress.errors import ConfigError
-from nncompress.graph import ChannelGraph, ChannelGroup
-from nncompress.pruners.data import Criterion, DataSource, run_batches
+from nncompress.graph import ChannelGroup
+from nncompress.pruners.base import PrunerOptions
+from nncompress.pruners.data import run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner
 from nncompress.pruners.grouping import following_norm
 from nncompress.pruners.masks import get_param
@@ -58,15 +59,11 @@ class SlimPruner(DataDrivenPruner):
         model: nn.Module,
         config_list: Any,
         *,
-        data: DataSource | None = None,
-        criterion: Criterion | None = None,
         training_epochs: int = 1,
         scale: float = 1e-4,
         optimizer: torch.optim.Optimizer | None = None,
         lr: float = 0.01,
-        dummy_input: Any = None,
-        graph: ChannelGraph | None = None,
-        mode: str = "dependency_aware",
+        **options: Unpack[PrunerOptions],
     ) -> None:
         if training_epochs < 0:
             raise ConfigError("training_epochs must be >= 0", key="training_epochs", value=training_epochs)
@@ -74,15 +71,7 @@ class SlimPruner(DataDrivenPruner):
         self.scale = scale
         self.optimizer = optimizer
         self.lr = lr
-        super().__init__(
-            model,
-            config_list,
-            dummy_input=dummy_input,
-            graph=graph,
-            mode=mode,
-            data=data,
-            criterion=criterion,
-        )
+        super().__init__(model, config_list, **options)
         self._norms = self._resolve_norms()
 
     def _data_required(self) -> bool:

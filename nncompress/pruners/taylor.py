@@ -14,14 +14,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nncompress.graph import ChannelGraph
-from nncompress.pruners.data import Criterion, DataSource, run_batches
+from nncompress.pruners.base import PrunerOptions
+from nncompress.pruners.data import run_batches
 from nncompress.pruners.datadriven import DataDrivenPruner, per_channel
 from nncompress.pruners.importance import StatsImportance, primary_weight
 
@@ -49,22 +49,10 @@ class TaylorFOWeightPruner(DataDrivenPruner):
         model: nn.Module,
         config_list: Any,
         *,
-        data: DataSource | None = None,
-        criterion: Criterion | None = None,
         training_steps: int | None = None,
-        dummy_input: Any = None,
-        graph: ChannelGraph | None = None,
-        mode: str = "dependency_aware",
+        **options: Unpack[PrunerOptions],
     ) -> None:
-        super().__init__(
-            model,
-            config_list,
-            dummy_input=dummy_input,
-            graph=graph,
-            mode=mode,
-            data=data,
-            criterion=criterion,
-        )
+        super().__init__(model, config_list, **options)
         self.training_steps = training_steps
         self._scores: dict[str, torch.Tensor] = {}
 
