@@ -28,6 +28,7 @@ from nncompress.config.messages import did_you_mean
 from nncompress.errors import ConfigError, NncompressError, UnsupportedModelError
 from nncompress.graph import ChannelGraph, ChannelGroup, ExampleInputs, unsupported_ops
 from nncompress.grouped import per_segment
+from nncompress.tables import render_table
 
 __all__ = [
     "ExampleInputError",
@@ -559,11 +560,7 @@ def _render_table(report: PreflightReport) -> str:
         sparsity = f"{layer.sparse_ratio:.2f}" + ("" if layer.structured else f" {layer.granularity}")
         shape = "x".join(str(d) for d in layer.weight_shape)
         rows.append((layer.name, layer.op_type, shape, sparsity, channels, group))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = render_table(rows).splitlines()
     lines.append("")
     lines.append(f"pruner: {report.pruner}; not selected: {', '.join(report.not_selected) or 'none'}")
     if report.groups:
