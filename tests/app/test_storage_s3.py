@@ -262,3 +262,18 @@ def test_an_unreachable_store_is_a_503_and_leaves_nothing_behind(
     assert response.status_code == 503, response.text
     assert response.json()["type"].endswith("storage_unavailable")
     assert _files(tmp_path / "cache") == []
+
+
+def test_api_dataset_parts_go_to_the_bucket(
+    s3_client: TestClient, s3_bucket: S3Bucket, s3_settings: Settings
+) -> None:
+    from tests.app.dataset_files import idx_bytes, mnist_arrays, upload_dataset
+
+    x, y = mnist_arrays(200)
+    images, labels = idx_bytes(x, gz=True), idx_bytes(y.astype("uint8"), gz=False)
+    response = upload_dataset(s3_client, {"file": ("images.gz", images), "labels": ("labels", labels)})
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+    assert s3_bucket.get(f"datasets/{dataset_id}/file.bin") == images
+    assert s3_bucket.get(f"datasets/{dataset_id}/labels.bin") == labels
+    assert s3_bucket.multipart_uploads() == [] and _files(s3_settings.storage_dir) == []
