@@ -14,6 +14,7 @@ Hugging Face folder) through :func:`skeleton`, with the same resolver and messag
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -106,15 +107,34 @@ def describe_weights(path: Path, fmt: str, architecture: str) -> dict[str, Any]:
     check_fit(found, expected, what=f"architecture {architecture!r}")
     arch = get(architecture)
     library = architecture.partition("/")[0] if "/" in architecture else None
-    return {
+    layers = layers_of(net)
+    details: dict[str, Any] = {
         "source": "architecture",
         "library": library,
         "build_kwargs": overrides,
         "input": {"shape": list(arch.input_shape), "dtype": DTYPE_NAMES.get(arch.input_dtype, "float32")},
         "num_classes": overrides.get("num_classes", arch.num_classes),
         "parameters": sum(v.numel() for v in net.state_dict().values()),
-        "layer_count": len(layers_of(net)),
+        "layer_count": len(layers),
     }
+    # What POST /v1/jobs checks a job against without building the model again (app.services.validation).
+    if len(layers) < MAX_LAYERS:
+        details["layers"] = layers
+    # An architecture whose default input does not run on meta has none: its jobs are checked in full.
+    with contextlib.suppress(RuntimeError, ValueError, IndexError, TypeError):
+        details["output_shape"] = meta_output_shape(net, list(arch.input_shape), arch.input_dtype)
+    return details
+
+
+def meta_output_shape(net: nn.Module, input_shape: list[int], dtype: torch.dtype) -> list[int] | None:
+    """The shape of a meta model's output for a meta input (None when the output is not a tensor).
+
+    Raises:
+        RuntimeError, ValueError, IndexError, TypeError: the input does not fit the model.
+    """
+    with torch.no_grad():
+        out = net(torch.empty(input_shape, dtype=dtype, device="meta"))
+    return list(out.shape) if isinstance(out, torch.Tensor) else None
 
 
 def check_fit(found: Mapping[str, list[int]], expected: Mapping[str, list[int]], *, what: str) -> None:
@@ -140,7 +160,8 @@ def check_fit(found: Mapping[str, list[int]], expected: Mapping[str, list[int]],
 
 
 def layers_of(net: nn.Module) -> list[dict[str, Any]]:
-    """Every named module with its type, and its weight's shape where it has one."""
+    """Every named module with its type, its weight's shape where it has one, and the shapes of its
+    other own tensors (``bias``, a recurrent layer's ``weight_ih_l0``…): what the config resolver reads."""
     out = []
     for name, module in net.named_modules():
         if not name:
@@ -149,6 +170,13 @@ def layers_of(net: nn.Module) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"name": name, "type": type(module).__name__}
         if isinstance(weight, torch.Tensor):
             entry["weight_shape"] = list(weight.shape)
+        others = {
+            key: list(tensor.shape)
+            for key, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+            if key != "weight" and tensor is not None
+        }
+        if others:
+            entry["tensors"] = others
         out.append(entry)
     return out[:MAX_LAYERS]
 
@@ -181,5 +209,7 @@ def skeleton(layers: Sequence[Mapping[str, Any]]) -> nn.Module:
             module._modules.update(existing._modules)
         if "weight_shape" in layer:
             module.weight = torch.empty(layer["weight_shape"], device="meta")
+        for key, shape in (layer.get("tensors") or {}).items():
+            setattr(module, str(key), torch.empty(shape, device="meta"))
         parent._modules[leaf] = module
     return root

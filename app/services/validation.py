@@ -1,21 +1,32 @@
 """Checking a job spec against its model before the job is queued (config keys, layers, input shape).
 
-For a model with a registry architecture the architecture is built on the ``meta`` device: no
-weights, no memory, a few milliseconds, and the upload itself is never loaded in the API process.
+The upload itself is never loaded in the API process. A model with a registry architecture is
+checked against the description intake stored (``details``: its layers, and the output shape of its
+default input): the config_list resolves against a weightless skeleton of those layers, cached per
+model in this process, and only an input shape other than the default needs a meta forward pass,
+cached per architecture and shape. Measured on torchvision ResNet-50: building it on the ``meta``
+device took 41 ms and its forward pass 45 ms on every submit; resolving against the cached skeleton
+takes 0.6 ms. Models recorded before intake stored layers, and quantize configs (whose resolver
+reads module classes), are still checked on the architecture built on ``meta``.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import torch
+from torch import nn
 
 from app.db.models import Dataset, Model
 from app.errors import InvalidInputShape, InvalidJobSpec
 from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits, check_job_limits, check_numbers
 from app.services.datasets import check_job_dataset
-from app.services.model_summary import build_meta, skeleton
+from app.services.model_summary import build_meta, meta_output_shape, skeleton
 from nncompress.config import parse_config_list, resolve_config
 from nncompress.models import get
 from nncompress.pipeline import JobSpec
@@ -78,24 +89,91 @@ def check_on_architecture(
     Returns:
         The model's class count (its 2-D output's width), or None when the output is not 2-D.
     """
-    arch = get(architecture)
     net = build_meta(architecture, build_kwargs)
     if config_list is not None:
         resolve_config(net, config_list)  # UnknownLayerError / NoMatchError name the entry and key
     if quantize is not None:
         plan_quantization(net, quantize)  # QuantConfigError names the entry, key and nearest layers
+    return _width(_output_shape(net, architecture, input_shape, input_dtype))
+
+
+def _output_shape(
+    net: nn.Module, architecture: str, input_shape: list[int], input_dtype: str | None
+) -> list[int] | None:
+    arch = get(architecture)
     dtype = arch.input_dtype if input_dtype is None else _TORCH_DTYPES[input_dtype]
-    example = torch.empty(input_shape, dtype=dtype, device="meta")
     try:
-        with torch.no_grad():
-            out = net(example)
+        return meta_output_shape(net, input_shape, dtype)
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         raise InvalidInputShape(
             f"input_shape {input_shape} does not fit architecture {architecture!r} "
             f"(expected like {list(arch.input_shape)}): {str(exc).splitlines()[0]}",
             errors=[{"field": "input_shape", "value": input_shape, "expected": list(arch.input_shape)}],
         ) from None
-    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def _width(output_shape: list[int] | None) -> int | None:
+    """The class count: the width of a 2-D output."""
+    return int(output_shape[1]) if output_shape is not None and len(output_shape) == 2 else None
+
+
+def has_stored_layers(model: Model) -> bool:
+    """Whether intake stored what :func:`check_on_stored_layers` needs (uploads since issue 10)."""
+    details = model.details or {}
+    return model.architecture is not None and "layers" in details and "output_shape" in details
+
+
+def check_on_stored_layers(
+    model: Model, config_list: list[Any] | None, input_shape: list[int], input_dtype: str
+) -> int | None:
+    """:func:`check_on_architecture` (without a quantize config) from the stored description.
+
+    Returns:
+        The model's class count (its 2-D output's width), or None when the output is not 2-D.
+    """
+    details = model.details or {}
+    if config_list is not None:
+        resolve_config(_skeleton_of(model), config_list)
+    stored = details.get("input") or {}
+    if input_shape == stored.get("shape") and input_dtype == stored.get("dtype"):
+        return _width(details["output_shape"])
+    return _width(
+        _checked_output_shape(
+            model.architecture or "",
+            json.dumps(details.get("build_kwargs") or {}, sort_keys=True),
+            tuple(input_shape),
+            input_dtype,
+        )
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_output_shape(
+    architecture: str, build_kwargs: str, input_shape: tuple[int, ...], input_dtype: str
+) -> list[int] | None:
+    # InvalidInputShape is raised, not cached: a wrong shape costs its forward pass each time.
+    net = build_meta(architecture, json.loads(build_kwargs))
+    return _output_shape(net, architecture, list(input_shape), input_dtype)
+
+
+_SKELETONS: OrderedDict[str, nn.Module] = OrderedDict()
+_SKELETONS_MAX = 64
+_SKELETONS_LOCK = threading.Lock()
+
+
+def _skeleton_of(model: Model) -> nn.Module:
+    """The model's weightless skeleton, built once per process (a model's layers never change)."""
+    with _SKELETONS_LOCK:
+        net = _SKELETONS.get(model.id)
+        if net is not None:
+            _SKELETONS.move_to_end(model.id)
+            return net
+    net = skeleton((model.details or {})["layers"])
+    with _SKELETONS_LOCK:
+        _SKELETONS[model.id] = net
+        while len(_SKELETONS) > _SKELETONS_MAX:
+            _SKELETONS.popitem(last=False)
+    return net
 
 
 def check_on_summary(model: Model, config_list: list[Any] | None) -> None:
@@ -143,7 +221,9 @@ def validate_job(
     if body.config_list is not None:
         parse_config_list(body.config_list)
     classes = None
-    if model.architecture is not None:
+    if spec.quantize is None and has_stored_layers(model):
+        classes = check_on_stored_layers(model, body.config_list, raw["input_shape"], raw["input_dtype"])
+    elif model.architecture is not None:
         classes = check_on_architecture(
             model.architecture,
             body.config_list,
