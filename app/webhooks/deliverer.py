@@ -25,7 +25,7 @@ from app.db.types import utcnow
 from app.errors import InvalidWebhook
 from app.settings import Settings
 from app.webhooks.signing import sign
-from app.webhooks.urls import check_webhook_url
+from app.webhooks.urls import check_webhook_url, pinned_request, refused_address
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,13 @@ class WebhookDeliverer:
         self.settings = settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        # trust_env=False: a proxy from the environment would make the address checks meaningless.
+        self._http = httpx.Client(
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+            trust_env=False,
+            event_hooks={"response": [_note_peer]},
+        )
 
     def backoff(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: base, 2x base, 4x base, ... capped at an hour."""
@@ -100,9 +106,13 @@ class WebhookDeliverer:
 
     def _send(self, url: str, secret: str, message_id: str, body: bytes) -> Outcome:
         try:
-            check_webhook_url(url, allow_private=self.settings.webhook_allow_private)
+            addresses = check_webhook_url(url, allow_private=self.settings.webhook_allow_private)
         except InvalidWebhook as exc:
             return Outcome(None, f"refused: {exc.detail}", retry=False)
+        extensions: dict[str, str] = {}
+        if addresses:
+            # Connect to the address just checked, not to whatever the name resolves to next.
+            url, pinned_headers, extensions = pinned_request(url, addresses[0])
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -111,10 +121,15 @@ class WebhookDeliverer:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(secret, message_id, timestamp, body),
         }
+        if addresses:
+            headers.update(pinned_headers)
         try:
-            response = self._http.post(url, content=body, headers=headers)
+            response = self._http.post(url, content=body, headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], retry=True)
+        peer = _peer_address(response)
+        if addresses and (peer is None or refused_address(peer)):
+            return Outcome(None, f"refused: connected to {peer}, not a checked public address", retry=False)
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         return Outcome(response.status_code, error, retry=True)
 
@@ -184,3 +199,19 @@ class WebhookDeliverer:
                 made = 0
             if not made:
                 self._stop.wait(self.settings.webhook_poll_seconds)
+
+
+def _note_peer(response: httpx.Response) -> None:
+    # Read while the connection is surely open (before the body): the server may close it afterwards.
+    stream = response.extensions.get("network_stream")
+    try:
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+    except OSError:
+        peer = None
+    response.extensions["peer_address"] = str(peer[0]) if peer else None
+
+
+def _peer_address(response: httpx.Response) -> str | None:
+    """The IP address the request was actually sent to, as the socket reported it."""
+    peer = response.extensions.get("peer_address")
+    return str(peer) if peer else None

@@ -2,7 +2,9 @@
 
 Every address the host name resolves to is checked, so a name that points at 127.0.0.1 or at a
 cloud metadata address (169.254.169.254) is refused like the literal address. The deliverer checks
-again before each attempt, because DNS answers may change after the job was accepted.
+again before each attempt, because DNS answers may change after the job was accepted, and then connects
+to an address it checked (:func:`pinned_request`), so a name that resolves elsewhere a moment later
+(DNS rebinding) cannot move the request to a private address.
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ def resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]).split("%")[0] for info in infos})
 
 
-def check_webhook_url(url: str, *, allow_private: bool) -> None:
-    """Raises InvalidWebhook unless ``url`` is http(s) with a host whose every address is public."""
+def check_webhook_url(url: str, *, allow_private: bool) -> list[str]:
+    """Raises InvalidWebhook unless ``url`` is http(s) with a host whose every address is public.
+
+    Returns:
+        The checked addresses the host resolves to; empty when ``allow_private`` skips the check.
+    """
     try:
         parts = urlsplit(url)
         hostname = parts.hostname
@@ -65,7 +71,7 @@ def check_webhook_url(url: str, *, allow_private: bool) -> None:
     except ValueError:
         raise InvalidWebhook(f"webhook url {url!r} has an invalid port") from None
     if allow_private:
-        return
+        return []
     try:
         addresses = resolve(hostname, port)
     except (OSError, UnicodeError) as exc:
@@ -77,3 +83,24 @@ def check_webhook_url(url: str, *, allow_private: bool) -> None:
             f"address ({', '.join(refused)}); this deployment only calls public addresses",
             errors=[{"field": "webhook.url", "addresses": refused}],
         )
+    return addresses
+
+
+def refused_address(address: str) -> bool:
+    """Whether a webhook may not reach ``address`` (an IP literal, as a socket reports it)."""
+    return _refused(ipaddress.ip_address(address.split("%")[0]))
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """``url`` rewritten to connect to ``address``, with the Host header and TLS name of the original host.
+
+    Returns:
+        ``(url, headers, extensions)`` for httpx: the request goes to the checked address while the server
+        sees (and its certificate is verified for) the host the job named.
+    """
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    host_header = parts.netloc.rpartition("@")[2]  # without any user:password@
+    return parts._replace(netloc=netloc).geturl(), {"host": host_header}, {"sni_hostname": hostname}

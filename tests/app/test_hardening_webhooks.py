@@ -62,3 +62,77 @@ def test_refused_or_malformed_webhook_is_422_at_post(
     assert response.status_code == 422, response.text
     assert response.json()["type"] == "urn:nncompress:problem:invalid_webhook"
     assert client.get("/v1/jobs").json()["items"] == []
+
+
+# -- the deliverer connects to the address it checked (DNS rebinding) --------------------------------
+
+
+class _Receiver:
+    """A local HTTP endpoint that counts the webhook requests reaching it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.hits = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.hits += 1
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_name_rebound_to_loopback_after_the_check_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from app.settings import Settings
+    from app.webhooks.deliverer import WebhookDeliverer
+
+    receiver = _Receiver()
+    real_getaddrinfo = socket.getaddrinfo
+    answers = iter(["1.1.1.1"])  # the first lookup (the check) sees a public address, later ones loopback
+
+    def rebinding_dns(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "hooks.rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        address = next(answers, "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    deliverer = WebhookDeliverer(
+        lambda: None,  # type: ignore[arg-type,return-value]  # _send never opens a session
+        Settings(webhook_allow_private=False, webhook_timeout_seconds=1.0),
+    )
+    try:
+        secret = "whsec_" + "A" * 44
+        outcome = deliverer._send(f"http://hooks.rebind.test:{receiver.port}/h", secret, "msg_1", b"{}")
+    finally:
+        receiver.close()
+
+    # Before the fix the request followed the second answer to 127.0.0.1 and was delivered there.
+    assert receiver.hits == 0
+    assert not outcome.delivered
+
+
+def test_pinned_request_keeps_the_host_for_the_server_and_tls() -> None:
+    from app.webhooks.urls import pinned_request
+
+    url, headers, extensions = pinned_request("https://user:pw@hooks.example.com:8443/a?b=1", "2606:4700::1")
+
+    assert url == "https://[2606:4700::1]:8443/a?b=1"
+    assert headers == {"host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}
