@@ -109,8 +109,22 @@ def _add(operation: dict[str, Any], status: int, codes: list[str]) -> None:
     responses[str(status)] = _response([*(known or []), *codes])
 
 
+def _not_null(parameter: dict[str, Any]) -> dict[str, Any]:
+    """A parameter typed ``X | None`` is documented as X: a query, header or path parameter is
+    left out, never null (a client sending the text 'null' would be refused)."""
+    schema = parameter.get("schema", {})
+    options = [o for o in schema.get("anyOf", []) if o.get("type") != "null"]
+    if len(options) == len(schema.get("anyOf", [])):
+        return parameter
+    rest = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+    merged = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**parameter, "schema": {**merged, **rest}}
+
+
 def _complete(path: str, operation: dict[str, Any]) -> None:
-    parameters = operation.get("parameters", [])
+    parameters = [_not_null(p) for p in operation.get("parameters", [])]
+    if parameters:
+        operation["parameters"] = parameters
     if path.startswith("/v1/") or path == "/v1":
         operation["parameters"] = parameters = [
             p for p in parameters if not (p.get("in") == "header" and p.get("name") == "authorization")

@@ -41,6 +41,7 @@ from nncompress.datasets import DatasetError
 from nncompress.errors import ConfigError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+EVENT_ID_MAX = 2**31 - 1  # job_events.id is a 32-bit integer column: a larger cursor names no event
 SUBMIT_PROBLEMS = problems(
     NotFound,
     IdempotencyConflict,
@@ -133,7 +134,7 @@ def get_job(
 def get_job_events(
     job: CurrentJob,
     session: SessionDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=EVENT_ID_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """A job's events in order; poll with ?after=<next_cursor> for new ones."""
@@ -152,8 +153,8 @@ def get_job_events(
 def stream_job_events(
     job: CurrentJob,
     request: Request,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=EVENT_ID_MAX)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=EVENT_ID_MAX)] = None,
 ) -> StreamingResponse:
     """A live stream (SSE) of the job's events; ends after the job finishes; resumes at Last-Event-ID."""
     cursor = last_event_id if last_event_id is not None else (after or 0)

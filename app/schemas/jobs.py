@@ -22,7 +22,7 @@ WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("started", "stage_changed", "succeed
 class WebhookIn(BaseModel):
     """Where to POST the job's transitions; signed per Standard Webhooks with ``secret`` or the tenant's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(min_length=8, max_length=2048, examples=["https://ci.example.com/hooks/nncompress"])
     events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1)
@@ -48,7 +48,9 @@ class JobIn(BaseModel):
     ``invalid_quant_config``) naming the dotted key and what was expected, as the engine says it.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON type other than the one documented is refused ("true" is no boolean, 28.0 no
+    # dimension), as the schema says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model_id: str = Field(min_length=1, max_length=64)
     pruner: str | None = Field(

@@ -33,7 +33,7 @@ class ModelOut(BaseModel):
 class PreflightIn(BaseModel):
     """A config to resolve against a model without pruning it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     config_list: list[Any] = Field(examples=[[{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]])
     pruner: str = Field(default="l1norm", examples=["l1norm"])
