@@ -311,7 +311,7 @@ def test_builder_wheel_ships_data_and_migrations(tmp_path: Path) -> None:
     for needed in (
         "nncompress/data/mnist_net.safetensors",
         "nncompress/data/mnist_subset.npz",
-        "nncompress/client.py",
+        "nncompress/client/api.py",
         "app/main.py",
         "workers/__main__.py",
         "migrations/env.py",

@@ -1,466 +1,437 @@
-"""The stdlib client against a small in-process HTTP server that speaks the API's contract.
+"""The client against the real app (embedded, SQLite, API keys required) in uvicorn on a real socket.
 
-A fake server (not the real app) keeps these tests about the client: what it sends on the wire and
-how it treats answers, including the ones a real server rarely gives (bad checksums, ignored Ranges).
-The real app is exercised end to end by tests/test_demo.py.
+No worker runs: tests move jobs through their states with the workers' own state functions, or record a
+finished job with its files. Network faults come from a real TCP proxy in front of the app (tests/
+live_server.py), Range ignored from the app behind a layer that drops the header, presigned downloads
+from moto's S3 server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import subprocess
+import sys
 import threading
-import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
-from nncompress.client import ChecksumMismatch, Client, ServiceError, ServiceUnreachable, WaitTimeout
+from app.main import create_app
+from nncompress.client import (
+    ChecksumMismatch,
+    Client,
+    ServiceError,
+    ServiceUnreachable,
+    WaitTimeout,
+)
+from tests.app.factories import CONV_HALF, finished_job, mnist_safetensors
+from tests.conftest import RecordingDispatcher
+from tests.live_server import TcpProxy, free_port, serve_asgi
+from tests.s3_server import S3Bucket, s3_bucket, s3_server  # noqa: F401 - fixtures
+from workers import state
 
 ARTIFACT = bytes(range(256)) * 4000  # 1,024,000 bytes: more than one read chunk
 
 
 @dataclass
-class FakeState:
-    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    uploads: list[dict[str, Any]] = field(default_factory=list)
-    job_bodies: list[dict[str, Any]] = field(default_factory=list)
-    polls_until_done: int = 2
-    polls: int = 0
-    listed_sha: str = hashlib.sha256(ARTIFACT).hexdigest()
-    honour_range: bool = True
-    ranges: list[str] = field(default_factory=list)
-    served_bytes: int = 0
-    outages: int = 0
+class Live:
+    """The app as served: ``url`` directly, ``proxy`` in front of it; ``key`` is a valid API key."""
 
+    app: FastAPI
+    url: str
+    key: str
+    proxy: TcpProxy
 
-def _job(state: FakeState) -> dict[str, Any]:
-    done = state.polls >= state.polls_until_done
-    return {
-        "id": "j1",
-        "model_id": "m1",
-        "attempt": 1,
-        "created_at": "2026-01-01T00:00:00Z",
-        "error": None,
-        "metrics": {
-            "before": {"params": 431080, "bytes": 1724968, "latency_ms": {"batch_1": 0.5, "batch_64": 8.0}},
-            "after": {"params": 108000, "bytes": 432000, "latency_ms": {"batch_1": 0.25, "batch_64": 2.0}},
-        }
-        if done
-        else None,
-        "status": "succeeded" if done else "running",
-        "stage": None if done else "pruning",
-        "progress": 100.0 if done else 10.0 * state.polls,
-        "artifacts": [
-            {
-                "name": "model.safetensors",
-                "size_bytes": len(ARTIFACT),
-                "sha256": state.listed_sha,
-                "media_type": "application/octet-stream",
-                "url": "/v1/jobs/j1/artifacts/model.safetensors",
-            }
-        ],
-    }
+    def client(self, *, via_proxy: bool = False, **kwargs: Any) -> Client:
+        return Client(self.proxy.url if via_proxy else self.url, api_key=self.key, timeout=10, **kwargs)
 
-
-def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-        def _send(self, status: int, doc: Any, ctype: str = "application/json") -> None:
-            raw = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _problem(self, status: int, code: str, detail: str, **extra: Any) -> None:
-            doc = {
-                "type": f"urn:nncompress:problem:{code}",
-                "title": code,
-                "status": status,
-                "detail": detail,
-            }
-            self._send(status, {**doc, **extra}, "application/problem+json")
-
-        def do_GET(self) -> None:
-            state.requests.append(("GET", self.path, dict(self.headers)))
-            if self.path == "/v1/jobs/j1" and state.outages > 0:
-                state.outages -= 1
-                self._problem(503, "unavailable", "restarting")
-            elif self.path == "/v1/jobs/j1":
-                state.polls += 1
-                self._send(200, _job(state))
-            elif self.path.startswith("/v1/jobs?"):
-                # Three pages of two jobs, the cursor being the next page's number.
-                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                page = int(query.get("cursor", "0"))
-                items = [{"id": f"job{2 * page + i}"} for i in range(2)]
-                self._send(
-                    200,
-                    {"items": items, "next_cursor": str(page + 1) if page < 2 else None, "echo": self.path},
-                )
-            elif self.path.startswith("/v1/jobs/j1/events"):
-                after = int(
-                    dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)).get("after", "0")
-                )
-                events = [
-                    {
-                        "id": 1,
-                        "at": "2026-01-01T00:00:00Z",
-                        "type": "created",
-                        "status": "queued",
-                        "stage": None,
-                        "progress": 0.0,
-                        "message": None,
-                    },
-                    {
-                        "id": 2,
-                        "at": "2026-01-01T00:00:01Z",
-                        "type": "stage",
-                        "status": "running",
-                        "stage": "pruning",
-                        "progress": 20.0,
-                        "message": "pruning 3 layers",
-                    },
-                ]
-                items = [e for e in events if e["id"] > after]
-                self._send(200, {"items": items, "next_cursor": items[-1]["id"] if items else after})
-            elif self.path == "/v1/jobs/j1/artifacts/model.safetensors":
-                start = 0
-                rng = self.headers.get("Range")
-                if rng:
-                    state.ranges.append(rng)
-                if rng and state.honour_range:
-                    start = int(rng.removeprefix("bytes=").rstrip("-"))
-                body = ARTIFACT[start:]
-                self.send_response(206 if start else 200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                state.served_bytes += len(body)  # before writing: the client may finish first
-                self.wfile.write(body)
-            elif self.path == "/v1/jobs/plain-error":
-                self.send_response(502)
-                self.send_header("Content-Length", "11")
-                self.end_headers()
-                self.wfile.write(b"bad gateway")
-            else:
-                self._problem(404, "not_found", f"no such resource {self.path}")
-
-        def do_POST(self) -> None:
-            state.requests.append(("POST", self.path, dict(self.headers)))
-            length = int(self.headers["Content-Length"])
-            raw = self.rfile.read(length)
-            if self.path == "/v1/models":
-                msg = BytesParser(policy=HTTP).parsebytes(
-                    f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + raw
-                )
-                parts = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
-                upload = {
-                    "architecture": parts["architecture"].get_content().strip(),
-                    "filename": parts["file"].get_filename(),
-                    "data": parts["file"].get_payload(decode=True),
-                    "chunked": "Transfer-Encoding" in self.headers,
-                }
-                state.uploads.append(upload)
-                digest = hashlib.sha256(upload["data"]).hexdigest()
-                self._send(201, {"id": "m1", "sha256": digest, "size_bytes": len(upload["data"])})
-            elif self.path == "/v1/jobs":
-                body = json.loads(raw)
-                state.job_bodies.append(body)
-                if body["config_list"] == []:
-                    self._problem(
-                        422,
-                        "config_invalid",
-                        "config_list is empty",
-                        errors=[{"entry": 0, "key": "config_list"}],
-                    )
-                else:
-                    self._send(202, {"id": "j1", "status": "queued"})
-            elif self.path == "/v1/models/m1/preflight":
-                self._send(200, {"echo": json.loads(raw)})
-            elif self.path == "/v1/jobs/j1/cancel":
-                self._send(202, {"id": "j1", "status": "cancelling"})
-            else:
-                self._problem(404, "not_found", self.path)
-
-    return Handler
+    def session(self) -> Any:
+        return self.app.state.session_factory()
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[Client, FakeState]]:
-    state = FakeState()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield Client(f"http://127.0.0.1:{httpd.server_address[1]}/", api_key="k3y", timeout=5), state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def serve(
+    make_settings: Callable[..., Any], make_api_key: Callable[..., str]
+) -> Iterator[Callable[..., Live]]:
+    """Starts the real app; ``wrap`` puts an ASGI layer in front of it, ``settings`` overrides settings."""
+    with contextlib.ExitStack() as stack:
+
+        def start(wrap: Callable[[Any], Any] | None = None, **settings: Any) -> Live:
+            built = make_settings(require_api_keys=True, **settings)
+            app = create_app(built, dispatcher=RecordingDispatcher())
+            url = stack.enter_context(serve_asgi(wrap(app) if wrap else app))
+            proxy = TcpProxy(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            stack.callback(proxy.close)
+            return Live(app, url, make_api_key(built), proxy)
+
+        yield start
 
 
-def test_upload_streams_a_multipart_body_with_exact_length(
-    server: tuple[Client, FakeState], tmp_path: Path
-) -> None:
-    client, state = server
-    weights = tmp_path / 'we"ird name.safetensors'
-    weights.write_bytes(ARTIFACT)
-
-    out = client.upload_model(weights, architecture="mnist_net")
-
-    assert out["sha256"] == hashlib.sha256(ARTIFACT).hexdigest()
-    (upload,) = state.uploads
-    assert upload["architecture"] == "mnist_net"
-    assert upload["data"] == ARTIFACT
-    assert upload["filename"] == "we_ird name.safetensors"  # a quote cannot break the header
-    assert upload["chunked"] is False
-    assert state.requests[0][2]["Authorization"] == "Bearer k3y"
+@pytest.fixture
+def live(serve: Callable[..., Live]) -> Live:
+    return serve()
 
 
-def test_create_job_sends_the_contract_fields_and_idempotency_key(server: tuple[Client, FakeState]) -> None:
-    client, state = server
-    job = client.create_job(
-        "m1", [{"sparsity_per_layer": 0.5}], input_shape=[1, 1, 28, 28], idempotency_key="abc"
+def upload_mnist(client: Client, tmp_path: Path, name: str = "mnist.safetensors") -> dict[str, Any]:
+    weights = tmp_path / name
+    weights.write_bytes(mnist_safetensors())
+    return client.upload_model(weights, architecture="mnist_net")
+
+
+def finished(live: Live, model_id: str, files: dict[str, bytes]) -> str:
+    """A succeeded job listing ``files`` as its artifacts, as a worker leaves it."""
+    with live.session() as session:
+        job = finished_job(
+            session,
+            live.app.state.storage,
+            model_id,
+            {name: (data, "application/octet-stream") for name, data in files.items()},
+        )
+        return str(job.id)
+
+
+def run_to(live: Live, job_id: str, *steps: tuple[str, float]) -> None:
+    """Claims the job and walks it through ``(stage, percent)`` steps, as a worker would."""
+    with live.session() as session:
+        assert state.claim(session, job_id, "w1", 30) is not None
+        for stage, percent in steps:
+            state.set_progress(session, job_id, "w1", stage=stage, percent=percent)
+
+
+def succeed(live: Live, job_id: str, metrics: dict[str, Any] | None = None) -> None:
+    with live.session() as session:
+        state.finish_succeeded(session, job_id, "w1", metrics=metrics, result=None, artifacts=[])
+
+
+# -- requests and answers ----------------------------------------------------------------------------
+
+
+def test_upload_streams_the_file_with_its_length_and_the_key(live: Live, tmp_path: Path) -> None:
+    client = live.client(via_proxy=True)
+    model = upload_mnist(client, tmp_path, name='we"ird name.safetensors')
+
+    data = (tmp_path / 'we"ird name.safetensors').read_bytes()
+    assert (model["sha256"], model["size_bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert model["filename"] == "we_ird name.safetensors"  # a quote cannot break the part's header
+    head = bytes(live.proxy.sent).split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"post /v1/models http/1.1")
+    assert b"content-length: " in head and b"transfer-encoding" not in head
+    assert f"authorization: bearer {live.key}".lower().encode() in head
+
+
+def test_upload_holds_a_chunk_not_the_file(live: Live, tmp_path: Path) -> None:
+    """A 32 MiB upload from another process: the most Python memory it holds at once stays a few MiB."""
+    big = tmp_path / "big.safetensors"
+    with big.open("wb") as fh:
+        for i in range(32):
+            fh.write(hashlib.sha256(str(i).encode()).digest() * 32768)  # 1 MiB each
+    code = (
+        "import sys, tracemalloc\n"
+        "from nncompress.client import Client, ServiceError\n"
+        "client = Client(sys.argv[1], api_key=sys.argv[2], timeout=120)\n"
+        "client.healthz()\n"
+        "tracemalloc.start()\n"
+        "try:\n"
+        "    client.upload_model(sys.argv[3], architecture='mnist_net')\n"
+        "except ServiceError as exc:\n"
+        "    assert exc.status is not None, exc  # answered (refused as weights), after reading it all\n"
+        "print(tracemalloc.get_traced_memory()[1])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, live.proxy.url, live.key, str(big)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) < 4 * 2**20
+    assert len(live.proxy.sent) > 32 * 2**20  # the whole file went through
+
+
+def test_create_job_sends_the_contract_fields_and_idempotency_key(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    model = upload_mnist(client, tmp_path)
+    kwargs: dict[str, Any] = dict(
+        pruner="fpgm", speedup=False, export_onnx=False, verify=False, input_shape=[1, 1, 28, 28]
     )
 
-    assert job == {"id": "j1", "status": "queued"}
-    (body,) = state.job_bodies
-    assert body == {
-        "model_id": "m1",
-        "pruner": "l1norm",
-        "config_list": [{"sparsity_per_layer": 0.5}],
-        "speedup": True,
-        "device": "cpu",
-        "input_shape": [1, 1, 28, 28],
-        "export_onnx": True,
-        "verify": True,
-    }
-    assert state.requests[-1][2]["Idempotency-Key"] == "abc"
+    job = client.create_job(model["id"], CONV_HALF, idempotency_key="abc", **kwargs)
+    again = client.create_job(model["id"], CONV_HALF, idempotency_key="abc", **kwargs)
+
+    assert again["id"] == job["id"] and job["status"] == "queued"
+    spec = client.get_job(job["id"])["spec"]
+    assert spec["pruner"] == "fpgm" and spec["config_list"] == CONV_HALF
+    assert (spec["speedup"], spec["export_onnx"], spec["verify"]) == (False, False, False)
+    assert spec["input_shape"] == [1, 1, 28, 28]
 
 
-def test_problem_json_becomes_service_error(server: tuple[Client, FakeState]) -> None:
-    client, _ = server
+def test_problem_json_becomes_service_error(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    model = upload_mnist(client, tmp_path)
     with pytest.raises(ServiceError) as info:
-        client.create_job("m1", [])
+        client.create_job(model["id"], [{"sparse_ratio": 0.5, "op_names": ["no_such_layer"]}])
     err = info.value
-    assert (err.status, err.code, err.detail) == (422, "config_invalid", "config_list is empty")
-    assert err.errors == [{"entry": 0, "key": "config_list"}]
+    assert err.status == 422 and err.type == f"urn:nncompress:problem:{err.code}"
+    assert err.code in ("unknown_layer", "invalid_config") and "no_such_layer" in str(err)
+    with pytest.raises(ServiceError) as unauthorised:
+        Client(live.url, api_key="wrong").get_job("x")
+    assert unauthorised.value.status == 401
 
 
-def test_ids_are_quoted_into_one_path_segment(server: tuple[Client, FakeState]) -> None:
-    client, state = server
+@pytest.mark.parametrize(
+    ("job_id", "path"),
+    [("../models/x", "/v1/jobs/..%2Fmodels%2Fx"), ("..", "/v1/jobs/%2E%2E"), ("a?b#c", "/v1/jobs/a%3Fb%23c")],
+)
+def test_ids_are_quoted_into_one_path_segment(live: Live, job_id: str, path: str) -> None:
     with pytest.raises(ServiceError) as info:
-        client.get_job("../models/x")
+        live.client(via_proxy=True).get_job(job_id)
     assert info.value.status == 404
-    assert state.requests[-1][1] == "/v1/jobs/..%2Fmodels%2Fx"
+    assert f"GET {path} HTTP/1.1\r\n".encode() in live.proxy.sent
 
 
-def test_non_problem_error_keeps_status_and_body(server: tuple[Client, FakeState]) -> None:
-    client, _ = server
+def test_a_proxy_error_page_keeps_its_status_and_body(live: Live) -> None:
+    live.proxy.answer = (
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbad gateway"
+    )
     with pytest.raises(ServiceError) as info:
-        client.get_job("plain-error")
+        live.client(via_proxy=True).get_job("j1")
     assert (info.value.status, info.value.type, info.value.detail) == (502, "about:blank", "bad gateway")
 
 
-def test_list_jobs_drops_unset_filters(server: tuple[Client, FakeState]) -> None:
-    client, _ = server
-    page = client.list_jobs(status="running", limit=5)
-    assert page["echo"] == "/v1/jobs?status=running&limit=5"
+def test_list_jobs_and_iter_jobs_follow_the_cursor(live: Live, tmp_path: Path) -> None:
+    client = live.client(via_proxy=True)
+    model = upload_mnist(client, tmp_path)
+    created = {client.create_job(model["id"], CONV_HALF)["id"] for _ in range(5)}
+
+    page = client.list_jobs(status="queued", limit=2)
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    assert b"GET /v1/jobs?status=queued&limit=2 HTTP/1.1" in live.proxy.sent  # no empty cursor=
+    listed = [job["id"] for job in client.iter_jobs(status="queued", page_size=2)]
+    assert sorted(listed) == sorted(created)
+    assert bytes(live.proxy.sent).count(b"GET /v1/jobs?status=queued&limit=2&cursor=") == 2
 
 
-def test_iter_jobs_follows_the_cursor_to_the_last_page(server: tuple[Client, FakeState]) -> None:
-    client, state = server
-    assert [j["id"] for j in client.iter_jobs(status="succeeded", page_size=2)] == [
-        f"job{i}" for i in range(6)
-    ]
-    paths = [path for method, path, _ in state.requests if path.startswith("/v1/jobs?")]
-    assert paths[1:] == [
-        "/v1/jobs?status=succeeded&limit=2&cursor=1",
-        "/v1/jobs?status=succeeded&limit=2&cursor=2",
-    ]
+def test_preflight_and_events(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    model = upload_mnist(client, tmp_path)
+    checked = client.preflight(model["id"], CONV_HALF, input_shape=[1, 1, 28, 28])
+    assert "conv1" in str(checked)
+    job_id = client.create_job(model["id"], CONV_HALF)["id"]
+    run_to(live, job_id, ("pruning", 20.0))
 
-
-def test_preflight_and_events(server: tuple[Client, FakeState]) -> None:
-    client, _ = server
-    body = client.preflight("m1", [{"sparse_ratio": 0.5}], pruner="fpgm", input_shape=(1, 1, 28, 28))["echo"]
-    assert body == {"config_list": [{"sparse_ratio": 0.5}], "pruner": "fpgm", "input_shape": [1, 1, 28, 28]}
-    assert [e["id"] for e in client.events("j1")["items"]] == [1, 2]
-    assert [e["id"] for e in client.events("j1", after=1)["items"]] == [2]
-
-
-def test_wait_reports_each_change_and_returns_the_final_job(server: tuple[Client, FakeState]) -> None:
-    client, state = server
-    state.polls_until_done = 3
-    seen: list[tuple[str, float]] = []
-
-    job = client.wait(
-        "j1", on_progress=lambda j: seen.append((j["status"], j["progress"])), poll_interval=0.01
-    )
-
-    assert job["status"] == "succeeded"
-    assert seen == [("running", 10.0), ("running", 20.0), ("succeeded", 100.0)]
-
-
-def test_wait_rides_out_a_short_outage_but_not_a_long_one(server: tuple[Client, FakeState]) -> None:
-    client, state = server
-    state.outages, state.polls_until_done = 3, 1
-    assert client.wait("j1", poll_interval=0.01)["status"] == "succeeded"
-
-    state.outages, state.polls, state.polls_until_done = 10**9, 0, 1
-    with pytest.raises(ServiceError) as info:
-        client.wait("j1", poll_interval=0.01, outage_tolerance=0.1)
-    assert info.value.status == 503
-
-
-def test_wait_gives_up_at_the_deadline(server: tuple[Client, FakeState]) -> None:
-    client, state = server
-    state.polls_until_done = 10**9
-    with pytest.raises(WaitTimeout) as info:
-        client.wait("j1", deadline=0.2, poll_interval=0.05)
-    assert info.value.job["status"] == "running"
-
-
-def test_download_verifies_sha256(server: tuple[Client, FakeState], tmp_path: Path) -> None:
-    client, _ = server
-    path = client.download_artifact("j1", "model.safetensors", tmp_path)
-    assert path == tmp_path / "model.safetensors"
-    assert path.read_bytes() == ARTIFACT
-    assert not (tmp_path / "model.safetensors.part").exists()
-
-
-def test_download_with_wrong_checksum_leaves_nothing(
-    server: tuple[Client, FakeState], tmp_path: Path
-) -> None:
-    client, state = server
-    state.listed_sha = "0" * 64
-    with pytest.raises(ChecksumMismatch):
-        client.download_artifact("j1", "model.safetensors", tmp_path / "m.safetensors")
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("honour_range", [True, False])
-def test_download_resumes_a_partial_file(
-    server: tuple[Client, FakeState], tmp_path: Path, honour_range: bool
-) -> None:
-    client, state = server
-    state.honour_range = honour_range
-    (tmp_path / "model.safetensors.part").write_bytes(ARTIFACT[:1000])
-
-    path = client.download_artifact("j1", "model.safetensors", tmp_path)
-
-    assert path.read_bytes() == ARTIFACT
-    assert state.ranges == ["bytes=1000-"]
-    assert state.served_bytes == (len(ARTIFACT) - 1000 if honour_range else len(ARTIFACT))
-
-
-def test_download_of_unlisted_artifact_is_a_clear_error(
-    server: tuple[Client, FakeState], tmp_path: Path
-) -> None:
-    client, _ = server
-    with pytest.raises(ServiceError, match=r"lists \['model.safetensors'\], not 'model.onnx'"):
-        client.download_artifact("j1", "model.onnx", tmp_path)
+    events = client.events(job_id)["items"]
+    assert events[0]["type"] == "created" and len(events) >= 2
+    assert client.events(job_id, after=events[0]["id"])["items"] == events[1:]
 
 
 def test_unreachable_server() -> None:
-    client = Client("http://127.0.0.1:9", timeout=2)  # port 9 (discard) is closed on test machines
+    port = free_port()  # nothing listens there
     with pytest.raises(ServiceUnreachable) as info:
-        client.healthz()
-    assert info.value.status is None
-    assert "127.0.0.1:9" in info.value.detail
+        Client(f"http://127.0.0.1:{port}", timeout=5).healthz()
+    assert info.value.status is None and f"127.0.0.1:{port}" in info.value.detail
 
 
-# -- the CLI commands built on the client ----------------------------------------------------------
+# -- wait ------------------------------------------------------------------------------------------
 
 
-def _cli(client: Client, *argv: str) -> int:
-    from nncompress.cli import main
+def test_polling_reports_each_change_and_returns_the_final_job(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    job_id = client.create_job(upload_mnist(client, tmp_path)["id"], CONV_HALF)["id"]
+    seen: list[tuple[str, str | None, float]] = []
 
-    return main([argv[0], "--server", client.base_url, *argv[1:]])
+    def next_step(job: dict[str, Any]) -> None:
+        """Each report moves the job on, so every state is seen by exactly one poll."""
+        seen.append((job["status"], job["stage"], job["progress"]))
+        if job["status"] == "queued":
+            run_to(live, job_id, ("pruning", 20.0))
+        elif job["status"] == "running":
+            succeed(live, job_id)
+
+    job = client.wait(job_id, on_progress=next_step, poll_interval=0.01, stream=False)
+
+    assert job["status"] == "succeeded"
+    assert seen[:2] == [("queued", None, 0.0), ("running", "pruning", 20.0)]
+    assert [(status, progress) for status, _, progress in seen[2:]] == [("succeeded", 100.0)]
 
 
-def test_cli_submit_wait_uploads_submits_and_prints_a_table(
-    server: tuple[Client, FakeState], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("stream", [True, False])
+def test_wait_rides_out_a_short_outage(live: Live, tmp_path: Path, stream: bool) -> None:
+    client = live.client(via_proxy=True)
+    job_id = client.create_job(upload_mnist(client, tmp_path)["id"], CONV_HALF)["id"]
+    first_report = threading.Event()
+    result: dict[str, Any] = {}
+
+    def follow() -> None:
+        try:
+            result["job"] = client.wait(
+                job_id, on_progress=lambda j: first_report.set(), poll_interval=0.05, stream=stream
+            )
+        except Exception as exc:  # handed to the test thread
+            result["error"] = exc
+
+    waiter = threading.Thread(target=follow)
+    waiter.start()
+    assert first_report.wait(60)  # following the job (the stream is open, or a poll answered)
+    live.proxy.down()
+    live.proxy.wait_for(dropped=3)  # the client kept trying while the API was away
+    run_to(live, job_id, ("pruning", 50.0))  # the job moved on meanwhile
+    live.proxy.restore()
+    succeed(live, job_id)
+    waiter.join(60)
+
+    assert "error" not in result, result.get("error")
+    assert result["job"]["status"] == "succeeded"
+    if stream:  # the stream was resumed after the last event it had delivered
+        assert b"last-event-id: 1\r\n" in bytes(live.proxy.sent).lower()
+
+
+def test_wait_gives_up_on_a_long_outage(live: Live, tmp_path: Path) -> None:
+    client = live.client(via_proxy=True)
+    job_id = client.create_job(upload_mnist(client, tmp_path)["id"], CONV_HALF)["id"]
+    live.proxy.down()
+    with pytest.raises(ServiceUnreachable):
+        client.wait(job_id, poll_interval=0.05, outage_tolerance=0.5)
+    assert live.proxy.dropped >= 2  # it retried before giving up
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_wait_gives_up_at_the_deadline(
+    live: Live, tmp_path: Path, stream: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, state = server
-    weights = tmp_path / "net.safetensors"
-    weights.write_bytes(b"weights")
-    config = tmp_path / "config.json"
-    config.write_text('[{"sparsity_per_layer": 0.5, "op_types": ["Conv2d"]}]')
-
-    rc = _cli(
-        client, "submit", "--model", str(weights), "--arch", "mnist_net", "--config", str(config),
-        "--input-shape", "1x1x28x28", "--idempotency-key", "k1", "--wait",
-    )  # fmt: skip
-
-    out, err = capsys.readouterr()
-    assert rc == 0
-    assert state.uploads[0]["data"] == b"weights"
-    assert state.job_bodies[0]["input_shape"] == [1, 1, 28, 28]
-    assert state.job_bodies[0]["config_list"] == [{"sparsity_per_layer": 0.5, "op_types": ["Conv2d"]}]
-    assert "[100%] succeeded" in err  # the progress line (stderr is not a terminal here)
-    assert out.splitlines()[:2] == ["j1", "job j1: succeeded"]  # id first (for scripts), then the summary
-    table = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith("params")}
-    assert table["params"][1:] == ["431,080", "108,000", "0.25x"]
-    assert any("latency batch 64 (ms)" in line and "0.25x" in line for line in out.splitlines())
+    # Keep-alives every poll: they reset the read timeout, so only the client's own clock can stop it.
+    monkeypatch.setattr("app.services.event_stream.KEEPALIVE_SECONDS", 0.1)
+    client = live.client()
+    job_id = client.create_job(upload_mnist(client, tmp_path)["id"], CONV_HALF)["id"]
+    run_to(live, job_id, ("pruning", 20.0))
+    with pytest.raises(WaitTimeout) as info:
+        client.wait(job_id, deadline=1.0, poll_interval=0.05, stream=stream)
+    assert (info.value.job["status"], info.value.job["stage"]) == ("running", "pruning")
 
 
-def test_cli_submit_inline_config_errors_exit_nonzero(
-    server: tuple[Client, FakeState], capsys: pytest.CaptureFixture[str]
+# -- download ----------------------------------------------------------------------------------------
+
+
+def test_download_verifies_sha256(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
+    out = tmp_path / "out"
+    out.mkdir()
+    path = client.download_artifact(job_id, "model.safetensors", out)
+    assert path == out / "model.safetensors" and path.read_bytes() == ARTIFACT
+    assert list(out.iterdir()) == [path]
+
+
+def test_download_with_wrong_bytes_leaves_nothing(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
+    stored = live.app.state.storage.path(f"jobs/{job_id}/model.safetensors")
+    stored.write_bytes(ARTIFACT[::-1])  # same size, other bytes: the record's sha256 no longer holds
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ChecksumMismatch):
+        client.download_artifact(job_id, "model.safetensors", out / "m.safetensors")
+    assert list(out.iterdir()) == []
+
+
+def range_tap(seen: dict[str, Any], honour: bool) -> Callable[[Any], Any]:
+    """An ASGI layer that records the Range header and the body bytes sent; ``honour=False`` drops
+    the header before the app sees it, as a server that ignores Range does."""
+
+    def wrap(app: Any) -> Any:
+        async def asgi(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or "/artifacts/" not in scope["path"]:
+                return await app(scope, receive, send)
+            headers = dict(scope["headers"])
+            seen["range"] = headers.get(b"range")
+            if not honour:
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"range"]}
+
+            async def counting(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    seen["status"] = message["status"]
+                if message["type"] == "http.response.body":
+                    seen["body_bytes"] = seen.get("body_bytes", 0) + len(message.get("body", b""))
+                await send(message)
+
+            await app(scope, receive, counting)
+
+        return asgi
+
+    return wrap
+
+
+@pytest.mark.parametrize("honour", [True, False])
+def test_download_resumes_a_partial_file(serve: Callable[..., Live], tmp_path: Path, honour: bool) -> None:
+    seen: dict[str, Any] = {}
+    live = serve(wrap=range_tap(seen, honour))
+    client = live.client()
+    job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
+    (tmp_path / "model.safetensors.part").write_bytes(ARTIFACT[:1000])
+
+    path = client.download_artifact(job_id, "model.safetensors", tmp_path)
+
+    assert path.read_bytes() == ARTIFACT and not (tmp_path / "model.safetensors.part").exists()
+    assert seen["range"] == b"bytes=1000-"
+    assert (seen["status"], seen["body_bytes"]) == (
+        (206, len(ARTIFACT) - 1000) if honour else (200, len(ARTIFACT))
+    )
+
+
+def test_a_download_cut_mid_way_is_resumed(live: Live, tmp_path: Path) -> None:
+    client = live.client(via_proxy=True)
+    job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
+    live.proxy.cut_after = 300_000  # answer bytes, headers included
+
+    with pytest.raises(ServiceUnreachable):
+        client.download_artifact(job_id, "model.safetensors", tmp_path)
+    kept = (tmp_path / "model.safetensors.part").stat().st_size
+    assert 0 < kept < 300_000 and not (tmp_path / "model.safetensors").exists()
+
+    live.proxy.cut_after = None
+    path = client.download_artifact(job_id, "model.safetensors", tmp_path)
+    assert path.read_bytes() == ARTIFACT
+    assert f"range: bytes={kept}-\r\n".encode() in bytes(live.proxy.sent).lower()
+
+
+def test_download_of_unlisted_artifact_is_a_clear_error(live: Live, tmp_path: Path) -> None:
+    client = live.client()
+    job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
+    with pytest.raises(ServiceError, match=r"lists \['model.safetensors'\], not 'model.onnx'"):
+        client.download_artifact(job_id, "model.onnx", tmp_path)
+
+
+def test_download_follows_the_presigned_redirect_without_the_key(
+    serve: Callable[..., Live],
+    s3_bucket: S3Bucket,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client, _ = server
-    assert _cli(client, "submit", "--model-id", "m1", "--config", "[]") == 1
-    assert "config_list is empty" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        _cli(client, "submit", "--model-id", "m1", "--config", "[{oops")
-    with pytest.raises(SystemExit):
-        _cli(client, "submit", "--model-id", "m1", "--config", "[]", "--input-shape", "1,-1")
+    # The app reaches the store through a proxy, so the presigned URL names the proxy: every byte the
+    # store is sent is on record.
+    store = TcpProxy(("127.0.0.1", int(s3_bucket.server.endpoint.rsplit(":", 1)[1])))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", store.url)
+    live = serve(storage_url=s3_bucket.url, cache_dir=tmp_path / "cache", download_redirect_seconds=60)
+    client = live.client()
+    model_id = upload_mnist(client, tmp_path)["id"]
+    storage = live.app.state.storage
+    job_id = finished(live, model_id, {"model.safetensors": ARTIFACT})
+    key = f"jobs/{job_id}/model.safetensors"
+    storage.publish(storage.path(key), key)  # where a worker puts it: in the bucket, not on disk
+    storage.path(key).unlink()
+    (tmp_path / "model.safetensors.part").write_bytes(ARTIFACT[:1000])
+    before = len(store.sent)
 
+    path = client.download_artifact(job_id, "model.safetensors", tmp_path)
 
-def test_cli_download_all_and_cancel(
-    server: tuple[Client, FakeState], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    client, state = server
-    state.polls_until_done = 0
-    assert _cli(client, "download", "j1", "--out", str(tmp_path / "out")) == 0
-    assert (tmp_path / "out" / "model.safetensors").read_bytes() == ARTIFACT
-    assert _cli(client, "cancel", "j1") == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "j1: cancelling"
-
-
-def test_cli_status_events_lists_transitions(
-    server: tuple[Client, FakeState], capsys: pytest.CaptureFixture[str]
-) -> None:
-    client, _ = server
-    assert _cli(client, "status", "j1", "--events") == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[-2:] == [
-        "  2026-01-01T00:00:00Z  queued     -            0%  created",
-        "  2026-01-01T00:00:01Z  running    pruning     20%  stage: pruning 3 layers",
-    ]
-
-
-def test_cli_status_of_unknown_job_fails(
-    server: tuple[Client, FakeState], capsys: pytest.CaptureFixture[str]
-) -> None:
-    client, _ = server
-    assert _cli(client, "status", "nope") == 1
-    assert "404" in capsys.readouterr().err
-
-
-def test_server_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nncompress.cli import build_parser
-
-    monkeypatch.setenv("NNCOMPRESS_SERVER", "http://example.test:9")
-    assert build_parser().parse_args(["status", "x"]).server == "http://example.test:9"
-    monkeypatch.delenv("NNCOMPRESS_SERVER")
-    assert build_parser().parse_args(["status", "x"]).server == "http://127.0.0.1:8000"
+    assert path.read_bytes() == ARTIFACT
+    to_store = bytes(store.sent[before:])
+    assert f"/{s3_bucket.name}/".encode() in to_store and b"X-Amz-Signature=" in to_store
+    assert b"range: bytes=1000-" in to_store.lower()  # the resume went to the store
+    assert live.key.encode() not in bytes(store.sent)  # the API key never left the API
+    assert b"authorization: bearer" not in to_store.lower()
+    store.close()
