@@ -49,6 +49,8 @@ def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
         swagger_favicon_url=f"{root}{FAVICON}",
+        # Swagger UI would otherwise send the spec's URL to its public validator for a badge.
+        swagger_ui_parameters={"validatorUrl": None},
     )
 
 

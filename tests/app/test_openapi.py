@@ -175,6 +175,8 @@ def test_docs_pages_load_from_this_server_only(client: TestClient, page: str, as
     urls = parser.urls + [u for s in parser.scripts for u in re.findall(r"""url:\s*['"]([^'"]+)['"]""", s)]
     assert urls, response.text
     assert not re.search(r"https?://|//[a-z]", response.text, re.IGNORECASE), "a URL to another origin"
+    if page == "/docs":
+        assert '"validatorUrl": null' in response.text  # no badge fetched from the public validator
     kinds = set()
     for url in urls:
         assert not urlsplit(url).scheme and not urlsplit(url).netloc, url
