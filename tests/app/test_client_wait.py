@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,20 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from app.main import create_app
 from nncompress.client import Client
 from tests.app.factories import CONV_HALF, mnist_safetensors
 from tests.conftest import RecordingDispatcher
+from tests.live_server import serve_asgi
 from workers import state
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def without_stream(app: FastAPI) -> Any:
@@ -41,26 +35,14 @@ def without_stream(app: FastAPI) -> Any:
 
 @pytest.fixture
 def serve(make_settings: Any) -> Iterator[Callable[..., tuple[Client, FastAPI]]]:
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(drop_stream: bool = False) -> tuple[Client, FastAPI]:
-        app = create_app(make_settings(), dispatcher=RecordingDispatcher())
-        served: Any = without_stream(app) if drop_stream else app
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(served, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        servers.append((server, thread))
-        return Client(f"http://127.0.0.1:{port}", timeout=10), app
+        def start(drop_stream: bool = False) -> tuple[Client, FastAPI]:
+            app = create_app(make_settings(), dispatcher=RecordingDispatcher())
+            url = stack.enter_context(serve_asgi(without_stream(app) if drop_stream else app))
+            return Client(url, timeout=10), app
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+        yield start
 
 
 def submit(client: Client, tmp_path: Path) -> str:

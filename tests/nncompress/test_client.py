@@ -1,27 +1,20 @@
-"""The client against the real app (embedded, SQLite, API keys required) in uvicorn on a real socket.
-
-No worker runs: tests move jobs through their states with the workers' own state functions, or record a
-finished job with its files. Network faults come from a real TCP proxy in front of the app (tests/
-live_server.py), Range ignored from the app behind a layer that drops the header, presigned downloads
-from moto's S3 server.
+"""The client against the real app (embedded, SQLite, API keys required) in uvicorn on a real socket
+(tests/live_app.py). Network faults come from a real TCP proxy in front of the app (tests/live_server.py),
+an ignored Range from the app behind a layer that drops the header, presigned downloads from moto's S3.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 
-from app.main import create_app
 from nncompress.client import (
     ChecksumMismatch,
     Client,
@@ -29,83 +22,25 @@ from nncompress.client import (
     ServiceUnreachable,
     WaitTimeout,
 )
-from tests.app.factories import CONV_HALF, finished_job, mnist_safetensors
-from tests.conftest import RecordingDispatcher
-from tests.live_server import TcpProxy, free_port, serve_asgi
+from tests.app.factories import CONV_HALF
+from tests.live_app import Live, finished, live_apps, run_to, succeed, upload_mnist
+from tests.live_server import TcpProxy, free_port
 from tests.s3_server import S3Bucket, s3_bucket, s3_server  # noqa: F401 - fixtures
-from workers import state
 
 ARTIFACT = bytes(range(256)) * 4000  # 1,024,000 bytes: more than one read chunk
-
-
-@dataclass
-class Live:
-    """The app as served: ``url`` directly, ``proxy`` in front of it; ``key`` is a valid API key."""
-
-    app: FastAPI
-    url: str
-    key: str
-    proxy: TcpProxy
-
-    def client(self, *, via_proxy: bool = False, **kwargs: Any) -> Client:
-        return Client(self.proxy.url if via_proxy else self.url, api_key=self.key, timeout=10, **kwargs)
-
-    def session(self) -> Any:
-        return self.app.state.session_factory()
 
 
 @pytest.fixture
 def serve(
     make_settings: Callable[..., Any], make_api_key: Callable[..., str]
 ) -> Iterator[Callable[..., Live]]:
-    """Starts the real app; ``wrap`` puts an ASGI layer in front of it, ``settings`` overrides settings."""
-    with contextlib.ExitStack() as stack:
-
-        def start(wrap: Callable[[Any], Any] | None = None, **settings: Any) -> Live:
-            built = make_settings(require_api_keys=True, **settings)
-            app = create_app(built, dispatcher=RecordingDispatcher())
-            url = stack.enter_context(serve_asgi(wrap(app) if wrap else app))
-            proxy = TcpProxy(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-            stack.callback(proxy.close)
-            return Live(app, url, make_api_key(built), proxy)
-
+    with live_apps(make_settings, make_api_key) as start:
         yield start
 
 
 @pytest.fixture
 def live(serve: Callable[..., Live]) -> Live:
     return serve()
-
-
-def upload_mnist(client: Client, tmp_path: Path, name: str = "mnist.safetensors") -> dict[str, Any]:
-    weights = tmp_path / name
-    weights.write_bytes(mnist_safetensors())
-    return client.upload_model(weights, architecture="mnist_net")
-
-
-def finished(live: Live, model_id: str, files: dict[str, bytes]) -> str:
-    """A succeeded job listing ``files`` as its artifacts, as a worker leaves it."""
-    with live.session() as session:
-        job = finished_job(
-            session,
-            live.app.state.storage,
-            model_id,
-            {name: (data, "application/octet-stream") for name, data in files.items()},
-        )
-        return str(job.id)
-
-
-def run_to(live: Live, job_id: str, *steps: tuple[str, float]) -> None:
-    """Claims the job and walks it through ``(stage, percent)`` steps, as a worker would."""
-    with live.session() as session:
-        assert state.claim(session, job_id, "w1", 30) is not None
-        for stage, percent in steps:
-            state.set_progress(session, job_id, "w1", stage=stage, percent=percent)
-
-
-def succeed(live: Live, job_id: str, metrics: dict[str, Any] | None = None) -> None:
-    with live.session() as session:
-        state.finish_succeeded(session, job_id, "w1", metrics=metrics, result=None, artifacts=[])
 
 
 # -- requests and answers ----------------------------------------------------------------------------
