@@ -138,6 +138,19 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_seconds: float = Field(default=2.0, gt=0, description="first retry delay; doubles")
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # MLflow tracking (app/tracking): set, every job is logged as one run once it has ended.
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=_env("mlflow_tracking_uri", "MLFLOW_TRACKING_URI"),
+        description="an MLflow tracking server (http://host:5000); each finished job logs a run there",
+    )
+    mlflow_experiment: str = Field(
+        default="nncompress", min_length=1, max_length=256, description="the experiment of jobs naming none"
+    )
+    mlflow_max_attempts: int = Field(default=6, ge=1, description="attempts to log a job before giving up")
+    mlflow_backoff_seconds: float = Field(default=2.0, gt=0, description="first retry delay; doubles")
+    mlflow_timeout_seconds: int = Field(default=10, ge=1, description="one request to the tracking server")
+    mlflow_poll_seconds: float = Field(default=1.0, gt=0)
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     api_host: str = "127.0.0.1"
@@ -163,6 +176,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_broker_is_embedded(cls, url: str | None) -> str | None:
         return url or None
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _empty_tracking_is_off(cls, uri: str | None) -> str | None:
+        return uri or None
 
     @field_validator("storage_url")
     @classmethod

@@ -10,4 +10,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch and torchvision first, pinned (see constraints/ci.txt) to the pair that lie on this disk.
 .venv/bin/python -m pip install --quiet -c constraints/ci.txt torch torchvision
-.venv/bin/python -m pip install --quiet -c constraints/ci.txt -e '.[service,dev,models]'
+.venv/bin/python -m pip install --quiet -c constraints/ci.txt -e '.[service,dev,models,mlflow]'

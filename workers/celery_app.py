@@ -43,6 +43,7 @@ from app.logs import configure_logging
 from app.metrics import WORKER_BEAT_PREFIX
 from app.settings import Settings, get_settings
 from app.storage import open_storage
+from app.tracking.logger import MlflowLogger, start_logger
 from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner
 from workers.no_worker import queue_beat_key
@@ -149,6 +150,7 @@ def create_celery_app(settings: Settings) -> Celery:
             super().__init__(parent, **kwargs)
             self.reconciler: Reconciler | None = None
             self.deliverer: WebhookDeliverer | None = None
+            self.mlflow_logger: MlflowLogger | None = None
 
         def start(self, parent: Any) -> None:
             configure_logging(settings.log_format, settings.log_level)
@@ -157,6 +159,7 @@ def create_celery_app(settings: Settings) -> Celery:
             session_factory, owner = resources.get()
             self.deliverer = WebhookDeliverer(session_factory, settings)
             self.deliverer.start()
+            self.mlflow_logger = start_logger(session_factory, settings)
             self.reconciler = Reconciler(
                 session_factory=session_factory,
                 publish=lambda job_id, queue: publish(app, job_id, queue),
@@ -178,6 +181,8 @@ def create_celery_app(settings: Settings) -> Celery:
                 self.reconciler.stop()
             if self.deliverer is not None:
                 self.deliverer.stop()
+            if self.mlflow_logger is not None:
+                self.mlflow_logger.stop()
 
     app.steps["worker"].add(ReconcilerStep)
     return app

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Job
 from app.db.types import utcnow
 from app.settings import Settings
+from app.tracking.logger import MlflowLogger, start_logger
 from app.webhooks.deliverer import WebhookDeliverer
 from workers import runner, state
 from workers.reconciler import Reconciler
@@ -97,7 +98,7 @@ class EmbeddedDispatcher:
     The threads only claim, heartbeat and wait: the job itself runs in ``python -m workers.child``,
     so torch (and CUDA) never load into the API process. A reconciler thread recovers expired leases
     and picks up jobs that were queued when the process last stopped; a deliverer thread sends the
-    jobs' webhooks.
+    jobs' webhooks, and a logger thread logs finished jobs to MLflow where tracking is configured.
     """
 
     # Jobs run on this machine: a device it lacks (cuda) is refused at POST /v1/jobs.
@@ -131,6 +132,7 @@ class EmbeddedDispatcher:
             name="nncompress-embedded-reconciler",
         )
         self.deliverer = WebhookDeliverer(session_factory, settings)
+        self.mlflow_logger: MlflowLogger | None = None
 
     def enqueue(self, job_id: str) -> None:
         with self._lock:
@@ -167,11 +169,14 @@ class EmbeddedDispatcher:
             self._threads.append(thread)
         self.reconciler.start()
         self.deliverer.start()
+        self.mlflow_logger = start_logger(self.session_factory, self.settings)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.reconciler.stop()
         self.deliverer.stop()
+        if self.mlflow_logger is not None:
+            self.mlflow_logger.stop()
         for _ in self._threads:
             self._ids.put(None)
         for thread in self._threads:

@@ -1,4 +1,4 @@
-"""Appending to a job's event list (and, for subscribed transitions, to its webhook outbox)."""
+"""Appending to a job's event list (and, for subscribed transitions, to its webhook and MLflow outboxes)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db.models import EventType, Job, JobEvent
+from app.tracking import outbox as mlflow_outbox
 from app.webhooks.outbox import enqueue_for_event
 
 
@@ -29,4 +30,5 @@ def record_event(
     )
     session.add(event)
     enqueue_for_event(session, job, event.type, message)
+    mlflow_outbox.enqueue_for_event(session, job, event.type)
     return event

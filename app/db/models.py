@@ -1,5 +1,5 @@
 """Tables of the service: tenants and their API keys, uploaded models and data sets, jobs, job
-events, artifacts and webhook deliveries.
+events, artifacts, webhook deliveries and MLflow deliveries.
 
 The database is the source of truth for job state (design §6): workers claim a job with one
 conditional UPDATE on ``status``/``lease_*`` and write progress, stage, metrics and results here.
@@ -215,6 +215,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # {url, events, secret?}: where and what to deliver (app/webhooks); the secret is never shown back.
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # {experiment?, registered_model?} when the deployment tracks jobs in MLflow (app/tracking); else NULL.
+    mlflow: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
@@ -285,4 +287,27 @@ class WebhookDelivery(Base):
     at: Mapped[datetime | None] = mapped_column()
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class MlflowDelivery(Base):
+    """One attempt (or the next one, due at ``next_attempt_at``) to log a finished job to MLflow.
+
+    Written with the job's final transition, like a webhook delivery: a row with ``at`` NULL is
+    pending, the logger claims it by setting ``at`` and records ``error`` or ``delivered_at`` with
+    the run (and model version) it wrote.
+    """
+
+    __tablename__ = "mlflow_deliveries"
+    __table_args__ = (Index("ix_mlflow_deliveries_at_next_attempt_at", "at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    experiment_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(32))
     delivered_at: Mapped[datetime | None] = mapped_column()

@@ -28,6 +28,8 @@ from app.schemas.jobs import (
     JobIn,
     JobOut,
     JobPage,
+    MlflowDeliveryOut,
+    MlflowDeliveryPage,
     WebhookDeliveryOut,
     WebhookDeliveryPage,
     job_out,
@@ -35,7 +37,7 @@ from app.schemas.jobs import (
 from app.services.bounds import JobLimits, cuda_present
 from app.services.event_stream import job_event_stream
 from app.services.job_reads import list_jobs, read_job
-from app.services.jobs import cancel_job, create_job, list_deliveries, list_events
+from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_mlflow_deliveries
 from app.services.pagination import CURSOR_PATTERN
 from nncompress.datasets import DatasetError
 from nncompress.errors import ConfigError
@@ -77,6 +79,7 @@ def submit_job(
         # Only a server that runs jobs itself knows no worker can take a cuda job; elsewhere the
         # reconciler fails it (no_worker) if no gpu worker shows up.
         cuda_available=not getattr(dispatcher, "runs_in_process", False) or cuda_present(),
+        mlflow_experiment=settings.mlflow_experiment if settings.mlflow_tracking_uri else None,
     )
     if created:
         log.info("job queued", extra={"job_id": job.id, "tenant": principal.tenant_name})
@@ -180,3 +183,10 @@ def get_webhook_deliveries(job: CurrentJob, session: SessionDep) -> WebhookDeliv
     """Every attempt to deliver the job's webhook messages: status code, error, when, what is pending."""
     rows = list_deliveries(session=session, job=job)
     return WebhookDeliveryPage(items=[WebhookDeliveryOut.model_validate(r) for r in rows])
+
+
+@router.get("/{job_id}/mlflow-deliveries", response_model=MlflowDeliveryPage, responses=problems(NotFound))
+def get_mlflow_deliveries(job: CurrentJob, session: SessionDep) -> MlflowDeliveryPage:
+    """Every attempt to log the finished job to MLflow: the run and model version it wrote, or its error."""
+    rows = list_mlflow_deliveries(session=session, job=job)
+    return MlflowDeliveryPage(items=[MlflowDeliveryOut.model_validate(r) for r in rows])

@@ -38,6 +38,28 @@ class WebhookOut(BaseModel):
     events: list[str]
 
 
+class MlflowIn(BaseModel):
+    """Where the job's MLflow run goes; the deployment's tracking server (MLFLOW_TRACKING_URI) takes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        examples=["mnist-compression"],
+        description="the experiment (created when missing); left out, the deployment's default",
+    )
+    registered_model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9_.\- ]+$",
+        examples=["mnist-net-pruned"],
+        description="registers the compressed model as a new version of this model; null for none",
+    )
+
+
 class JobIn(BaseModel):
     """A compression job: which model, which pruner and config, and what to produce.
 
@@ -87,6 +109,11 @@ class JobIn(BaseModel):
         "built-in data set",
     )
     webhook: WebhookIn | None = None
+    mlflow: MlflowIn | None = Field(
+        default=None,
+        description="the run's experiment and the registered model, on a server with MLflow tracking "
+        "(every job is logged there once it ends; this only names where)",
+    )
     dataset_id: str | None = Field(
         default=None,
         max_length=64,
@@ -157,6 +184,10 @@ class JobOut(BaseModel):
     max_attempts: int
     cancel_requested: bool
     webhook: WebhookOut | None = None
+    mlflow: dict[str, Any] | None = Field(
+        default=None,
+        description="{experiment, registered_model?}: where the job is logged (see mlflow-deliveries)",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -218,6 +249,7 @@ def job_out(job: Job | JobRecord) -> JobOut:
         max_attempts=job.max_attempts,
         cancel_requested=job.cancel_requested,
         webhook=WebhookOut(url=job.webhook["url"], events=job.webhook["events"]) if job.webhook else None,
+        mlflow=job.mlflow,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -243,3 +275,23 @@ class WebhookDeliveryOut(BaseModel):
 
 class WebhookDeliveryPage(BaseModel):
     items: list[WebhookDeliveryOut]
+
+
+class MlflowDeliveryOut(BaseModel):
+    """One attempt to log the finished job to MLflow, with the run (and model version) it wrote."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    attempt: int
+    next_attempt_at: datetime
+    at: datetime | None = Field(description="when the attempt was made; null while it waits")
+    error: str | None
+    experiment_id: str | None
+    run_id: str | None
+    model_version: str | None
+    delivered_at: datetime | None
+
+
+class MlflowDeliveryPage(BaseModel):
+    items: list[MlflowDeliveryOut]

@@ -28,7 +28,7 @@ _JOB_COLUMNS = tuple(
     for name in (
         "id", "status", "stage", "progress", "model_id", "spec", "device", "queue", "error_type",
         "error_message", "metrics", "result", "attempt", "max_attempts", "cancel_requested", "webhook",
-        "created_at", "started_at", "finished_at", "updated_at",
+        "mlflow", "created_at", "started_at", "finished_at", "updated_at",
     )
 )  # fmt: skip
 _ARTIFACT_COLUMNS = (
@@ -68,6 +68,7 @@ class JobRecord:
     max_attempts: int
     cancel_requested: bool
     webhook: dict[str, Any] | None
+    mlflow: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

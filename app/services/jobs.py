@@ -13,7 +13,17 @@ from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
 from app.db.events import record_event
-from app.db.models import Dataset, EventType, Job, JobEvent, JobStatus, Model, Tenant, WebhookDelivery
+from app.db.models import (
+    Dataset,
+    EventType,
+    Job,
+    JobEvent,
+    JobStatus,
+    MlflowDelivery,
+    Model,
+    Tenant,
+    WebhookDelivery,
+)
 from app.db.types import is_id, new_id, utcnow
 from app.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
 from app.schemas.jobs import JobIn
@@ -66,6 +76,18 @@ def _webhook_of(body: JobIn, allow_private: bool) -> dict[str, Any] | None:
     return body.webhook.model_dump(exclude_none=True)
 
 
+def _mlflow_of(body: JobIn, default_experiment: str | None) -> dict[str, Any] | None:
+    if default_experiment is None:
+        if body.mlflow is not None:
+            raise InvalidJobSpec(
+                "this server does not log jobs to MLflow (no MLFLOW_TRACKING_URI is set); leave out 'mlflow'",
+                errors=[{"field": "mlflow"}],
+            )
+        return None
+    asked = body.mlflow.model_dump(exclude_none=True) if body.mlflow is not None else {}
+    return {"experiment": default_experiment, **asked}
+
+
 def create_job(
     *,
     session: Session,
@@ -76,6 +98,7 @@ def create_job(
     webhook_allow_private: bool = False,
     limits: JobLimits | None = None,
     cuda_available: bool = True,
+    mlflow_experiment: str | None = None,
 ) -> tuple[Job, bool]:
     """Validates and inserts a queued job with its ``created`` event, within the tenant's limits.
 
@@ -85,8 +108,9 @@ def create_job(
     Raises:
         NotFound: the model is not the tenant's. TooManyJobs: the tenant's unfinished jobs are at
         its limit. InvalidWebhook: the callback URL is refused. InvalidJobSpec: over ``limits``, or
-        ``device: cuda`` where nothing can run it (``cuda_available`` False). And the spec's
-        validation errors.
+        ``device: cuda`` where nothing can run it (``cuda_available`` False), or ``mlflow`` on a server
+        that does not track (``mlflow_experiment`` None; set, it is the experiment of jobs naming
+        none). And the spec's validation errors.
     """
     digest = request_hash(body)
     tenant_id = principal.tenant_id
@@ -96,6 +120,7 @@ def create_job(
     if model is None or model.tenant_id != tenant_id:
         raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}])
     webhook = _webhook_of(body, webhook_allow_private)
+    mlflow = _mlflow_of(body, mlflow_experiment)
     dataset = session.get(Dataset, body.dataset_id) if body.dataset_id and is_id(body.dataset_id) else None
     if body.dataset_id is not None and (dataset is None or dataset.tenant_id != tenant_id):
         raise NotFound(f"no data set with id {body.dataset_id!r}", errors=[{"field": "dataset_id"}])
@@ -111,6 +136,7 @@ def create_job(
         id=new_id(),
         tenant_id=tenant_id,
         webhook=webhook,
+        mlflow=mlflow,
         model_id=model.id,
         status=JobStatus.QUEUED.value,
         progress=0.0,
@@ -149,6 +175,12 @@ def list_events(
 def list_deliveries(*, session: Session, job: Job) -> list[WebhookDelivery]:
     """Every webhook attempt of the job (and the pending ones), oldest first."""
     query = select(WebhookDelivery).where(WebhookDelivery.job_id == job.id).order_by(WebhookDelivery.id)
+    return list(session.scalars(query))
+
+
+def list_mlflow_deliveries(*, session: Session, job: Job) -> list[MlflowDelivery]:
+    """Every attempt to log the job to MLflow (and the pending one), oldest first."""
+    query = select(MlflowDelivery).where(MlflowDelivery.job_id == job.id).order_by(MlflowDelivery.id)
     return list(session.scalars(query))
 
 

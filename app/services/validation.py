@@ -209,7 +209,7 @@ def validate_job(
         InvalidJobSpec: a number is not finite or out of range, or the job is over ``limits``.
     """
     check_numbers(body.model_dump())  # before any of it reaches float(), torch or the database
-    raw = body.model_dump(mode="json", exclude={"model_id", "options", "webhook"})
+    raw = body.model_dump(mode="json", exclude={"model_id", "options", "webhook", "mlflow"})
     _job_without_pruning(body, raw)
     if body.finetune is not None and "device" not in body.finetune.model_fields_set:
         # Fine-tuning runs where the job runs (a GPU worker for device=cuda) unless told otherwise.
