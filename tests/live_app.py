@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,12 @@ class Live:
     proxy: TcpProxy
     dispatcher: Dispatcher
 
+    clients: list[Client] = field(default_factory=list)  # closed when the app stops
+
     def client(self, *, via_proxy: bool = False, **kwargs: Any) -> Client:
-        return Client(self.proxy.url if via_proxy else self.url, api_key=self.key, timeout=10, **kwargs)
+        client = Client(self.proxy.url if via_proxy else self.url, api_key=self.key, timeout=10, **kwargs)
+        self.clients.append(client)
+        return client
 
     def session(self) -> Any:
         return self.app.state.session_factory()
@@ -77,7 +81,9 @@ def live_apps(
             url = stack.enter_context(serve_asgi(wrap(app) if wrap else app))
             proxy = TcpProxy(("127.0.0.1", int(url.rsplit(":", 1)[1])))
             stack.callback(proxy.close)
-            return Live(app, url, make_api_key(built), proxy, dispatcher)
+            live = Live(app, url, make_api_key(built), proxy, dispatcher)
+            stack.callback(lambda: [client.close() for client in live.clients])
+            return live
 
         yield start
 

@@ -110,37 +110,37 @@ def _add_submit(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def _submit(args: argparse.Namespace) -> int:
     config_list = _read_config(args.config)
-    client = _client(args)
-    try:
-        if args.model is not None:
-            # The server tells weights (which need --arch) from self-describing files by their
-            # bytes, and validates the config against the model that was uploaded, never another.
-            with _upload_source(args.model) as source:
-                model = client.upload_model(source, architecture=args.arch, format=args.format)
-            print(
-                f"uploaded {args.model.name}: model {model['id']} ({model['size_bytes']} bytes)",
-                file=sys.stderr,
+    with _client(args) as client:  # closes its connections when the command ends
+        try:
+            if args.model is not None:
+                # The server tells weights (which need --arch) from self-describing files by their
+                # bytes, and validates the config against the model that was uploaded, never another.
+                with _upload_source(args.model) as source:
+                    model = client.upload_model(source, architecture=args.arch, format=args.format)
+                print(
+                    f"uploaded {args.model.name}: model {model['id']} ({model['size_bytes']} bytes)",
+                    file=sys.stderr,
+                )
+                model_id = model["id"]
+            else:
+                model_id = args.model_id
+            job = client.create_job(
+                model_id,
+                config_list,
+                pruner=args.pruner,
+                speedup=args.speedup,
+                device=args.device,
+                input_shape=args.input_shape,
+                export_onnx=args.export_onnx,
+                verify=args.verify,
+                idempotency_key=args.idempotency_key,
             )
-            model_id = model["id"]
-        else:
-            model_id = args.model_id
-        job = client.create_job(
-            model_id,
-            config_list,
-            pruner=args.pruner,
-            speedup=args.speedup,
-            device=args.device,
-            input_shape=args.input_shape,
-            export_onnx=args.export_onnx,
-            verify=args.verify,
-            idempotency_key=args.idempotency_key,
-        )
-        print(job["id"])
-        if not args.wait:
-            return 0
-        return _wait_and_report(client, job["id"], args.wait_timeout)
-    except ServiceError as exc:
-        return _report_error(exc)
+            print(job["id"])
+            if not args.wait:
+                return 0
+            return _wait_and_report(client, job["id"], args.wait_timeout)
+        except ServiceError as exc:
+            return _report_error(exc)
 
 
 @contextlib.contextmanager
@@ -190,14 +190,14 @@ def _add_status(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
-        if args.wait:
-            return _wait_and_report(client, args.job, None)
-        job = client.get_job(args.job)
-        events = _all_events(client, args.job) if args.events else None
-    except ServiceError as exc:
-        return _report_error(exc)
+    with _client(args) as client:  # closes its connections when the command ends
+        try:
+            if args.wait:
+                return _wait_and_report(client, args.job, None)
+            job = client.get_job(args.job)
+            events = _all_events(client, args.job) if args.events else None
+        except ServiceError as exc:
+            return _report_error(exc)
     if args.json:
         print(json.dumps({**job, "events": events} if events is not None else job, indent=2))
         return 0
@@ -241,20 +241,20 @@ def _add_download(subparsers: argparse._SubParsersAction) -> None:  # type: igno
 
 
 def _download(args: argparse.Namespace) -> int:
-    client = _client(args)
-    out: Path = args.out or Path(args.job)
-    try:
-        job = client.get_job(args.job)
-        names = [a["name"] for a in job.get("artifacts", [])] if args.name == "all" else [args.name]
-        if not names:
-            print(f"job {args.job} is {job['status']} and has no artifacts yet", file=sys.stderr)
-            return 1
-        out.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            print(client.download_artifact(args.job, name, out))
-    except ServiceError as exc:
-        return _report_error(exc)
-    return 0
+    with _client(args) as client:  # closes its connections when the command ends
+        out: Path = args.out or Path(args.job)
+        try:
+            job = client.get_job(args.job)
+            names = [a["name"] for a in job.get("artifacts", [])] if args.name == "all" else [args.name]
+            if not names:
+                print(f"job {args.job} is {job['status']} and has no artifacts yet", file=sys.stderr)
+                return 1
+            out.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                print(client.download_artifact(args.job, name, out))
+        except ServiceError as exc:
+            return _report_error(exc)
+        return 0
 
 
 def _add_cancel(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -271,7 +271,8 @@ def _add_cancel(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def _cancel(args: argparse.Namespace) -> int:
     try:
-        job = _client(args).cancel(args.job)
+        with _client(args) as client:
+            job = client.cancel(args.job)
     except ServiceError as exc:
         return _report_error(exc)
     print(f"{job.get('id', args.job)}: {job.get('status')}")

@@ -40,7 +40,9 @@ def serve(make_settings: Any) -> Iterator[Callable[..., tuple[Client, FastAPI]]]
         def start(drop_stream: bool = False) -> tuple[Client, FastAPI]:
             app = create_app(make_settings(), dispatcher=RecordingDispatcher())
             url = stack.enter_context(serve_asgi(without_stream(app) if drop_stream else app))
-            return Client(url, timeout=10), app
+            client = Client(url, timeout=10)
+            stack.callback(client.close)
+            return client, app
 
         yield start
 
