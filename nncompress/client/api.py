@@ -338,15 +338,8 @@ class Client:
                     digest.update(block)
         # The API answers itself, or with a 307 to the object store's presigned URL (Transport.send).
         url = meta.get("url") or f"/v1/jobs/{path_segment(job_id)}/artifacts/{path_segment(name)}"
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self._transport.send("GET", url, headers=headers, stream=True)
-        with contextlib.closing(response), unreachable_on_transport_errors("GET", url):
-            if offset and response.status_code != 206:  # the server ignored the Range: start again
-                digest, offset = hashlib.sha256(), 0
-            with part.open("ab" if offset else "wb") as out:
-                for block in response.iter_bytes():  # as it arrives: a cut keeps what came
-                    digest.update(block)
-                    out.write(block)
+        if offset < int(meta["size_bytes"]):  # else a complete .part (not yet renamed) is only checked
+            digest = self._fetch(url, part, offset, digest)
         size = part.stat().st_size
         if digest.hexdigest() != meta["sha256"] or size != int(meta["size_bytes"]):
             part.unlink()
@@ -356,6 +349,20 @@ class Client:
             )
         part.replace(target)
         return target
+
+    def _fetch(self, url: str, part: Path, offset: int, digest: hashlib._Hash) -> hashlib._Hash:
+        """Appends the bytes after ``offset`` to ``part`` (all of them, afresh, if the server ignores
+        the Range); returns the sha256 of what ``part`` then holds."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._transport.send("GET", url, headers=headers, stream=True)
+        with contextlib.closing(response), unreachable_on_transport_errors("GET", url):
+            if offset and response.status_code != 206:  # the server ignored the Range: start again
+                digest, offset = hashlib.sha256(), 0
+            with part.open("ab" if offset else "wb") as out:
+                for block in response.iter_bytes():  # as it arrives: a cut keeps what came
+                    digest.update(block)
+                    out.write(block)
+        return digest
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -317,6 +317,19 @@ def test_download_resumes_a_partial_file(serve: Callable[..., Live], tmp_path: P
     )
 
 
+def test_a_complete_part_file_is_checked_not_fetched_again(
+    serve: Callable[..., Live], tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+    live = serve(wrap=range_tap(seen, honour=True))
+    client = live.client()
+    job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
+    (tmp_path / "model.safetensors.part").write_bytes(ARTIFACT)  # a run that stopped before the rename
+
+    assert client.download_artifact(job_id, "model.safetensors", tmp_path).read_bytes() == ARTIFACT
+    assert seen == {}  # no artifact request (a Range past the end would be a 416)
+
+
 def test_a_download_cut_mid_way_is_resumed(live: Live, tmp_path: Path) -> None:
     client = live.client(via_proxy=True)
     job_id = finished(live, upload_mnist(client, tmp_path)["id"], {"model.safetensors": ARTIFACT})
