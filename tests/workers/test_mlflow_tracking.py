@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,55 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         # SIGKILL: its store is this test's temp folder, and SIGTERM took over 10 s to end it here.
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+class Forwarder:
+    """A TCP port that refuses connections until :meth:`open` makes it forward them to ``target``:
+    a tracking server that is down, then back, at the same address."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self._listener: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def open(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                inbound, _ = listener.accept()
+            except OSError:  # closed
+                return
+            outbound = socket.create_connection(self.target)
+            threading.Thread(target=self._relay, args=(inbound, outbound), daemon=True).start()
+
+    @classmethod
+    def _relay(cls, inbound: socket.socket, outbound: socket.socket) -> None:
+        back = threading.Thread(target=cls._pipe, args=(outbound, inbound), daemon=True)
+        back.start()
+        cls._pipe(inbound, outbound)
+        back.join()
+        inbound.close()
+        outbound.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:  # the other side reset the connection
+            pass
 
 
 def _client(tmp_path: Path, **overrides: Any) -> TestClient:
@@ -265,3 +315,43 @@ def test_with_mlflow_unreachable_the_job_succeeds_and_shows_the_failed_attempt(t
     assert retry["attempt"] == 2 and retry["at"] is None and retry["error"] is None
     assert _at(retry["next_attempt_at"]) >= _at(first["at"]) + timedelta(seconds=600)
     assert still["status"] == "succeeded" and still["updated_at"] == job["updated_at"]
+
+
+def test_a_job_logged_while_mlflow_was_down_is_logged_once_it_is_back(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    # Given the tracking server's address refusing connections (the server down),
+    port = int(mlflow_server.url.rsplit(":", 1)[1])
+    forwarder = Forwarder(("127.0.0.1", port))
+    experiment = f"retry-{uuid.uuid4().hex[:8]}"
+    settings = {"mlflow_tracking_uri": forwarder.url, "mlflow_backoff_seconds": 1.0, "mlflow_max_attempts": 6}
+    try:
+        with _client(tmp_path, **settings) as client:
+            body = {"model_id": _upload_model(client), "config_list": CONFIG, "options": QUICK}
+            job = _finished(client, {**body, "mlflow": {"experiment": experiment}}, timeout=180)
+            assert job["status"] == "succeeded", job["error"]
+
+            def failed_once() -> bool:
+                items = _deliveries(client, job["id"])
+                return bool(items) and items[0]["error"] is not None
+
+            wait_for(failed_once, timeout=120, what="a failed MLflow attempt", interval=0.1)
+            # when it comes back at the same address, a retry (1 s, 2 s, 4 s … later) logs the job.
+            forwarder.open()
+
+            def delivered() -> list[dict[str, Any]] | None:
+                items = _deliveries(client, job["id"])
+                return items if items[-1]["delivered_at"] else None
+
+            items = wait_for(delivered, timeout=240, what="a delivered MLflow attempt", interval=0.2)
+    finally:
+        forwarder.close()
+    *failed, done = items
+    assert failed and all(f["error"] and f["delivered_at"] is None for f in failed)
+    assert [i["attempt"] for i in items] == list(range(1, len(items) + 1))
+    assert done["error"] is None and done["run_id"] is not None
+    mlflow = mlflow_server.client()
+    exp = mlflow.get_experiment_by_name(experiment)
+    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`nncompress.job_id` = '{job['id']}'")
+    assert [r.info.run_id for r in runs] == [done["run_id"]]
+    assert runs[0].data.metrics["after.params"] == job["metrics"]["after"]["params"]
