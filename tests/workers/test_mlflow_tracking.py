@@ -1,7 +1,8 @@
 """Jobs logged to a real MLflow tracking server, read back through MLflow's own client.
 
 The server is ``mlflow server`` on 127.0.0.1 (SQLite backend store, file artifact root), started once
-for the module; jobs run in the embedded server's real job processes. With the tracking server
+for the module; jobs run in the embedded server's real job processes, and once on a real Celery
+worker (PostgreSQL, Redis, the S3 store), whose main process logs the run. With the tracking server
 unreachable, the job succeeds all the same and shows the failed attempt and the pending retry.
 """
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,9 @@ from app.auth.tenants import DEFAULT_TENANT
 from app.main import create_app
 from app.settings import Settings
 from tests.app.dataset_files import MNIST_NORMALIZE, mnist_arrays, npz_bytes, upload_dataset
-from tests.workers.conftest import FAST, wait_for
+from tests.conftest import bearer
+from tests.s3_server import S3Bucket
+from tests.workers.conftest import FAST, RedisServer, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -355,3 +358,55 @@ def test_a_job_logged_while_mlflow_was_down_is_logged_once_it_is_back(
     runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`nncompress.job_id` = '{job['id']}'")
     assert [r.info.run_id for r in runs] == [done["run_id"]]
     assert runs[0].data.metrics["after.params"] == job["metrics"]["after"]["params"]
+
+
+@pytest.mark.service
+def test_a_celery_worker_logs_its_jobs_with_artifacts_read_from_the_object_store(
+    mlflow_server: MlflowServer,
+    pg_url: str,
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    s3_bucket: S3Bucket,
+    tmp_path: Path,
+    make_api_key: Callable[..., str],
+) -> None:
+    # Given the distributed mode on the S3 store, with tracking set on the API and the worker alike,
+    def settings(cache: str) -> Settings:
+        return Settings(
+            database_url=pg_url,
+            broker_url=redis_server.url,
+            storage_dir=tmp_path / "unused-storage",
+            storage_url=s3_bucket.url,
+            cache_dir=tmp_path / cache,
+            mlflow_tracking_uri=mlflow_server.url,
+            mlflow_poll_seconds=0.2,
+            **FAST,
+        )
+
+    experiment = f"distributed-{uuid.uuid4().hex[:8]}"
+    start_worker(settings("worker-cache"), name="w1", target=None)  # the real pipeline
+    api = settings("api-cache")
+    with TestClient(create_app(api)) as client:
+        client.headers.update(bearer(make_api_key(api, "ci-pipeline")))
+        body = {"model_id": _upload_model(client), "config_list": CONFIG, "options": QUICK}
+        # when a worker runs a job,
+        job = _finished(client, {**body, "mlflow": {"experiment": experiment}}, timeout=240)
+        assert job["status"] == "succeeded", job["error"]
+
+        def delivered() -> list[dict[str, Any]] | None:
+            items = _deliveries(client, job["id"])
+            return items if items and items[-1]["delivered_at"] else None
+
+        # its run is logged by a worker (the API process runs no logger in this mode).
+        (delivery,) = wait_for(delivered, timeout=240, what="the MLflow delivery", interval=0.2)
+    mlflow = mlflow_server.client()
+    run = mlflow.get_run(delivery["run_id"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == delivery["experiment_id"]
+    assert (
+        run.data.tags["nncompress.tenant"] == "ci-pipeline"
+        and run.data.tags["nncompress.job_id"] == job["id"]
+    )
+    for artifact in job["artifacts"]:
+        local = mlflow.download_artifacts(run.info.run_id, f"model/{artifact['name']}", str(tmp_path))
+        assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == artifact["sha256"], artifact["name"]
+    assert not (tmp_path / "unused-storage" / "jobs").exists()
