@@ -36,7 +36,7 @@ COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations
 RUN pip wheel --no-deps --wheel-dir /dist . \
-    && pip install "$(ls /dist/nncompress-*.whl)[service,models]"
+    && pip install "$(ls /dist/nncompress-*.whl)[service,models,mlflow]"
 
 # ---- runtime: the virtualenv, the Alembic files, a non-root user; no compilers, no pip cache ----
 FROM ${PYTHON_IMAGE} AS runtime
