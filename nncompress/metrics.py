@@ -35,18 +35,30 @@ __all__ = ["LATENCY_MODES", "LatencyStats", "ModelMetrics", "file_bytes", "measu
 LATENCY_MODES = ("auto", "eager", "cuda_graph")
 
 
+# A measurement stops early once its median is known to within this fraction: the approximate 95%
+# interval of a median, ±1.57·IQR/√n (McGill, Tukey and Larsen's notches), at least MIN_STABLE_RUNS in.
+STABLE_RELATIVE = 0.02
+MIN_STABLE_RUNS = 5
+
+
 @dataclass(frozen=True)
 class LatencyStats:
-    """Wall-clock latency of one forward pass at one batch size.
+    """Wall-clock latency of one forward pass at one batch size, with its spread.
 
     Attributes:
         batch_size: rows in the input batch.
         median_ms: median over ``runs`` timed passes, in milliseconds.
         p90_ms: 90th percentile over the same passes.
-        runs: timed passes (after ``warmup`` untimed ones).
+        runs: timed passes made (after ``warmup`` untimed ones); at most the runs asked for.
         warmup: untimed passes run first.
         method: how the passes ran (``"eager"``, ``"cuda_graph"``, or eager with the reason the
             CUDA graph capture failed).
+        q1_ms, q3_ms: first and third quartiles of the timed passes.
+        iqr_ms: ``q3_ms - q1_ms``, the spread of one pass's time.
+        median_ci_ms: half-width of an approximate 95% interval of the median (1.57·IQR/√runs);
+            None with fewer than two runs. The figure is ``median_ms ± median_ci_ms``.
+        stopped: why timing stopped: ``"runs"`` (all that were asked for), ``"stable"`` (the
+            interval fell within 2% of the median) or ``"budget"`` (the time allowed was spent).
     """
 
     batch_size: int
@@ -55,6 +67,11 @@ class LatencyStats:
     runs: int
     warmup: int
     method: str = "eager"
+    q1_ms: float = 0.0
+    q3_ms: float = 0.0
+    iqr_ms: float = 0.0
+    median_ci_ms: float | None = None
+    stopped: str = "runs"
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,7 @@ def measure_model(
     warmup: int = 5,
     latency_mode: str = "auto",
     dtype: torch.dtype | None = None,
+    budget_s: float | None = None,
 ) -> ModelMetrics:
     """Measures size, compute, latency and sparsity of ``model``.
 
@@ -146,6 +164,10 @@ def measure_model(
             whose capture fails is timed eagerly, and the entry's ``method`` says why.
         dtype: time a copy converted to this dtype (e.g. ``torch.bfloat16``; floating inputs are cast
             too). Sizes, FLOPs and sparsity are always of the model as given.
+        budget_s: wall seconds the timing may take, shared evenly by the batch sizes; each one
+            stops at ``runs``, when its median is stable (:data:`STABLE_RELATIVE`), or when the
+            next pass would overrun its share (after at least one timed pass; warm-up stops after
+            one pass once a quarter of the share is spent). None: exactly ``runs`` passes each.
 
     Returns:
         A frozen :class:`ModelMetrics`.
@@ -159,6 +181,8 @@ def measure_model(
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be ≥ 1 and warmup ≥ 0, got runs={runs}, warmup={warmup}")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError(f"budget_s must be > 0, got {budget_s}")
     inputs = _as_tuple(example_inputs)
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
@@ -179,9 +203,17 @@ def measure_model(
     subject.eval()
     try:
         flops = _count_flops(subject, _batch(inputs, 1, dev, dtype))
+        share = None if budget_s is None else budget_s / max(1, len(batch_sizes))
         latency = tuple(
             _time_forward(
-                subject, _batch(inputs, bs, dev, dtype), dev, bs, runs=runs, warmup=warmup, mode=mode
+                subject,
+                _batch(inputs, bs, dev, dtype),
+                dev,
+                bs,
+                runs=runs,
+                warmup=warmup,
+                mode=mode,
+                budget_s=share,
             )
             for bs in batch_sizes
         )
@@ -284,6 +316,7 @@ def _time_forward(
     runs: int,
     warmup: int,
     mode: str,
+    budget_s: float | None = None,
 ) -> LatencyStats:
     cuda = dev.type == "cuda"
     method = mode
@@ -293,28 +326,68 @@ def _time_forward(
             step = _capture_cuda_graph(model, inputs, dev)
         except Exception as exc:  # capture refuses some models (host syncs, dynamic control flow)
             method = f"eager (CUDA graph capture failed: {type(exc).__name__})"
+
+    def timed() -> float:
+        # CUDA launches are asynchronous; without synchronising we would time the launch only.
+        if cuda:
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - start
+
+    began = time.perf_counter()
+    warmed = 0
     samples: list[float] = []
+    stopped = "runs"
     with torch.inference_mode():
-        for _ in range(warmup):
-            step()
-        for _ in range(runs):
-            # CUDA launches are asynchronous; without synchronising we would time the launch only.
-            if cuda:
-                torch.cuda.synchronize(dev)
-            start = time.perf_counter()
-            step()
-            if cuda:
-                torch.cuda.synchronize(dev)
-            samples.append((time.perf_counter() - start) * 1000.0)
-    samples.sort()
-    p90_index = min(len(samples) - 1, max(0, round(0.9 * len(samples)) - 1))
+        while warmed < warmup:
+            timed()
+            warmed += 1
+            if budget_s is not None and time.perf_counter() - began >= budget_s / 4:
+                break  # a slow model needs no more than one pass to warm up
+        while len(samples) < runs:
+            if samples and budget_s is not None:
+                mean_pass = sum(samples) / len(samples) / 1000.0
+                if time.perf_counter() - began + mean_pass > budget_s:
+                    stopped = "budget"
+                    break
+            samples.append(timed() * 1000.0)
+            if budget_s is not None and MIN_STABLE_RUNS <= len(samples) < runs and _stable(samples):
+                stopped = "stable"
+                break
+    return _stats(samples, batch_size=batch_size, warmup=warmed, method=method, stopped=stopped)
+
+
+def _quartiles(samples: list[float]) -> tuple[float, float, float]:
+    if len(samples) < 2:
+        return samples[0], samples[0], samples[0]
+    q1, median, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def _stable(samples: list[float]) -> bool:
+    q1, median, q3 = _quartiles(samples)
+    return 1.57 * (q3 - q1) / math.sqrt(len(samples)) <= STABLE_RELATIVE * median
+
+
+def _stats(samples: list[float], *, batch_size: int, warmup: int, method: str, stopped: str) -> LatencyStats:
+    q1, _, q3 = _quartiles(samples)
+    ordered = sorted(samples)
+    p90_index = min(len(ordered) - 1, max(0, round(0.9 * len(ordered)) - 1))
     return LatencyStats(
         batch_size=batch_size,
-        median_ms=statistics.median(samples),
-        p90_ms=samples[p90_index],
-        runs=runs,
+        median_ms=statistics.median(ordered),
+        p90_ms=ordered[p90_index],
+        runs=len(ordered),
         warmup=warmup,
         method=method,
+        q1_ms=q1,
+        q3_ms=q3,
+        iqr_ms=q3 - q1,
+        median_ci_ms=1.57 * (q3 - q1) / math.sqrt(len(ordered)) if len(ordered) > 1 else None,
+        stopped=stopped,
     )
 
 

@@ -314,6 +314,7 @@ def run_job(
             "runs": spec.latency_runs,
             "warmup": max(1, spec.latency_runs // 10),
             "dtype": getattr(torch, spec.latency_dtype),
+            "budget_s": spec.latency_budget_s / 2,  # the original and the compressed model
         }
         before = measure_model(original, **measure)
         stage.update(0.5, "measured the original model")

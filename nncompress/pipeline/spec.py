@@ -43,6 +43,7 @@ _SPEC_KEYS = (
     "latency_batch_sizes",
     "dataset",
     "latency_dtype",
+    "latency_budget_s",
     "dataset_id",
     "val_fraction",
     "finetune",
@@ -57,6 +58,10 @@ INPUT_DTYPES: tuple[str, ...] = ("float32", "int64")
 # Dtypes latency may be measured in ("bf16 where asked", design §3); the model itself is not converted.
 LatencyDtype = Literal["float32", "bfloat16", "float16"]
 LATENCY_DTYPES: tuple[str, ...] = get_args(LatencyDtype)
+# Seconds the evaluating stage times latency for by default (both models, every batch size). With a
+# fixed 20 runs per figure it took 45-84% of a job's wall time on third-party models (issue 10); with
+# a budget each figure stops early when stable or at its share (benchmarks/job_overhead.py).
+LATENCY_BUDGET_S = 8.0
 
 # Labelled data sets shipped with nncompress that a job may name (no upload needed).
 BuiltinDataset = Literal["mnist_subset"]
@@ -103,6 +108,9 @@ class JobOptions(Spec):
         dataset: a built-in labelled data set (:data:`BUILTIN_DATASETS`) for the data-driven pruners
             and top-1 accuracy; None for neither.
         latency_dtype: dtype latency is measured in (a converted copy; the artifacts stay float32).
+        latency_budget_s: wall seconds latency measurement may take in the evaluating stage (both
+            models, every batch size); each figure stops at ``latency_runs``, once its median is
+            stable, or when its share is spent, and says which (``stopped``) and how precise it is.
     """
 
     PREFIX = "options"
@@ -117,6 +125,13 @@ class JobOptions(Spec):
     )
     latency_dtype: LatencyDtype = Field(
         default="float32", description="dtype latency is measured in (bf16 as models are served)"
+    )
+    latency_budget_s: Number = Field(
+        default=LATENCY_BUDGET_S,
+        gt=0,
+        le=3600,
+        description="wall seconds latency measurement may take (both models, every batch size); "
+        "a figure stops early when its median is stable",
     )
 
 
@@ -143,6 +158,7 @@ class JobSpec:
             before and after; None for neither.
         latency_dtype: dtype latency is measured in (a converted copy; the artifacts stay float32).
             On a GPU latency is timed by replaying a CUDA graph, as models are served.
+        latency_budget_s: see :class:`JobOptions`.
         dataset_id: an uploaded data set (the service's id); the caller loads it and hands it to
             ``run_job``. It feeds the data-driven pruners, fine-tuning, calibration and accuracy.
         val_fraction: share of the data set held out for validation (seeded split by ``seed``),
@@ -168,6 +184,7 @@ class JobSpec:
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     dataset: str | None = None
     latency_dtype: str = "float32"
+    latency_budget_s: float = LATENCY_BUDGET_S
     dataset_id: str | None = None
     val_fraction: float = 0.1
     finetune: FinetuneSpec | None = None
@@ -256,6 +273,7 @@ class JobSpec:
             latency_batch_sizes=options.latency_batch_sizes,
             dataset=options.dataset,
             latency_dtype=options.latency_dtype,
+            latency_budget_s=float(options.latency_budget_s),
             **extras,
         )
 
@@ -316,13 +334,11 @@ def _training_keys(data: Mapping[str, Any], pruner: str | None) -> dict[str, Any
     }
 
 
-
 def pruner_names() -> tuple[str, ...]:
     """Registry names of the pruners a job may ask for."""
     from nncompress.pruners import PRUNERS
 
     return tuple(PRUNERS)
-
 
 
 def _input_dtype(value: object) -> str | None:
@@ -334,13 +350,11 @@ def _input_dtype(value: object) -> str | None:
     )
 
 
-
 def _bool(data: Mapping[str, Any], key: str, default: bool) -> bool:
     value = data.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"job spec key {key!r} must be true or false, got {value!r}", key=key)
     return value
-
 
 
 def _int_list(value: object, key: str, *, minimum: int) -> list[int]:

@@ -155,3 +155,53 @@ def test_gru_count_matches_its_decomposition() -> None:
     with torch.inference_mode(), plain:
         gru(x)
     assert measure_model(gru, x, batch_sizes=(1,), runs=1, warmup=0).flops == plain.get_total_flops() > 0
+
+
+class _Slow(torch.nn.Module):
+    """A forward pass that takes at least ``seconds`` (so a budget's bound on the run count holds on
+    any machine: load only makes passes longer)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds)
+        return self.linear(x)
+
+
+def test_latency_stops_at_its_budget_and_says_so() -> None:
+    m = measure_model(_Slow(0.02), torch.randn(1, 4), batch_sizes=(1, 2), runs=1000, warmup=5, budget_s=0.2)
+    for stats in m.latency:
+        # 0.1 s per batch size, ≥ 20 ms per pass: warm-up ends by its second pass (past a quarter,
+        # 25 ms), and timed passes go on only while the next one fits: five at most.
+        assert stats.stopped == "budget" and 1 <= stats.runs <= 5 and stats.warmup <= 2
+        assert stats.q1_ms <= stats.median_ms <= stats.q3_ms and stats.iqr_ms == stats.q3_ms - stats.q1_ms
+
+
+def test_a_slow_pass_still_gets_one_timed_run() -> None:
+    m = measure_model(_Slow(0.05), torch.randn(1, 4), batch_sizes=(1,), runs=20, warmup=3, budget_s=0.01)
+    (stats,) = m.latency
+    assert (stats.runs, stats.warmup, stats.stopped, stats.median_ci_ms) == (1, 1, "budget", None)
+    assert stats.median_ms >= 50 and stats.iqr_ms == 0
+
+
+def test_without_a_budget_every_run_asked_for_is_made(net: Net) -> None:
+    m = measure_model(net, torch.randn(1, 1, 28, 28), batch_sizes=(1,), runs=9, warmup=1)
+    assert (m.latency[0].runs, m.latency[0].stopped) == (9, "runs")
+    assert m.latency[0].median_ci_ms is not None
+
+
+def test_a_median_known_within_two_percent_is_stable() -> None:
+    from nncompress.metrics import _stable, _stats
+
+    steady = [10.0, 10.1, 9.9, 10.0, 10.05, 9.95]
+    noisy = [10.0, 14.0, 7.0, 12.0, 9.0, 15.0]
+    assert _stable(steady) and not _stable(noisy)
+    stats = _stats(noisy, batch_size=1, warmup=0, method="eager", stopped="runs")
+    assert stats.iqr_ms == pytest.approx(stats.q3_ms - stats.q1_ms)
+    assert stats.median_ci_ms == pytest.approx(1.57 * stats.iqr_ms / len(noisy) ** 0.5)
+    assert json.dumps(stats.__dict__)  # JSON-able as the report writes it
