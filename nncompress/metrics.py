@@ -167,7 +167,8 @@ def measure_model(
         budget_s: wall seconds the timing may take, shared evenly by the batch sizes; each one
             stops at ``runs``, when its median is stable (:data:`STABLE_RELATIVE`), or when the
             next pass would overrun its share (after at least one timed pass; warm-up stops after
-            one pass once a quarter of the share is spent). None: exactly ``runs`` passes each.
+            one pass once a quarter of the share is spent, and a first pass longer than half the
+            share is the figure itself). None: exactly ``runs`` passes each.
 
     Returns:
         A frozen :class:`ModelMetrics`.
@@ -343,8 +344,14 @@ def _time_forward(
     stopped = "runs"
     with torch.inference_mode():
         while warmed < warmup:
-            timed()
+            seconds = timed()
             warmed += 1
+            if budget_s is not None and seconds > budget_s / 2:
+                # One pass takes more than half the share: a second would overrun it, so this
+                # (cold) pass is the figure; a pass this long hides its warm-up cost anyway.
+                return _stats(
+                    [seconds * 1000.0], batch_size=batch_size, warmup=0, method=method, stopped="budget"
+                )
             if budget_s is not None and time.perf_counter() - began >= budget_s / 4:
                 break  # a slow model needs no more than one pass to warm up
         while len(samples) < runs:
