@@ -49,6 +49,19 @@ SHARED_REDIS_TESTS = (
 # minutes each on a loaded 2-core machine.
 SLOW_FIXTURES = frozenset({"start_worker"})
 BROWSER_MODULES = frozenset({"tests/test_dashboard.py"})
+# Engine modules that compress or train whole model zoos: 57% of the default tier's time in a full run
+# on a loaded 2-core machine (junit times, 2026-12-05), 150-490 s each.
+SLOW_MODULES = frozenset(
+    {
+        "tests/nncompress/speedup/test_zoo_speedup.py",
+        "tests/nncompress/test_scheduled.py",
+        "tests/nncompress/test_pipeline_training.py",
+        "tests/nncompress/io/test_onnx_import_zoo.py",
+        "tests/nncompress/finetune/test_finetune.py",
+        "tests/nncompress/test_zoo_end_to_end.py",
+        "tests/nncompress/test_norm_families.py",
+    }
+)
 
 
 def _uses_postgresql(item: pytest.Item) -> bool:
@@ -63,7 +76,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = set(getattr(item, "fixturenames", ()))
         if names & SERVICE_FIXTURES or _uses_postgresql(item) or item.nodeid.startswith(SHARED_REDIS_TESTS):
             item.add_marker(pytest.mark.service)
-        if names & SLOW_FIXTURES:
+        if names & SLOW_FIXTURES or path in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
         if path in BROWSER_MODULES:
             item.add_marker(pytest.mark.browser)
