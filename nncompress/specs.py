@@ -123,9 +123,7 @@ def spec_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> Con
         return raised(f"{shown_key} is required: {expected}", key=key, expected=expected)
     shown = got if isinstance(got, (int, float, str, bool, type(None))) else repr(got)
     hint = _did_you_mean(got, _resolve(field, _defs(model)) if field is not None else None)
-    return raised(
-        f"{shown_key} must be {expected}, got {got!r}{hint}", key=key, expected=expected, got=shown
-    )
+    return raised(f"{shown_key} must be {expected}, got {got!r}{hint}", key=key, expected=expected, got=shown)
 
 
 def _did_you_mean(got: object, field: dict[str, Any] | None) -> str:

@@ -75,7 +75,10 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_BODY,
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    openapi_extra=UPLOAD_BODY,
     dependencies=[UPLOAD_SLOT],
     responses=DATASET_UPLOAD_PROBLEMS,
 )

@@ -176,9 +176,7 @@ def cancel(job: CurrentJob, session: SessionDep) -> JobOut:
     return job_out(cancel_job(session=session, job=job))
 
 
-@router.get(
-    "/{job_id}/webhook-deliveries", response_model=WebhookDeliveryPage, responses=problems(NotFound)
-)
+@router.get("/{job_id}/webhook-deliveries", response_model=WebhookDeliveryPage, responses=problems(NotFound))
 def get_webhook_deliveries(job: CurrentJob, session: SessionDep) -> WebhookDeliveryPage:
     """Every attempt to deliver the job's webhook messages: status code, error, when, what is pending."""
     rows = list_deliveries(session=session, job=job)

@@ -101,7 +101,10 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "", status_code=201, response_model=ModelOut, openapi_extra=UPLOAD_BODY,
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    openapi_extra=UPLOAD_BODY,
     dependencies=[UPLOAD_SLOT],
     responses=MODEL_UPLOAD_PROBLEMS,
 )

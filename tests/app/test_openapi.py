@@ -80,8 +80,11 @@ def test_job_submission_lists_the_problems_it_raises(schema: dict[str, Any]) -> 
         "404": {"not_found"},
         "409": {"idempotency_conflict"},
         "422": {
-            "invalid_job_spec", "invalid_config", "unknown_layer",
-            "invalid_quant_config", "invalid_dataset",
+            "invalid_job_spec",
+            "invalid_config",
+            "unknown_layer",
+            "invalid_quant_config",
+            "invalid_dataset",
         },
         "429": {"too_many_jobs", "rate_limited"},
         "413": {"request_too_large"},

@@ -204,9 +204,7 @@ def test_spec_round_trips_and_refuses_bad_values() -> None:
         with pytest.raises(QuantConfigError) as caught:
             QuantSpec.from_dict({key: value})
         assert caught.value.message == message
-    with pytest.raises(
-        QuantConfigError, match=r"unknown key quantize\.modee; did you mean 'mode'\?"
-    ):
+    with pytest.raises(QuantConfigError, match=r"unknown key quantize\.modee; did you mean 'mode'\?"):
         QuantSpec.from_dict({"modee": "static"})
     with pytest.raises(QuantConfigError, match=r"config_list\[0\]\['quant_dtype'\]"):
         QuantSpec.from_dict({"config_list": [{"op_types": ["Linear"], "quant_dtype": "fp8"}]})
