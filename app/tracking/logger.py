@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, MlflowDelivery, Tenant
 from app.db.types import utcnow
+from app.outbox import OutboxPoller
 from app.settings import Settings
 from app.storage import Storage, open_storage
 from app.tracking.content import JOB_ID_TAG, RunContent, job_metrics, job_params, job_tags
@@ -39,8 +39,6 @@ __all__ = ["JobSnapshot", "LoggedRun", "MlflowLogger", "start_logger"]
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 3600.0
-BATCH = 20
 # A claimed attempt with no outcome after this long was abandoned by a logger that died; it uploads
 # the job's artifacts, so it may legitimately take minutes.
 ABANDONED_AFTER_SECONDS = 3600.0
@@ -70,17 +68,17 @@ class LoggedRun:
     model_version: str | None
 
 
-class MlflowLogger:
+class MlflowLogger(OutboxPoller):
     """One pass with :meth:`run_once`; a background thread with :meth:`start`/:meth:`stop`."""
+
+    table = MlflowDelivery
+    thread_name = "nncompress-mlflow"
 
     def __init__(self, session_factory: Callable[[], Session], settings: Settings) -> None:
         if settings.mlflow_tracking_uri is None:
             raise ValueError("MlflowLogger needs settings.mlflow_tracking_uri (MLFLOW_TRACKING_URI)")
-        self.session_factory = session_factory
-        self.settings = settings
+        super().__init__(session_factory, settings)
         self.tracking_uri = settings.mlflow_tracking_uri
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @cached_property
     def storage(self) -> Storage:
@@ -100,37 +98,15 @@ class MlflowLogger:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds before attempt ``attempt + 1``: base, 2x base, 4x base, ... capped at an hour."""
-        return min(MAX_BACKOFF_SECONDS, self.settings.mlflow_backoff_seconds * 2 ** (attempt - 1))
+    def backoff_base(self) -> float:
+        return self.settings.mlflow_backoff_seconds
 
-    def run_once(self) -> int:
-        """Makes every due attempt; returns how many were made."""
-        self._recover_abandoned()
-        now = utcnow()
-        with self.session_factory() as session:
-            due = list(
-                session.scalars(
-                    select(MlflowDelivery.id)
-                    .where(MlflowDelivery.at.is_(None), MlflowDelivery.next_attempt_at <= now)
-                    .order_by(MlflowDelivery.next_attempt_at, MlflowDelivery.id)
-                    .limit(BATCH)
-                )
-            )
-        made = 0
-        for delivery_id in due:
-            made += self._attempt(delivery_id)
-        return made
+    def poll_seconds(self) -> float:
+        return self.settings.mlflow_poll_seconds
 
     def _attempt(self, delivery_id: int) -> int:
         with self.session_factory() as session:
-            claimed = session.execute(
-                update(MlflowDelivery)
-                .where(MlflowDelivery.id == delivery_id, MlflowDelivery.at.is_(None))
-                .values(at=utcnow())
-            )
-            session.commit()
-            if not claimed.rowcount:  # type: ignore[attr-defined]
+            if not self._claim(session, delivery_id):
                 return 0  # another logger took it
             row = session.get(MlflowDelivery, delivery_id)
             job = session.get(Job, row.job_id) if row is not None else None
@@ -308,26 +284,6 @@ class MlflowLogger:
             )
         for delivery_id in stale:
             self._record(delivery_id, None, "the logger stopped during the attempt", 0.0)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="nncompress-mlflow", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                made = self.run_once()
-            except Exception:  # a database outage must not end the loop
-                log.exception("mlflow logging pass failed")
-                made = 0
-            if not made:
-                self._stop.wait(self.settings.mlflow_poll_seconds)
 
 
 def _ms(at: datetime | None) -> int:

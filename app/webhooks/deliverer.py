@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, Tenant, WebhookDelivery
 from app.db.types import utcnow
 from app.errors import InvalidWebhook
+from app.outbox import OutboxPoller
 from app.settings import Settings
 from app.webhooks.signing import sign
 from app.webhooks.urls import check_webhook_url, pinned_request, refused_address
 
 log = logging.getLogger(__name__)
-
-MAX_BACKOFF_SECONDS = 3600.0
-BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -44,14 +41,14 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-class WebhookDeliverer:
+class WebhookDeliverer(OutboxPoller):
     """One pass with :meth:`run_once`; a background thread with :meth:`start`/:meth:`stop`."""
 
+    table = WebhookDelivery
+    thread_name = "nncompress-webhooks"
+
     def __init__(self, session_factory: Callable[[], Session], settings: Settings) -> None:
-        self.session_factory = session_factory
-        self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(session_factory, settings)
         # trust_env=False: a proxy from the environment would make the address checks meaningless.
         self._http = httpx.Client(
             timeout=settings.webhook_timeout_seconds,
@@ -60,37 +57,15 @@ class WebhookDeliverer:
             event_hooks={"response": [_note_peer]},
         )
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds before attempt ``attempt + 1``: base, 2x base, 4x base, ... capped at an hour."""
-        return min(MAX_BACKOFF_SECONDS, self.settings.webhook_backoff_seconds * 2 ** (attempt - 1))
+    def backoff_base(self) -> float:
+        return self.settings.webhook_backoff_seconds
 
-    def run_once(self) -> int:
-        """Makes every due attempt; returns how many were made."""
-        self._recover_abandoned()
-        now = utcnow()
-        with self.session_factory() as session:
-            due = list(
-                session.scalars(
-                    select(WebhookDelivery.id)
-                    .where(WebhookDelivery.at.is_(None), WebhookDelivery.next_attempt_at <= now)
-                    .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-                    .limit(BATCH)
-                )
-            )
-        made = 0
-        for delivery_id in due:
-            made += self._attempt(delivery_id)
-        return made
+    def poll_seconds(self) -> float:
+        return self.settings.webhook_poll_seconds
 
     def _attempt(self, delivery_id: int) -> int:
         with self.session_factory() as session:
-            claimed = session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.at.is_(None))
-                .values(at=utcnow())
-            )
-            session.commit()
-            if not claimed.rowcount:  # type: ignore[attr-defined]
+            if not self._claim(session, delivery_id):
                 return 0  # another deliverer took it
             row = session.get(WebhookDelivery, delivery_id)
             job = session.get(Job, row.job_id) if row is not None else None
@@ -179,26 +154,9 @@ class WebhookDeliverer:
         for delivery_id in stale:
             self._record(delivery_id, Outcome(None, "the deliverer stopped during the attempt", retry=True))
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="nncompress-webhooks", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._http.close()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                made = self.run_once()
-            except Exception:  # a database outage must not end the loop
-                log.exception("webhook delivery pass failed")
-                made = 0
-            if not made:
-                self._stop.wait(self.settings.webhook_poll_seconds)
 
 
 def _note_peer(response: httpx.Response) -> None:
