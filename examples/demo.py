@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if args.out else "; deleted at the end: pass --out DIR to keep them"
         try:
             if args.server:
-                summary = run(Client(args.server), out_dir, deadline=args.timeout, keep_hint=hint)
+                with Client(args.server) as client:
+                    summary = run(client, out_dir, deadline=args.timeout, keep_hint=hint)
             else:
                 with embedded_server(Path(tmp) / "server", ready_timeout=args.ready_timeout) as client:
                     summary = run(client, out_dir, deadline=args.timeout, keep_hint=hint)
@@ -163,9 +164,9 @@ def embedded_server(data_dir: Path, *, ready_timeout: float = 120.0) -> Any:
         # Its own session, so stopping it can reach anything it started that was left behind.
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        client = Client(f"http://127.0.0.1:{port}", timeout=30)
-        _wait_ready(client, proc, log_path, ready_timeout)
-        yield client
+        with Client(f"http://127.0.0.1:{port}", timeout=30) as client:
+            _wait_ready(client, proc, log_path, ready_timeout)
+            yield client
     finally:
         _stop(proc)
 
