@@ -197,7 +197,7 @@ def test_without_a_budget_every_run_asked_for_is_made(net: Net) -> None:
 
 
 def test_a_median_known_within_two_percent_is_stable() -> None:
-    from nncompress.metrics import _stable, _stats
+    from nncompress.metrics.latency import _stable, _stats
 
     steady = [10.0, 10.1, 9.9, 10.0, 10.05, 9.95]
     noisy = [10.0, 14.0, 7.0, 12.0, 9.0, 15.0]
