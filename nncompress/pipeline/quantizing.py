@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nncompress.finetune.evaluate import score_batches
 from nncompress.finetune.spec import FinetuneSpec
 from nncompress.pipeline.result import Artifact, file_artifact
 from nncompress.pipeline.spec import JobSpec
@@ -117,27 +118,25 @@ def run_quantizing(
 def onnx_evaluate(path: Path, data: JobData) -> dict[str, Any]:
     """Top-1, top-5 (with ≥ 5 classes) and mean cross-entropy of an ONNX classifier on the validation part.
 
-    The same figures as :func:`nncompress.finetune.evaluate`, so fp32 and int8 compare like with like.
+    Scored by :class:`~nncompress.finetune.evaluate.Scorer`, as the fp32 model is, so fp32 and int8
+    compare like with like.
+
+    Args:
+        path: the ONNX model (int8 or fp32) to run in onnxruntime.
+        data: the job's data; its validation part is scored.
+
+    Returns:
+        ``top1``, ``top5`` (None with fewer than 5 classes), ``loss`` (None when not finite: JSON has
+        no NaN) and ``samples``.
     """
     from nncompress.quantize import load_quantized
 
     session = load_quantized(path, threads=torch.get_num_threads())
-    val = data.val
-    correct1 = correct5 = 0
-    loss = 0.0
-    for start in range(0, len(val), _EVAL_BATCH):
-        x = val.x[start : start + _EVAL_BATCH]
-        y = val.y[start : start + _EVAL_BATCH]
-        logits = torch.from_numpy(np.asarray(session.run(x.numpy())[0])).float()
-        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct1 += int((logits.argmax(1) == y).sum())
-        if val.num_classes >= 5:
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct5 += int((top == y[:, None]).any(dim=1).sum())
-    n = len(val)
-    return {
-        "top1": correct1 / n,
-        "top5": correct5 / n if val.num_classes >= 5 else None,
-        "loss": loss / n if math.isfinite(loss) else None,
-        "samples": n,
-    }
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(session.run(x.numpy())[0]))
+
+    figures = score_batches(forward, data.val.batches(_EVAL_BATCH), data.val.num_classes).to_dict()
+    if not math.isfinite(figures["loss"]):
+        figures["loss"] = None
+    return figures
