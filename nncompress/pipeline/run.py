@@ -480,9 +480,9 @@ def _apply_masks(model: nn.Module, masks: Mapping[str, Mapping[str, torch.Tensor
                 f"the pruner returned a mask for {name!r}, which the model does not have", layer=name
             )
     # The speedup's own path, so "after pruning" is the model the speedup is verified against.
-    from nncompress.speedup.masks import apply_masks
+    from nncompress.pruners.masks import bake_masks
 
-    return apply_masks(model, {n: dict(p) for n, p in masks.items()}).eval()
+    return bake_masks(model, {n: dict(p) for n, p in masks.items()}).eval()
 
 
 def _save_weights(

@@ -9,6 +9,7 @@ Example:
     >>> model.conv1.weight.abs().sum()          # read through the parametrization
     tensor(0., grad_fn=<SumBackward0>)
     >>> remove_masks(model)                     # masked values stay, plain parameters again
+    >>> bake_masks(model, masks)                # the same in one step: zeros in plain parameters
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "MaskParametrization",
     "Masks",
     "apply_masks",
+    "bake_masks",
     "get_param",
     "is_masked",
     "mask_sparsity",
@@ -104,7 +106,7 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
 
 
 def remove_masks(model: nn.Module, *, leave_masked: bool = True) -> nn.Module:
-    """Removes every mask parametrization from ``model``.
+    """Removes every mask parametrization from ``model``, and the masked norms' hooks.
 
     Args:
         model: the model, modified in place.
@@ -114,6 +116,45 @@ def remove_masks(model: nn.Module, *, leave_masked: bool = True) -> nn.Module:
     Returns:
         ``model``.
     """
+    _remove_parametrizations(model, leave_masked=leave_masked)
+    return detach_norm_masks(model)
+
+
+@torch.no_grad()
+def bake_masks(model: nn.Module, masks: Masks) -> nn.Module:
+    """Multiplies masks into the parameters for good: the masked model with plain parameters.
+
+    :func:`apply_masks` followed by removing the parametrizations with the masked values kept, so
+    the model computes exactly what the parametrized one does, without ``parametrize`` in the way
+    (the speedup traces and shrinks it, and its reference outputs come from it). Any non-zero mask
+    value means "keep". A LayerNorm or RMSNorm whose masks prune channels keeps normalising over
+    the kept channels only: its forward hook (:mod:`nncompress.masked_norms`) stays.
+
+    Args:
+        model: a model without mask parametrizations (any are removed, masked values kept),
+            modified in place.
+        masks: ``{module name: {param name: mask}}``.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        NncompressError: a mask names a missing module or parameter, or has the wrong shape.
+    """
+    binary = {name: {param: mask != 0 for param, mask in params.items()} for name, params in masks.items()}
+    # Removing a parametrization registers the tensor again, last: restore each module's order, which
+    # parameters(), state_dict() and the speedup's per-layer reports follow.
+    order = [(m, list(m._parameters), list(m._buffers)) for m in model.modules()]
+    apply_masks(model, binary)
+    # Only the parametrizations go: the norm hooks apply_masks attached are the masked model's too.
+    _remove_parametrizations(model, leave_masked=True)
+    for module, params, buffers in order:
+        _reorder(module._parameters, params)
+        _reorder(module._buffers, buffers)
+    return model
+
+
+def _remove_parametrizations(model: nn.Module, *, leave_masked: bool) -> nn.Module:
     for module in model.modules():
         if not parametrize.is_parametrized(module):
             continue
@@ -122,7 +163,15 @@ def remove_masks(model: nn.Module, *, leave_masked: bool = True) -> nn.Module:
             plist = plists[param_name]
             if all(isinstance(p, MaskParametrization) for p in plist):
                 parametrize.remove_parametrizations(module, param_name, leave_parametrized=leave_masked)
-    return detach_norm_masks(model)
+    return model
+
+
+def _reorder(tensors: dict[str, Any], names: list[str]) -> None:
+    first = {name: tensors.pop(name) for name in names if name in tensors}
+    rest = dict(tensors)
+    tensors.clear()
+    tensors.update(first)
+    tensors.update(rest)
 
 
 def get_param(model: nn.Module, module: str, param: str) -> torch.Tensor:

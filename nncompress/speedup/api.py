@@ -16,9 +16,10 @@ from nncompress.errors import SpeedupError, VerificationError
 from nncompress.graph import ChannelGraph, ChannelGroup
 from nncompress.graph.prune import prune_channels
 from nncompress.masked_norms import detach_norm_masks
+from nncompress.pruners.masks import bake_masks
 from nncompress.speedup.attention import sync_attention_heads
 from nncompress.speedup.diagnose import forward_failure
-from nncompress.speedup.masks import apply_masks, layer_sparsity, load_masks, validate_masks
+from nncompress.speedup.masks import layer_sparsity, load_masks, validate_masks
 from nncompress.speedup.plan import kept_indices, removable_channels, removal_from_kept
 from nncompress.speedup.reshape import Rewrite, ShapeAnalysis, analyse_shapes, rewrite_shapes
 from nncompress.speedup.result import GroupReport, Kept, ShapeChanges, SpeedupResult
@@ -76,7 +77,7 @@ def speedup(
     loaded = load_masks(masks)
     model = _plain(model)
     validate_masks(model, loaded)
-    work = apply_masks(copy.deepcopy(model), loaded)
+    work = bake_masks(copy.deepcopy(model), loaded)
     work.eval()
     before = _param_shapes(work)
     clock.lap("copy")
@@ -108,7 +109,7 @@ def speedup(
     if verify:
 
         def masked() -> nn.Module:
-            return apply_masks(copy.deepcopy(model), loaded).eval()
+            return bake_masks(copy.deepcopy(model), loaded).eval()
 
         report = check_outputs(batches, reference, outputs, masked, shrunk, rtol=rtol, atol=atol, kept=kept)
         clock.lap("compare")

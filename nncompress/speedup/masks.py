@@ -1,4 +1,7 @@
-"""Masks: validation, applying them to weights (the masked reference model), and the sparsity they leave."""
+"""Masks: loading, validation, and the sparsity they leave.
+
+Applying them is :func:`nncompress.pruners.masks.bake_masks` (the masked reference model).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import torch
 from torch import nn
 
 from nncompress.errors import SpeedupError
-from nncompress.masked_norms import attach_norm_masks
 
 Masks = dict[str, dict[str, torch.Tensor]]
 
@@ -65,22 +67,6 @@ def validate_masks(model: nn.Module, masks: Masks) -> None:
                     module=name,
                     param=param_name,
                 )
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
-    """Multiplies every mask into its parameter, in place; any non-zero mask value means "keep".
-
-    A LayerNorm or RMSNorm whose masks prune channels then normalises over the kept channels only
-    (a forward hook, see :mod:`nncompress.masked_norms`): that is the masked model speedup is exact
-    against.
-    """
-    modules = dict(model.named_modules())
-    for name, params in masks.items():
-        for param_name, mask in params.items():
-            param = getattr(modules[name], param_name)
-            param.mul_((mask != 0).to(device=param.device, dtype=param.dtype))
-    return attach_norm_masks(model, masks)
 
 
 def layer_sparsity(model: nn.Module, names: list[str]) -> dict[str, float]:

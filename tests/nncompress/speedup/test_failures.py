@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.errors import SpeedupError, VerificationError
+from nncompress.pruners.masks import bake_masks
 from nncompress.speedup import speedup, verify_equivalence
-from nncompress.speedup.masks import apply_masks
 from nncompress.speedup.reshape import _align
 from tests.nncompress.speedup.conftest import build
 from tests.nncompress.speedup.masking import l1_channel_masks
@@ -114,7 +114,7 @@ def test_verify_names_the_first_divergent_layer() -> None:
     model, x = build("resnet_bottleneck")
     masks = l1_channel_masks(model, x, 0.5)
     result = speedup(model, masks, x)
-    masked = apply_masks(build("resnet_bottleneck")[0], masks)
+    masked = bake_masks(build("resnet_bottleneck")[0], masks)
     with torch.no_grad():
         result.model.get_parameter("layers.1.0.conv2.weight").mul_(1.5)
 

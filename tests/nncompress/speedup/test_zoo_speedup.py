@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from nncompress.models import get
+from nncompress.pruners.masks import bake_masks
 from nncompress.speedup import apply_kept_indices, speedup
-from nncompress.speedup.masks import apply_masks
 from tests.nncompress.speedup.conftest import OP_TYPES, build, head_masks
 from tests.nncompress.speedup.masking import l1_channel_masks
 
@@ -58,7 +58,7 @@ def test_half_channels_speedup_is_verified_and_smaller(name: str, source: str) -
 
     masked = get(name).build()
     masked.load_state_dict(model.state_dict())
-    apply_masks(masked, masks).eval()
+    bake_masks(masked, masks).eval()
     x5 = get(name).example_input(5, generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         ref, got = masked(x5), result.model(x5)
