@@ -32,6 +32,7 @@ RUN if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_INDEX_URL="${TORCH_INDEX_URL
     && pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY pyproject.toml README.md ./
 COPY nncompress ./nncompress
+COPY core ./core
 COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations

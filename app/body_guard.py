@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

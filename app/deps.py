@@ -4,28 +4,19 @@ rows loaded within that tenant or 404."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.principal import CurrentPrincipal, Principal, authenticate
-from app.db.models import Job, Model
-from app.db.types import is_id
-from app.errors import NotFound
-from app.settings import Settings
-from app.storage import Storage
-
-
-class Dispatcher(Protocol):
-    """Hands queued job ids to workers (embedded thread pool or Celery); workers own the rest."""
-
-    def enqueue(self, job_id: str) -> None: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def check(self) -> None: ...
-
+from core.db.models import Job, Model
+from core.db.types import is_id
+from core.dispatch import Dispatcher
+from core.errors import NotFound
+from core.settings import Settings
+from core.storage import Storage
 
 # The dependencies below that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
 # the threadpool, a hop that cost more than the work of a whole cached poll (benchmarks/api_load.py).
@@ -103,7 +94,6 @@ __all__ = [
     "CurrentJob",
     "CurrentModel",
     "CurrentPrincipal",
-    "Dispatcher",
     "DispatcherDep",
     "Principal",
     "SessionDep",

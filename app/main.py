@@ -19,18 +19,19 @@ from app.auth.principal import make_principal_cache
 from app.auth.ratelimit import make_rate_limiter
 from app.body_guard import BodyCuts, BodyGuardMiddleware, BodyPace
 from app.body_limit import MAX_JSON_BODY_BYTES, BodyLimitMiddleware
-from app.db.migrate import upgrade_to_head
-from app.db.session import make_engine, make_session_factory, reads_without_transaction
-from app.deps import Dispatcher, authenticate
-from app.logs import configure_logging
+from app.deps import authenticate
 from app.metrics import Metrics, MetricsMiddleware
 from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.request_log import RequestContextMiddleware
 from app.routes import architectures, artifacts, dashboard, datasets, docs, health, jobs, models
-from app.settings import Settings, get_settings
-from app.storage import open_storage
 from app.upload_slots import UploadSlots
+from core.db.migrate import upgrade_to_head
+from core.db.session import make_engine, make_session_factory, reads_without_transaction
+from core.dispatch import Dispatcher, make_dispatcher
+from core.logs import configure_logging
+from core.settings import Settings, get_settings
+from core.storage import open_storage
 
 log = logging.getLogger("app")
 
@@ -50,8 +51,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.storage.ensure_dirs()
     await run_in_threadpool(app.state.storage.sweep_partial_uploads)
     if app.state.dispatcher is None:
-        from workers.dispatch import make_dispatcher  # the worker stack loads only when serving
-
         app.state.dispatcher = make_dispatcher(settings, app.state.session_factory)
     dispatcher: Dispatcher = app.state.dispatcher
     dispatcher.start()
@@ -67,7 +66,8 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     Args:
         settings: the deployment's settings; also served to routes through ``app.deps.SettingsDep``.
-        dispatcher: hands job ids to workers; None builds ``workers.dispatch.make_dispatcher`` at start-up.
+        dispatcher: hands job ids to workers; None builds the registered one at start-up
+            (:func:`core.dispatch.make_dispatcher`).
     """
     settings = settings or get_settings()
     app = FastAPI(

@@ -25,13 +25,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db.models import Job, JobEvent, JobStatus
-from app.db.types import utcnow
-from app.settings import Settings
+from core.db.models import Job, JobEvent, JobStatus
+from core.db.types import utcnow
+from core.queues import QUEUES, WORKER_BEAT_PREFIX
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
-QUEUES = ("cpu", "gpu")
-WORKER_BEAT_PREFIX = "nncompress:worker-beat:"
 
 
 class JobsByStatus:

@@ -25,9 +25,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.errors import RateLimited, ServiceError, Unauthorized
 from app.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, http_problem
 from app.schemas.problems import SCHEMA_NAME, ProblemDetails
+from core.errors import RateLimited, ServiceError, Unauthorized
 from nncompress.datasets.errors import DatasetLimitError
 from nncompress.errors import NncompressError
 

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from app.errors import ServiceError
+from core.errors import ServiceError
 from nncompress.datasets.errors import DatasetLimitError
 from nncompress.errors import ConfigError, NncompressError
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from app.auth.principal import CurrentPrincipal
 from app.deps import SettingsDep
-from app.errors import TooManyUploads
+from core.errors import TooManyUploads
 
 # An upload's end cannot be predicted; a few seconds spreads retries without idling a client long.
 RETRY_AFTER_SECONDS = 5

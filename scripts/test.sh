@@ -9,7 +9,7 @@ scripts/bootstrap.sh
 if [ -x scripts/install_browser.sh ]; then scripts/install_browser.sh; fi
 .venv/bin/python scripts/check_services.py
 .venv/bin/ruff check .
-.venv/bin/python -m mypy nncompress app workers
+.venv/bin/python -m mypy nncompress core app workers
 .venv/bin/lint-imports import-contracts.toml
 scripts/lint_deploy.sh
 exec .venv/bin/python -m pytest -m "" -n "${NNCOMPRESS_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -124,7 +124,7 @@ def make_pg_database() -> Iterator[Callable[[], str]]:
 @pytest.fixture(scope="session")
 def pg_session_url(make_pg_database: Callable[[], str]) -> str:
     """One PostgreSQL database per test session, migrated to head."""
-    from app.db.migrate import upgrade_to_head
+    from core.db.migrate import upgrade_to_head
 
     url = make_pg_database()
     upgrade_to_head(url)
@@ -136,7 +136,7 @@ def pg_url(pg_session_url: str) -> str:
     """The session's PostgreSQL database, emptied before the test (committed data is visible to workers)."""
     from sqlalchemy import text
 
-    from app.db.session import make_engine
+    from core.db.session import make_engine
 
     engine = make_engine(pg_session_url)
     with engine.begin() as conn:
@@ -148,7 +148,7 @@ def pg_url(pg_session_url: str) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file (WAL) in the test's tmp folder, migrated to head."""
-    from app.db.migrate import upgrade_to_head
+    from core.db.migrate import upgrade_to_head
 
     url = f"sqlite:///{tmp_path / 'nncompress.db'}"
     upgrade_to_head(url)
@@ -164,7 +164,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_settings(tmp_path: Path, sqlite_url: str) -> Callable[..., Any]:
     """Builds ``Settings`` on the test's SQLite database and storage folder; keywords override."""
-    from app.settings import Settings
+    from core.settings import Settings
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"database_url": sqlite_url, "storage_dir": tmp_path / "storage"}
@@ -231,7 +231,7 @@ def make_api_key() -> Callable[..., str]:
     the tenant.
     """
     from app.auth.tenants import create_key
-    from app.db.session import make_engine, make_session_factory
+    from core.db.session import make_engine, make_session_factory
 
     def create(settings: Any, tenant: str = "team-a", **limits: int) -> str:
         engine = make_engine(settings.database_url)

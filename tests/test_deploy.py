@@ -85,7 +85,9 @@ def _write_variant(tmp_path: Path, doc: dict[str, Any]) -> Path:
     """A compose file in tmp_path next to a copy of the real Dockerfile and build context markers."""
     shutil.copy(DOCKERFILE, tmp_path / "Dockerfile")
     shutil.copy(REPO / ".dockerignore", tmp_path / ".dockerignore")
-    for name in ("pyproject.toml", "README.md", "alembic.ini", "nncompress", "app", "workers", "migrations"):
+    names = ("pyproject.toml", "README.md", "alembic.ini", "nncompress", "core", "app", "workers")
+    names += ("migrations",)
+    for name in names:
         target = tmp_path / name
         if (REPO / name).is_dir():
             target.mkdir()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.settings import get_settings
+from core.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:

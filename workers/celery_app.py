@@ -38,16 +38,16 @@ from kombu import Exchange, Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.session import make_engine, make_session_factory
-from app.logs import configure_logging
-from app.metrics import WORKER_BEAT_PREFIX
-from app.settings import Settings, get_settings
-from app.storage import open_storage
-from app.tracking.logger import MlflowLogger, start_logger
-from app.webhooks.deliverer import WebhookDeliverer
+from core.db.session import make_engine, make_session_factory
+from core.logs import configure_logging
+from core.queues import QUEUES, WORKER_BEAT_PREFIX
+from core.settings import Settings, get_settings
+from core.storage import open_storage
+from core.tracking.logger import MlflowLogger, start_logger
+from core.webhooks.deliverer import WebhookDeliverer
 from workers import runner
 from workers.no_worker import queue_beat_key
-from workers.reconciler import QUEUES, Reconciler
+from workers.reconciler import Reconciler
 
 RUN_JOB_TASK = "nncompress.run_job"
 

@@ -28,11 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Job
-from app.db.session import make_engine, make_session_factory
-from app.logs import configure_logging, log_context
-from app.settings import Settings
-from app.storage import Storage, open_storage
+from core.db.models import Job
+from core.db.session import make_engine, make_session_factory
+from core.logs import configure_logging, log_context
+from core.settings import Settings
+from core.storage import Storage, open_storage
 from workers import memory, state
 
 log = logging.getLogger("workers.child")

@@ -3,6 +3,9 @@
 Both dispatchers publish only the job id; the workers (Celery tasks or embedded threads) claim it
 with the same conditional UPDATE, run it in the same child process under the same lease, and the
 same reconciler recovers what was lost. The API process never imports torch for this.
+
+The API finds these classes by name (``core.dispatch.make_dispatcher``, entry point group
+``nncompress.dispatchers`` in ``pyproject.toml``): the web layer does not import this package.
 """
 
 from __future__ import annotations
@@ -14,16 +17,15 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Job
-from app.db.types import utcnow
-from app.settings import Settings
-from app.tracking.logger import MlflowLogger, start_logger
-from app.webhooks.deliverer import WebhookDeliverer
+from core.db.models import Job
+from core.db.types import utcnow
+from core.settings import Settings
+from core.tracking.logger import MlflowLogger, start_logger
+from core.webhooks.deliverer import WebhookDeliverer
 from workers import runner, state
 from workers.reconciler import Reconciler
 
@@ -31,23 +33,7 @@ log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], Session]
 
-__all__ = ["CeleryDispatcher", "Dispatcher", "EmbeddedDispatcher", "make_dispatcher"]
-
-
-class Dispatcher(Protocol):
-    """What the API needs from the job queue."""
-
-    def enqueue(self, job_id: str) -> None:
-        """Wakes a worker for a job just inserted as ``queued``; never raises for a broker outage."""
-
-    def start(self) -> None:
-        """Starts background work (embedded: the worker threads and the reconciler)."""
-
-    def stop(self) -> None:
-        """Stops it; running embedded jobs are killed and handed back to the queue."""
-
-    def check(self) -> None:
-        """Raises when jobs cannot be dispatched (the broker is unreachable)."""
+__all__ = ["CeleryDispatcher", "EmbeddedDispatcher"]
 
 
 def _queue_of(session_factory: SessionFactory, job_id: str) -> str:
@@ -211,10 +197,3 @@ class EmbeddedDispatcher:
             on_spawn=lambda pid: self.running.__setitem__(job_id, pid),
         )
         self.running.pop(job_id, None)
-
-
-def make_dispatcher(settings: Settings, session_factory: SessionFactory) -> Dispatcher:
-    """Celery when ``settings.broker_url`` is set, else the embedded thread pool."""
-    if settings.broker_url:
-        return CeleryDispatcher(settings, session_factory)
-    return EmbeddedDispatcher(settings, session_factory)

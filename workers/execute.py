@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db.models import Dataset, Job, Model
-from app.db.types import utcnow
-from app.storage import Storage, open_storage
+from core.db.models import Dataset, Job, Model
+from core.db.types import utcnow
+from core.storage import Storage, open_storage
 from workers import state
 from workers.child import JobContext, JobOutput
 
@@ -145,8 +145,8 @@ def load_uploaded_model(model_row: Model, storage: Storage, *, allow_pickle: boo
     if model_row.format == "hf_dir":
         return _load_hf(model_row, storage).model.eval()
     if model_row.format == "onnx_zip":
-        from app.services.model_intake import extract_onnx_zip
         from nncompress.io.onnx_import import load_onnx
+        from nncompress.io.onnx_zip import extract_onnx_zip
 
         with tempfile.TemporaryDirectory(dir=storage.path("tmp"), prefix="onnx-") as tmp:
             onnx_path = extract_onnx_zip(storage.local_path(model_row.storage_key), Path(tmp))
@@ -168,7 +168,7 @@ def load_job_dataset(
     read again here, under the deployment's caps again (checked from headers before decoding),
     because only the job process may hold the samples in memory.
     """
-    from app.services.datasets import dataset_limits
+    from core.dataset_limits import dataset_limits
     from nncompress.datasets import DatasetError, load_dataset
 
     limits = dataset_limits(ctx.settings)

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db.events import record_event
-from app.db.models import Job
-from app.db.types import utcnow
+from core.db.events import record_event
+from core.db.models import Job
+from core.db.types import utcnow
 
 log = logging.getLogger(__name__)
 

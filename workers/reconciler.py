@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Job
-from app.db.types import utcnow
+from core.db.models import Job
+from core.db.types import utcnow
+from core.queues import QUEUES
 from workers import state
 from workers.no_worker import QueueSeenAt, fail_jobs_without_workers
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, str], None]  # (job_id, queue)
 QueueDepth = Callable[[str], int | None]  # messages waiting in a queue, None when unknown
-QUEUES = ("cpu", "gpu")
 
 
 @dataclass

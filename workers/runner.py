@@ -33,9 +33,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, Tenant
-from app.logs import log_context
-from app.settings import Settings
+from core.db.models import Job, Tenant
+from core.logs import log_context
+from core.settings import Settings
 from workers import memory, state
 
 log = logging.getLogger(__name__)

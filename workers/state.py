@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.db.events import record_event
-from app.db.models import Artifact, Job, JobEvent
-from app.db.types import utcnow
+from core.db.events import record_event
+from core.db.models import Artifact, Job, JobEvent
+from core.db.types import utcnow
 
 __all__ = [
     "ACTIVE_STATUSES",

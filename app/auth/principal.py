@@ -25,10 +25,10 @@ from app.auth.cache import TtlCache
 from app.auth.keys import hash_key, matches, split_key
 from app.auth.ratelimit import RateLimiter, retry_after
 from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
-from app.db.models import ApiKey, Tenant
-from app.db.types import utcnow
-from app.errors import RateLimited, Unauthorized
-from app.settings import Settings
+from core.db.models import ApiKey, Tenant
+from core.db.types import utcnow
+from core.errors import RateLimited, Unauthorized
+from core.settings import Settings
 
 # last_used_at is written at most this often per key: one UPDATE per request would serialize writers.
 LAST_USED_RESOLUTION = timedelta(seconds=60)

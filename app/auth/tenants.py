@@ -9,8 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.keys import generate_key, hash_key, new_webhook_secret
-from app.db.models import ApiKey, Tenant
-from app.db.types import utcnow
+from core.db.models import ApiKey, Tenant
+from core.db.types import utcnow
 
 DEFAULT_TENANT = "default"
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.tenants import create_key, list_keys, revoke_key
-from app.db.migrate import upgrade_to_head
-from app.db.models import Tenant
-from app.db.session import make_engine, make_session_factory
-from app.settings import Settings, get_settings
+from core.db.migrate import upgrade_to_head
+from core.db.models import Tenant
+from core.db.session import make_engine, make_session_factory
+from core.settings import Settings, get_settings
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:

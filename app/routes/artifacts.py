@@ -8,7 +8,9 @@ from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
 from app.deps import CurrentJob, SettingsDep, StorageDep
-from app.errors import (
+from app.openapi import problems
+from app.services.artifacts import artifact_file, check_range, find_artifact
+from core.errors import (
     InvalidRange,
     JobNotFinished,
     JobNotSucceeded,
@@ -16,8 +18,6 @@ from app.errors import (
     RangeNotSatisfiable,
     StorageUnavailable,
 )
-from app.openapi import problems
-from app.services.artifacts import artifact_file, check_range, find_artifact
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 # What the pipeline writes: weights (safetensors, TorchScript), ONNX models, JSON reports and manifests.

@@ -7,22 +7,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.db.models import Dataset
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, load_or_404
-from app.errors import FormatMismatch, InvalidCursor, InvalidUpload, NotFound, UploadTooLarge
 from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
 from app.schemas.datasets import DatasetOut, DatasetPage, dataset_out
 from app.services.datasets import (
     EXTRA_FILE_FIELDS,
     FILE_FIELD,
     create_dataset,
-    dataset_limits,
     list_datasets,
     parse_normalize,
 )
 from app.services.multipart import receive_form
 from app.services.pagination import CURSOR_PATTERN
 from app.upload_slots import UPLOAD_SLOT
+from core.dataset_limits import dataset_limits
+from core.db.models import Dataset
+from core.errors import FormatMismatch, InvalidCursor, InvalidUpload, NotFound, UploadTooLarge
 from nncompress.datasets import FORMATS, DatasetError
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from app.errors import NotFound
+from core.errors import NotFound
 
 ASSETS_PATH = "/docs/assets"
 FAVICON = "/ui/favicon.svg"  # the dashboard's icon (app/static)

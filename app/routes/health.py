@@ -8,8 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.deps import DispatcherDep, SessionDep, StorageDep
-from app.errors import NotReady
 from app.openapi import problems
+from core.errors import NotReady
 
 router = APIRouter(tags=["health"])
 

@@ -9,18 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.conditional import NOT_MODIFIED, json_or_not_modified
-from app.db.models import JobStatus
 from app.deps import CurrentJob, CurrentPrincipal, DispatcherDep, SessionDep, SettingsDep
-from app.errors import (
-    IdempotencyConflict,
-    InvalidCursor,
-    InvalidInputShape,
-    InvalidJobSpec,
-    InvalidWebhook,
-    JobFinished,
-    NotFound,
-    TooManyJobs,
-)
 from app.openapi import engine_errors, problems
 from app.schemas.jobs import (
     EventOut,
@@ -39,6 +28,17 @@ from app.services.event_stream import job_event_stream
 from app.services.job_reads import list_jobs, read_job
 from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_mlflow_deliveries
 from app.services.pagination import CURSOR_PATTERN
+from core.db.models import JobStatus
+from core.errors import (
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidInputShape,
+    InvalidJobSpec,
+    InvalidWebhook,
+    JobFinished,
+    NotFound,
+    TooManyJobs,
+)
 from nncompress.datasets import DatasetError
 from nncompress.errors import ConfigError
 

@@ -7,9 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.db.models import Model
 from app.deps import CurrentModel, CurrentPrincipal, SessionDep, SettingsDep, StorageDep
-from app.errors import (
+from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
+from app.schemas.models import ModelOut, PreflightIn
+from app.services.bounds import JobLimits
+from app.services.model_intake import FORMATS
+from app.services.models import create_model
+from app.services.multipart import receive_form
+from app.services.preflight import run_preflight
+from app.upload_slots import UPLOAD_SLOT
+from core.db.models import Model
+from core.errors import (
     FormatMismatch,
     InvalidInputShape,
     InvalidJobSpec,
@@ -24,14 +32,6 @@ from app.errors import (
     UploadTooLarge,
     WeightsMismatch,
 )
-from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
-from app.schemas.models import ModelOut, PreflightIn
-from app.services.bounds import JobLimits
-from app.services.model_intake import FORMATS
-from app.services.models import create_model
-from app.services.multipart import receive_form
-from app.services.preflight import run_preflight
-from app.upload_slots import UPLOAD_SLOT
 from nncompress.errors import ConfigError, ModelLoadError, UnsupportedModelError
 from nncompress.inspection import ExampleInputError
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.db.models import Dataset
+from core.db.models import Dataset
 
 
 class DatasetFileOut(BaseModel):

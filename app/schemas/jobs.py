@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.db.models import Job
+from core.db.models import Job
 from nncompress.finetune import FinetuneSpec
 from nncompress.pipeline import JobOptions, ScheduleSpec
 from nncompress.quantize import QuantSpec

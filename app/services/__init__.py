@@ -1,1 +1,1 @@
-"""Service functions: take keyword arguments, do the work, raise domain errors (app.errors)."""
+"""Service functions: take keyword arguments, do the work, raise domain errors (core.errors)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from app.db.models import Artifact, Job, JobStatus
-from app.errors import InvalidRange, JobNotFinished, JobNotSucceeded, NotFound, RangeNotSatisfiable
-from app.storage import Storage
+from core.db.models import Artifact, Job, JobStatus
+from core.errors import InvalidRange, JobNotFinished, JobNotSucceeded, NotFound, RangeNotSatisfiable
+from core.storage import Storage
 
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from app.errors import InvalidJobSpec
-from app.settings import Settings
+from core.errors import InvalidJobSpec
+from core.settings import Settings
 from nncompress.pipeline import JobSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -3,8 +3,8 @@
 Validation is the engine's :func:`~nncompress.datasets.scan_dataset`: the loader's checks, applied
 while streaming (headers first, then array values a chunk at a time and images one at a time), so
 the API never holds the samples, and a few KiB that declare gigabytes are refused from their
-headers. The caps (:func:`dataset_limits`, from settings) are the ones the job's loader enforces
-again. Nothing is unpickled (an object array is refused by its ``.npy`` header). A malformed
+headers. The caps (:func:`core.dataset_limits.dataset_limits`, from settings) are the ones the job's
+loader enforces again. Nothing is unpickled (an object array is refused by its ``.npy`` header). A malformed
 upload is a 422 with the loader's message, one over a cap a 413 naming the cap
 (``dataset_<cap>_exceeded``), and a job never starts on data that cannot be read.
 """
@@ -18,14 +18,13 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Dataset
-from app.db.types import new_id
-from app.errors import FormatMismatch, InvalidUpload
 from app.services.models import display_filename
 from app.services.multipart import ReceivedForm
 from app.services.pagination import decode_cursor, encode_cursor
-from app.settings import Settings
-from app.storage import Storage, TempWrite
+from core.db.models import Dataset
+from core.db.types import new_id
+from core.errors import FormatMismatch, InvalidUpload
+from core.storage import Storage, TempWrite
 from nncompress.datasets import (
     FORMATS,
     DatasetError,
@@ -40,19 +39,6 @@ from nncompress.datasets import (
 # and optionally a validation part in the same format (then no split is made).
 FILE_FIELD = "file"
 EXTRA_FILE_FIELDS = ("labels", "val_file", "val_labels")
-
-
-def dataset_limits(settings: Settings) -> DatasetLimits:
-    """The deployment's data set caps (``NNCOMPRESS_DATASET_MAX_*``), for the API and the jobs alike."""
-    return DatasetLimits(
-        max_ratio=settings.dataset_max_ratio,
-        max_image_pixels=settings.dataset_max_image_pixels,
-        max_samples=settings.dataset_max_samples,
-        max_decoded_bytes=settings.dataset_max_decoded_bytes,
-        max_archive_entries=settings.dataset_max_archive_entries,
-        max_unpacked_bytes=settings.dataset_max_unpacked_bytes,
-        max_classes=settings.dataset_max_classes,
-    )
 
 
 def dataset_key(dataset_id: str, role: str) -> str:

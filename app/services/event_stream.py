@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.db.models import FINISHED_STATUSES, Job, JobEvent
 from app.schemas.jobs import EventOut
+from core.db.models import FINISHED_STATUSES, Job, JobEvent
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select
 
-from app.db.models import Artifact, Job
-from app.db.types import is_id
-from app.errors import NotFound
 from app.services.pagination import decode_cursor, encode_cursor
+from core.db.models import Artifact, Job
+from core.db.types import is_id
+from core.errors import NotFound
 
 _JOBS = Job.__table__
 _ARTIFACTS = Artifact.__table__

@@ -12,8 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
-from app.db.events import record_event
-from app.db.models import (
+from app.schemas.jobs import JobIn
+from app.services.bounds import JobLimits
+from app.services.validation import validate_job
+from core.db.events import record_event
+from core.db.models import (
     Dataset,
     EventType,
     Job,
@@ -24,12 +27,9 @@ from app.db.models import (
     Tenant,
     WebhookDelivery,
 )
-from app.db.types import is_id, new_id, utcnow
-from app.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
-from app.schemas.jobs import JobIn
-from app.services.bounds import JobLimits
-from app.services.validation import validate_job
-from app.webhooks.urls import check_webhook_url
+from core.db.types import is_id, new_id, utcnow
+from core.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
+from core.webhooks.urls import check_webhook_url
 
 UNFINISHED_STATUSES = ("queued", "running", "cancelling")
 

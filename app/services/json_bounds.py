@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import InvalidUpload
+from core.errors import InvalidUpload
 
 # A safetensors header is {name: {dtype, shape: [...], data_offsets: [...]}, __metadata__: {str: str}}:
 # depth 3. A transformers config.json nests a few levels more; 64 is far beyond both.

@@ -9,14 +9,16 @@ model's ``details``.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from app.errors import (
+from app.services.json_bounds import check_safetensors_header
+from app.services.model_summary import describe_weights, layers_of
+from app.services.pickle_scan import legacy_torch_kind, torch_zip_kind
+from core.errors import (
     InvalidUpload,
     OnnxExternalData,
     UnknownArchitecture,
@@ -24,11 +26,9 @@ from app.errors import (
     UnsupportedOnnxOps,
     WeightsMismatch,
 )
-from app.services.json_bounds import check_safetensors_header
-from app.services.model_summary import describe_weights, layers_of
-from app.services.pickle_scan import legacy_torch_kind, torch_zip_kind
 from nncompress.errors import ModelLoadError
 from nncompress.io.intake import detect_format
+from nncompress.io.onnx_zip import ZIP_MEMBER_NAME
 from nncompress.models import names
 
 # What the API calls each kind of upload (stored as Model.format).
@@ -49,7 +49,6 @@ PT2_ROUTES = [
 # An ONNX zip: a few plain file names (model.onnx, model.onnx.data, ...), none inflating absurdly.
 MAX_ZIP_MEMBERS = 64
 MAX_RATIO = 200
-ZIP_MEMBER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 ONNX_EXPORT_HINT = (
     'export with torch.onnx.export(model, example, "model.onnx", dynamo=False, opset_version=17); '
     "the legacy TorchScript exporter emits plain Conv/Gemm/MatMul ops"
@@ -279,29 +278,6 @@ def describe_onnx_zip(path: Path) -> dict[str, Any]:
             details = describe_onnx(Path(tmp.name), data_files=data_files)
     details["source"] = "onnx_zip"
     return details
-
-
-def extract_onnx_zip(path: Path, dest: Path) -> Path:
-    """Writes the zip's one ``.onnx`` file and the other plain files beside it into ``dest``.
-
-    Member names are never used as paths: each is reduced to its last component, which must be a
-    plain name, and written under ``dest`` (:func:`describe_onnx_zip` refused anything else at
-    upload). Used by the worker (to import the model) and by preflight.
-    """
-    with zipfile.ZipFile(path) as archive:
-        members = [i for i in archive.infolist() if not i.is_dir()]
-        onnx_files = [i for i in members if i.filename.lower().endswith(".onnx")]
-        if len(onnx_files) != 1:
-            raise ModelLoadError(f"the zip holds {len(onnx_files)} .onnx files; expected one")
-        for info in members:
-            name = info.filename.rpartition("/")[2]
-            if not ZIP_MEMBER_NAME.fullmatch(name):
-                raise ModelLoadError(
-                    f"zip member {info.filename!r} has an unexpected name", member=info.filename
-                )
-            with archive.open(info) as src, open(dest / name, "xb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
-    return dest / onnx_files[0].filename.rpartition("/")[2]
 
 
 def describe_hf(path: Path) -> dict[str, Any]:

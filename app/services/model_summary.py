@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from app.errors import InvalidUpload, UnknownArchitecture, WeightsMismatch
+from core.errors import InvalidUpload, UnknownArchitecture, WeightsMismatch
 from nncompress.models import get
 from nncompress.models.meta import build_on_meta
 

@@ -11,12 +11,12 @@ import unicodedata
 
 from sqlalchemy.orm import Session
 
-from app.db.models import Model
-from app.db.types import new_id
-from app.errors import FormatMismatch, InvalidUpload, PickleDisabled
 from app.services.json_bounds import check_json_file
 from app.services.model_intake import check_architecture, classify, describe
-from app.storage import Storage, TempWrite, config_key, model_key
+from core.db.models import Model
+from core.db.types import new_id
+from core.errors import FormatMismatch, InvalidUpload, PickleDisabled
+from core.storage import Storage, TempWrite, config_key, model_key
 
 _UNSAFE_CHARS = re.compile(r"[^\w.\- ]+")
 

@@ -14,8 +14,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import InvalidUpload, UploadTooLarge
-from app.storage import LimitExceeded, Storage, TempWrite
+from core.errors import InvalidUpload, UploadTooLarge
+from core.storage import LimitExceeded, Storage, TempWrite
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 16

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from app.errors import InvalidCursor
+from core.errors import InvalidCursor
 
 # 14 hex digits of microseconds reach the year 4253, well inside what datetime holds.
 CURSOR_PATTERN = r"^[0-9a-f]{1,14}\.[0-9a-f]{32}$"

@@ -25,15 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.db.models import Model
-from app.errors import InvalidUpload, PreflightUnavailable
 from app.schemas.models import PreflightIn
 from app.services.bounds import JobLimits, check_input_shape, check_numbers
-from app.services.model_intake import extract_onnx_zip
 from app.services.validation import check_on_architecture, default_input_dtype, default_input_shape
-from app.storage import Storage
+from core.db.models import Model
+from core.errors import InvalidUpload, PreflightUnavailable
+from core.storage import Storage
 from nncompress.inspection import preflight
 from nncompress.io.intake import load_model
+from nncompress.io.onnx_zip import extract_onnx_zip
 from nncompress.models import get
 
 # About 600 MB of float32 weights built (and traced) in the API process per request: BERT-base

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.db.models import Dataset, Model
-from app.errors import InvalidInputShape, InvalidJobSpec
 from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits, check_job_limits, check_numbers
 from app.services.datasets import check_job_dataset
 from app.services.model_summary import build_meta, meta_output_shape, skeleton
+from core.db.models import Dataset, Model
+from core.errors import InvalidInputShape, InvalidJobSpec
 from nncompress.config import parse_config_list, resolve_config
 from nncompress.models import get
 from nncompress.pipeline import JobSpec

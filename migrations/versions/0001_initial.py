@@ -17,7 +17,7 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen here rather than imported from app.db.types, so the migration never changes under it.
+# Frozen here rather than imported from core.db.types, so the migration never changes under it.
 UTC_DATETIME = sa.DateTime(timezone=True)
 
 

@@ -11,10 +11,10 @@ from safetensors.torch import save as save_safetensors
 from sqlalchemy.orm import Session
 
 from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
-from app.db.events import record_event
-from app.db.models import Artifact, EventType, Job, Model
-from app.db.types import new_id, utcnow
-from app.storage import Storage, artifact_key
+from core.db.events import record_event
+from core.db.models import Artifact, EventType, Job, Model
+from core.db.types import new_id, utcnow
+from core.storage import Storage, artifact_key
 from nncompress.models import get
 
 CONV_HALF = [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.conftest import RecordingDispatcher
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db.models import Job
+from core.db.models import Job
 from tests.app.factories import finished_job, job_body, uploaded_mnist
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes, every offset distinguishable

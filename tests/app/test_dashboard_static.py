@@ -112,7 +112,7 @@ def test_the_pruner_and_dataset_lists_of_the_job_form_match_the_engine() -> None
 
 
 def test_the_status_filter_of_the_job_list_offers_every_job_status() -> None:
-    from app.db.models import JobStatus
+    from core.db.models import JobStatus
 
     source = FILES["js/view-jobs.js"].read_text()
     statuses = re.search(r"export const STATUSES = \[([^\]]*)\]", source)

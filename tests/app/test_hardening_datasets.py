@@ -31,7 +31,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.services.datasets import dataset_limits
+from core.dataset_limits import dataset_limits
 from nncompress.datasets import DatasetLimitError, load_dataset, load_mnist_idx
 from tests.app.dataset_files import idx_bytes, imagefolder_zip, mnist_arrays, npz_bytes, upload_dataset
 
@@ -256,7 +256,7 @@ def test_pillow_bomb_guard_is_the_pixel_cap_not_a_decode_error(
 
 
 def _settings(**overrides: Any) -> Any:
-    from app.settings import Settings
+    from core.settings import Settings
 
     return Settings(**overrides)
 
@@ -281,9 +281,9 @@ def test_the_job_process_loads_an_upload_under_the_deployments_caps(
 ) -> None:
     from types import SimpleNamespace
 
-    from app.db.models import Dataset
-    from app.db.session import make_engine, make_session_factory
-    from app.storage import Storage
+    from core.db.models import Dataset
+    from core.db.session import make_engine, make_session_factory
+    from core.storage import Storage
     from workers.child import JobContext
     from workers.execute import load_job_dataset
 

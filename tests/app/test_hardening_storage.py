@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.storage import PROCESS_STARTED, Storage
+from core.storage import PROCESS_STARTED, Storage
 
 
 def _part(folder: Path, name: str, mtime: float | None) -> Path:

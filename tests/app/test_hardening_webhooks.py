@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.errors import InvalidWebhook
-from app.webhooks.urls import check_webhook_url, embedded_ipv4
+from core.errors import InvalidWebhook
+from core.webhooks.urls import check_webhook_url, embedded_ipv4
 from tests.app.factories import job_body, uploaded_mnist
 
 EMBEDDING_PRIVATE_IPV4 = [
@@ -99,8 +99,8 @@ class _Receiver:
 def test_a_name_rebound_to_loopback_after_the_check_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from app.settings import Settings
-    from app.webhooks.deliverer import WebhookDeliverer
+    from core.settings import Settings
+    from core.webhooks.deliverer import WebhookDeliverer
 
     receiver = _Receiver()
     real_getaddrinfo = socket.getaddrinfo
@@ -129,7 +129,7 @@ def test_a_name_rebound_to_loopback_after_the_check_is_not_called(monkeypatch: p
 
 
 def test_pinned_request_keeps_the_host_for_the_server_and_tls() -> None:
-    from app.webhooks.urls import pinned_request
+    from core.webhooks.urls import pinned_request
 
     url, headers, extensions = pinned_request("https://user:pw@hooks.example.com:8443/a?b=1", "2606:4700::1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from app.db.session import make_engine
+from core.db.session import make_engine
 from tests.app.factories import job_body, uploaded_mnist
 
 

@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select
 
-from app.db.models import Job, JobEvent
 from app.main import create_app
+from core.db.models import Job, JobEvent
 from tests.app.factories import job_body, mnist_safetensors
 from tests.conftest import RecordingDispatcher
 

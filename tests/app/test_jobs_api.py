@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.db.models import Job
+from core.db.models import Job
 from nncompress.pipeline import JobSpec
 from tests.app.factories import finished_job, job_body, uploaded_mnist
 

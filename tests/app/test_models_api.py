@@ -223,7 +223,7 @@ def test_worker_loads_an_upload_with_its_intake_format(
     """What a worker does with a stored upload: intake's load_model with ``Model.intake_format``."""
     import torch
 
-    from app.db.models import Model
+    from core.db.models import Model
     from nncompress.io.intake import load_model
     from nncompress.models import get
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.logs import configure_logging, log_context
+from core.logs import configure_logging, log_context
 from tests.app.factories import job_body, uploaded_mnist
 from tests.conftest import bearer
 from workers import state

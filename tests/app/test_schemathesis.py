@@ -25,7 +25,7 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.app.dataset_files import mnist_arrays, npz_bytes
 from tests.app.factories import finished_job, job_body, mnist_safetensors
 from tests.app.test_idempotency_concurrency import free_port

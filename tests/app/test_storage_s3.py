@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.settings import Settings
-from app.storage import open_storage
-from app.storage_s3 import STALE_UPLOAD_SECONDS, S3Storage, S3TempWrite, make_client
+from core.settings import Settings
+from core.storage import open_storage
+from core.storage_s3 import STALE_UPLOAD_SECONDS, S3Storage, S3TempWrite, make_client
 from tests.app.factories import finished_job, mnist_safetensors, upload, uploaded_mnist
 from tests.s3_server import S3Bucket
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.errors import InvalidInputShape
 from app.services import model_summary, validation
 from app.services.model_summary import build_meta, layers_of, skeleton
+from core.errors import InvalidInputShape
 from nncompress.config import resolve_config
 from nncompress.errors import ConfigError
 from tests.app.factories import job_body, uploaded_mnist
@@ -79,7 +79,7 @@ def test_a_model_recorded_without_layers_is_checked_on_the_built_architecture(
 ) -> None:
     from sqlalchemy import update
 
-    from app.db.models import Model
+    from core.db.models import Model
 
     client: TestClient = make_client()
     model_id = uploaded_mnist(client)

@@ -123,8 +123,8 @@ def test_a_tenants_new_limit_applies_when_its_cached_principal_expires(
 ) -> None:
     from sqlalchemy import update
 
-    from app.db.models import Tenant
-    from app.db.session import make_engine
+    from core.db.models import Tenant
+    from core.db.session import make_engine
 
     client = as_tenant(make_client, settings, make_api_key(settings, "alice", requests_per_minute=1000))
     cache = client.app.state.principal_cache  # type: ignore[attr-defined]

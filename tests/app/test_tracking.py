@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.db.migrate import upgrade_to_head
-from app.db.models import Job, MlflowDelivery
-from app.db.session import make_engine, make_session_factory
-from app.storage import Storage
-from app.tracking.content import MAX_PARAM_CHARS, MetricPoint, job_metrics, job_params
+from core.db.migrate import upgrade_to_head
+from core.db.models import Job, MlflowDelivery
+from core.db.session import make_engine, make_session_factory
+from core.storage import Storage
+from core.tracking.content import MAX_PARAM_CHARS, MetricPoint, job_metrics, job_params
 from tests.app.factories import finished_job, job_body, model_row, uploaded_mnist
 from workers import state
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.auth.keys import new_webhook_secret
-from app.db.models import Tenant
-from app.webhooks.deliverer import WebhookDeliverer
+from core.db.models import Tenant
+from core.webhooks.deliverer import WebhookDeliverer
 from tests.app.factories import job_body, uploaded_mnist
 from tests.conftest import WebhookReceiver, bearer
 from workers import state
@@ -25,7 +25,7 @@ ALL_EVENTS = ["started", "stage_changed", "succeeded", "failed", "cancelled"]
 
 
 def expected_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
-    # Written from the Standard Webhooks spec, independently of app.webhooks.signing.
+    # Written from the Standard Webhooks spec, independently of core.webhooks.signing.
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()

@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import select
 
 from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
-from app.db.models import Job, JobEvent, Model
-from app.db.session import make_engine, make_session_factory
-from app.settings import Settings
+from core.db.models import Job, JobEvent, Model
+from core.db.session import make_engine, make_session_factory
+from core.settings import Settings
 from tests.s3_server import s3_bucket, s3_server  # noqa: F401 - fixtures of the object-storage tests
 
 REPO = Path(__file__).resolve().parents[2]

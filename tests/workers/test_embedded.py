@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from core.dispatch import make_dispatcher
+from core.settings import Settings
 from tests.workers.conftest import FAST, TARGET, Jobs, marker_lines, pid_alive, wait_for
 from workers import runner
-from workers.dispatch import EmbeddedDispatcher, make_dispatcher
+from workers.dispatch import EmbeddedDispatcher
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.app.dataset_files import MNIST_NORMALIZE, mnist_arrays, npz_bytes, upload_dataset
 from tests.conftest import bearer
 from tests.workers.conftest import FAST, Jobs, RedisServer, WorkerProcess, wait_for

@@ -18,7 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from nncompress.models import get
 from tests.workers.conftest import FAST
 

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.library_zoo import ONNX, ONNX_DYNAMO, ZOO, ZooCase, export_upload
 from tests.workers.conftest import FAST
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from core.settings import Settings
 from tests.workers.conftest import FAST, SEED_SPEC, TARGET, Jobs, marker_lines, pid_alive
 from workers import memory, runner
 from workers.dispatch import EmbeddedDispatcher

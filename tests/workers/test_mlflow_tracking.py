@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 
 from app.auth.tenants import DEFAULT_TENANT
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.app.dataset_files import MNIST_NORMALIZE, mnist_arrays, npz_bytes, upload_dataset
 from tests.conftest import bearer
 from tests.s3_server import S3Bucket

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.db.models import Job
-from app.db.types import utcnow
+from core.db.models import Job
+from core.db.types import utcnow
 from tests.workers.conftest import Jobs, RedisServer
 from workers.no_worker import NO_WORKER
 from workers.reconciler import Reconciler
@@ -60,7 +60,7 @@ def test_gpu_job_waits_while_a_gpu_worker_is_alive(db_jobs: Jobs) -> None:
 
 
 def test_worker_beat_records_its_queues_in_redis(redis_server: RedisServer) -> None:
-    from app.settings import Settings
+    from core.settings import Settings
     from workers.celery_app import consumed_queues, create_celery_app, queue_seen_at, worker_beat
 
     app = create_celery_app(Settings(broker_url=redis_server.url))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from core.settings import Settings
 from tests.workers.conftest import FAST, TARGET, Jobs, marker_lines, pid_alive, wait_for
 from workers import runner, state
 
@@ -102,7 +102,7 @@ def test_lost_lease_kills_the_child_and_records_nothing(db_jobs: Jobs, tmp_path:
     # then the supervisor kills its job process and leaves the row to the new owner.
     from sqlalchemy import update
 
-    from app.db.models import Job
+    from core.db.models import Job
 
     marker = tmp_path / "runs"
     job_id = db_jobs.create(workload="sleep", seconds=60, marker=str(marker))

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.conftest import bearer
 from tests.s3_server import S3Bucket
 from tests.workers.conftest import FAST, SEED_SPEC, RedisServer, WorkerProcess

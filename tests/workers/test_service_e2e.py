@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.conftest import WebhookReceiver, bearer
 from tests.workers.conftest import FAST, SEED_SPEC, RedisServer, WorkerProcess, wait_for
 

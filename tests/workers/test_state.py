@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.db.models import Job
-from app.db.types import utcnow
+from core.db.models import Job
+from core.db.types import utcnow
 from tests.workers.conftest import Jobs
 from workers import state
 

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db.types import utcnow
-from app.settings import Settings
+from core.db.types import utcnow
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

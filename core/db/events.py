@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db.models import EventType, Job, JobEvent
-from app.tracking import outbox as mlflow_outbox
-from app.webhooks.outbox import enqueue_for_event
+from core.db.models import EventType, Job, JobEvent
+from core.tracking import outbox as mlflow_outbox
+from core.webhooks.outbox import enqueue_for_event
 
 
 def record_event(

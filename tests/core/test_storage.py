@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import LimitExceeded, Storage, artifact_key, model_key
+from core.storage import LimitExceeded, Storage, artifact_key, model_key
 
 
 @pytest.mark.parametrize("key", ["../x", "models/../../x", "/etc/passwd", "models//x", "jobs/a/.hidden", ""])

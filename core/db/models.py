@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from app.db.types import UTCDateTime, new_id, utcnow
+from core.db.types import UTCDateTime, new_id, utcnow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -213,9 +213,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     last_finished_stage: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # {url, events, secret?}: where and what to deliver (app/webhooks); the secret is never shown back.
+    # {url, events, secret?}: where and what to deliver (core/webhooks); the secret is never shown back.
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # {experiment?, registered_model?} when the deployment tracks jobs in MLflow (app/tracking); else NULL.
+    # {experiment?, registered_model?} when the deployment tracks jobs in MLflow (core/tracking); else NULL.
     mlflow: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

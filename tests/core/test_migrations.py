@@ -14,9 +14,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from app.db.migrate import downgrade_to_base, upgrade_to_head
-from app.db.models import Base
-from app.db.session import make_engine
+from core.db.migrate import downgrade_to_base, upgrade_to_head
+from core.db.models import Base
+from core.db.session import make_engine
 
 TABLES = {"models", "jobs", "job_events", "artifacts"}
 
@@ -93,7 +93,7 @@ def test_0002_moves_existing_rows_to_the_default_tenant_and_keeps_their_events(e
     from alembic import command
     from sqlalchemy import text
 
-    from app.db.migrate import alembic_config
+    from core.db.migrate import alembic_config
 
     command.upgrade(alembic_config(empty_url), "0001")
     engine = make_engine(empty_url)

@@ -19,13 +19,13 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, Tenant, WebhookDelivery
-from app.db.types import utcnow
-from app.errors import InvalidWebhook
-from app.outbox import OutboxPoller
-from app.settings import Settings
-from app.webhooks.signing import sign
-from app.webhooks.urls import check_webhook_url, pinned_request, refused_address
+from core.db.models import Job, Tenant, WebhookDelivery
+from core.db.types import utcnow
+from core.errors import InvalidWebhook
+from core.outbox import OutboxPoller
+from core.settings import Settings
+from core.webhooks.signing import sign
+from core.webhooks.urls import check_webhook_url, pinned_request, refused_address
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Object storage: :class:`app.storage.Storage`'s interface over an S3-compatible store (S3, MinIO, Ceph, R2).
+"""Object storage: :class:`core.storage.Storage`'s interface over an S3-compatible store (S3,
+MinIO, Ceph, R2).
 
 Chosen by ``NNCOMPRESS_STORAGE_URL=s3://bucket/prefix``; the endpoint, credentials and region are
 boto3's standard ``AWS_*`` variables. Every key lives at ``<prefix>/<key>`` in the bucket.
@@ -32,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import StorageUnavailable
-from app.storage import PROCESS_STARTED, Storage, TempWrite
+from core.errors import StorageUnavailable
+from core.storage import PROCESS_STARTED, Storage, TempWrite
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

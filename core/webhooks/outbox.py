@@ -1,7 +1,7 @@
 """Webhook messages written with the transition that causes them, in the same transaction.
 
 The job's code never sends anything: a transition adds a ``webhook_deliveries`` row, and the
-deliverer (app/webhooks/deliverer.py) sends it later. A slow or dead receiver therefore never
+deliverer (core/webhooks/deliverer.py) sends it later. A slow or dead receiver therefore never
 delays a job, and a message exists exactly when its transition was committed.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, WebhookDelivery
-from app.db.types import utcnow
+from core.db.models import Job, WebhookDelivery
+from core.db.types import utcnow
 
 # Event types of the job's events list that a webhook subscriber can ask for, by their webhook name.
 WEBHOOK_EVENT_OF = {

@@ -2,7 +2,7 @@
 
 Keys look like ``models/<id>/upload.bin`` or ``jobs/<job_id>/<artifact name>``; no user-supplied
 file name ever becomes part of a path. :class:`Storage` keeps them in a local folder (the embedded
-default); ``app.storage_s3.S3Storage`` is the same interface over an S3-compatible store, with that
+default); ``core.storage_s3.S3Storage`` is the same interface over an S3-compatible store, with that
 folder as its local cache. :func:`open_storage` picks one from the settings. Writes go to a temp
 file and are renamed into place, so a failed or oversize upload leaves nothing behind.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 # Taken when the process first imports storage, before it serves or runs anything.
@@ -176,7 +176,7 @@ class Storage:
 def open_storage(settings: Settings) -> Storage:
     """The storage the settings name: S3 for ``storage_url``, else the ``storage_dir`` folder."""
     if settings.storage_url:
-        from app.storage_s3 import S3Storage  # boto3 loads only where object storage is configured
+        from core.storage_s3 import S3Storage  # boto3 loads only where object storage is configured
 
         return S3Storage.from_settings(settings)
     return Storage(settings.storage_dir)

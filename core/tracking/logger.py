@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, MlflowDelivery, Tenant
-from app.db.types import utcnow
-from app.outbox import OutboxPoller
-from app.settings import Settings
-from app.storage import Storage, open_storage
-from app.tracking.content import JOB_ID_TAG, RunContent, job_metrics, job_params, job_tags
+from core.db.models import Job, MlflowDelivery, Tenant
+from core.db.types import utcnow
+from core.outbox import OutboxPoller
+from core.settings import Settings
+from core.storage import Storage, open_storage
+from core.tracking.content import JOB_ID_TAG, RunContent, job_metrics, job_params, job_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

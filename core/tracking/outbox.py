@@ -1,7 +1,7 @@
 """MLflow deliveries written with the transition that ends a job, in the same transaction.
 
-Like webhooks (app/webhooks/outbox.py), the job never talks to MLflow: ending it adds a pending
-``mlflow_deliveries`` row, and the logger (app/tracking/logger.py) writes the run afterwards. A slow
+Like webhooks (core/webhooks/outbox.py), the job never talks to MLflow: ending it adds a pending
+``mlflow_deliveries`` row, and the logger (core/tracking/logger.py) writes the run afterwards. A slow
 or dead tracking server therefore never fails or delays a job.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, MlflowDelivery
-from app.db.types import utcnow
+from core.db.models import Job, MlflowDelivery
+from core.db.types import utcnow
 
 # The events that end a job; each job has exactly one (the transitions are conditional UPDATEs).
 FINAL_EVENTS = frozenset({"succeeded", "failed", "cancelled"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from core.settings import Settings
 
 ENV_NAMES = ("DATABASE_URL", "BROKER_URL", "STORAGE_DIR")
 

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     storage_dir: Path = Field(
         default=Path("./var/storage"), validation_alias=_env("storage_dir", "STORAGE_DIR")
     )
-    # Object storage (app.storage_s3); credentials and endpoint come from the standard AWS_* variables.
+    # Object storage (core.storage_s3); credentials and endpoint come from the standard AWS_* variables.
     storage_url: str | None = Field(
         default=None,
         description="s3://bucket/prefix: uploads, data sets and artifacts in an S3-compatible store "
@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_seconds: float = Field(default=2.0, gt=0, description="first retry delay; doubles")
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
-    # MLflow tracking (app/tracking): set, every job is logged as one run once it has ended.
+    # MLflow tracking (core/tracking): set, every job is logged as one run once it has ended.
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=_env("mlflow_tracking_uri", "MLFLOW_TRACKING_URI"),

@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from app.errors import InvalidWebhook
+from core.errors import InvalidWebhook
 
 # IPv6 prefixes that carry an IPv4 address in their bits (RFC 6052 NAT64, RFC 3056 6to4).
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))

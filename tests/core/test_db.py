@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.tenants import DEFAULT_TENANT, get_or_create_tenant
-from app.db.events import record_event
-from app.db.models import EventType, Job, JobEvent, JobStatus, Model
-from app.db.session import make_engine, make_session_factory
+from core.db.events import record_event
+from core.db.models import EventType, Job, JobEvent, JobStatus, Model
+from core.db.session import make_engine, make_session_factory
 
 
 def _model(session: Session) -> Model:

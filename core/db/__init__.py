@@ -1,7 +1,7 @@
 """The service's database: SQLAlchemy 2 models, engine/session factories, events and migrations."""
 
-from app.db.models import ApiKey, Artifact, Base, Job, JobEvent, Model, Tenant, WebhookDelivery
-from app.db.session import make_engine, make_session_factory
+from core.db.models import ApiKey, Artifact, Base, Job, JobEvent, Model, Tenant, WebhookDelivery
+from core.db.session import make_engine, make_session_factory
 
 __all__ = [
     "ApiKey",
