@@ -11,7 +11,8 @@ from nncompress.finetune.checkpoint import CHECKPOINT_FILE, remove_checkpoint
 from nncompress.finetune.distill import distillation_loss
 from nncompress.finetune.errors import FinetuneCancelled
 from nncompress.finetune.evaluate import EvalResult, evaluate
-from nncompress.finetune.loop import EpochRecord, FinetuneProgress, FinetuneResult, finetune
+from nncompress.finetune.loop import finetune
+from nncompress.finetune.results import EpochRecord, FinetuneProgress, FinetuneResult
 from nncompress.finetune.spec import OPTIMIZERS, SCHEDULES, DistillationSpec, FinetuneSpec
 
 __all__ = [
