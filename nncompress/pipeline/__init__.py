@@ -7,10 +7,12 @@ of the whole job, stops between stages when asked, and writes the artifacts (saf
 manifest, ONNX, JSON report) into ``out_dir``. The service stays thin: it loads the job row, calls
 this, and writes the result back.
 
-Modules: ``spec`` (the validated job), ``stages`` (order, progress spans, cancellation), ``run``
-(``run_job``), ``checks`` (equivalence and accuracy), ``result`` (what a job returns),
-``checkpoint`` (resuming after an interrupted attempt), ``training`` (the job's data set,
-fine-tuning, scheduled pruning), ``quantizing`` (the int8 artifact and its measurements).
+Modules: ``spec`` (the validated job), ``stages`` (the stage names, their order and progress spans,
+cancellation), ``run`` (``run_job``: the stage functions called in order on one job state),
+``state`` (what the stages pass on), ``steps`` (the stage functions), ``checks`` (equivalence and
+accuracy), ``result`` (what a job returns), ``checkpoint`` (resuming after an interrupted attempt),
+``training`` (the job's data set, fine-tuning, scheduled pruning), ``quantizing`` (the int8 artifact
+and its measurements).
 
 Example:
     >>> from nncompress.models import get

@@ -11,29 +11,40 @@ from nncompress.progress import ProgressFn
 
 __all__ = ["SPANS", "STAGES", "JobCancelled", "Stage", "StageRunner", "spans_for"]
 
-STAGES: tuple[str, ...] = (
-    "loading",
-    "pruning",
-    "speedup",
-    "verifying",
-    "finetuning",
-    "quantizing",
-    "evaluating",
-    "exporting",
+# The stages of a job, in order, each with its share of a plain job's progress bar in percent: the
+# one list of stage names (the pipeline's stage functions, progress reports and resume_from follow
+# it). Measured on the seed Net on 1 CPU thread: evaluating (latency at two batch sizes, twice) and
+# exporting (ONNX capture) dominate; the training stages' widths come from spans_for.
+_PLAIN_WIDTHS: tuple[tuple[str, float], ...] = (
+    ("loading", 5.0),
+    ("pruning", 20.0),
+    ("speedup", 15.0),
+    ("verifying", 10.0),
+    ("finetuning", 0.0),
+    ("quantizing", 0.0),
+    ("evaluating", 30.0),
+    ("exporting", 20.0),
 )
 
-# Share of the whole job each stage covers, in percent. Measured on the seed Net on 1 CPU thread:
-# evaluating (latency at two batch sizes, twice) and exporting (ONNX capture) dominate.
-SPANS: dict[str, tuple[float, float]] = {
-    "loading": (0.0, 5.0),
-    "pruning": (5.0, 25.0),
-    "speedup": (25.0, 40.0),
-    "verifying": (40.0, 50.0),
-    "finetuning": (50.0, 50.0),
-    "quantizing": (50.0, 50.0),
-    "evaluating": (50.0, 80.0),
-    "exporting": (80.0, 100.0),
-}
+STAGES: tuple[str, ...] = tuple(name for name, _ in _PLAIN_WIDTHS)
+
+
+def _spans(widths: list[tuple[str, float]]) -> dict[str, tuple[float, float]]:
+    """Consecutive ``(start, end)`` percentages for stage widths, ending at exactly 100."""
+    total = sum(width for _, width in widths)
+    spans: dict[str, tuple[float, float]] = {}
+    start = 0.0
+    for name, width in widths:
+        end = start + 100.0 * width / total
+        spans[name] = (start, end)
+        start = end
+    last = widths[-1][0]
+    spans[last] = (spans[last][0], 100.0)  # no float drift at the end
+    return spans
+
+
+# Share of the whole job each stage covers, in percent, for a job that neither trains nor quantizes.
+SPANS: dict[str, tuple[float, float]] = _spans(list(_PLAIN_WIDTHS))
 
 # Relative cost of the stages a job may add, against the 100 the plain stages share. Measured on the
 # seed Net, 900 training images, 1 CPU thread: an epoch of fine-tuning (~3 s) costs about what the
@@ -52,19 +63,11 @@ def spans_for(
         scheduled_epochs: epochs of fine-tuning inside scheduled pruning (``pruning`` stage).
         quantize: whether the ``quantizing`` stage runs.
     """
-    weights = {name: high - low for name, (low, high) in SPANS.items()}
+    weights = dict(_PLAIN_WIDTHS)
     weights["finetuning"] = _FINETUNE_WEIGHT_PER_EPOCH * finetune_epochs
     weights["pruning"] += _FINETUNE_WEIGHT_PER_EPOCH * scheduled_epochs
     weights["quantizing"] = _QUANTIZE_WEIGHT if quantize else 0.0
-    total = sum(weights.values())
-    spans: dict[str, tuple[float, float]] = {}
-    start = 0.0
-    for name in STAGES:
-        end = start + 100.0 * weights[name] / total
-        spans[name] = (start, end)
-        start = end
-    spans["exporting"] = (spans["exporting"][0], 100.0)  # no float drift at the end
-    return spans
+    return _spans(list(weights.items()))
 
 
 class JobCancelled(NncompressError):
@@ -79,6 +82,11 @@ class Stage:
     def __init__(self, runner: StageRunner, name: str) -> None:
         self._runner = runner
         self._name = name
+
+    @property
+    def name(self) -> str:
+        """The stage's name, one of :data:`STAGES`."""
+        return self._name
 
     def update(self, fraction: float, message: str | None = None) -> None:
         """Reports that ``fraction`` (0–1) of this stage is done."""

@@ -160,7 +160,7 @@ def run_finetuning(
             checkpoint_dir=checkpoint_dir,
         )
     except FinetuneCancelled as exc:
-        raise JobCancelled(exc.message, stage="finetuning", **exc.context) from exc
+        raise JobCancelled(exc.message, stage=stage.name, **exc.context) from exc
     record.update(
         {
             "pruned": result.initial.to_dict(),
@@ -235,4 +235,4 @@ def run_scheduled(
             checkpoint_dir=checkpoint_dir,
         )
     except FinetuneCancelled as exc:
-        raise JobCancelled(exc.message, stage="pruning", **exc.context) from exc
+        raise JobCancelled(exc.message, stage=stage.name, **exc.context) from exc

@@ -10,7 +10,7 @@ from torch import nn
 
 from nncompress.errors import ConfigError, NotCompressedError
 from nncompress.pipeline import JobSpec, run_job
-from nncompress.pipeline.run import _require_smaller
+from nncompress.pipeline.steps.compress import require_smaller
 from nncompress.speedup import speedup
 
 
@@ -54,5 +54,5 @@ def test_masks_that_speedup_cannot_apply_are_not_a_success() -> None:
     sped = speedup(model, masks, torch.randn(2, 8), verify=False)
     assert not sped.smaller and sped.blocked_by
     with pytest.raises(NotCompressedError, match="no smaller") as info:
-        _require_smaller(sped)
+        require_smaller(sped)
     assert info.value.code == "not_compressed" and "fc1" in info.value.message
