@@ -7,10 +7,11 @@ with torch; ``load_model`` / ``detect_format`` take an uploaded file in whatever
 ``inspect_onnx`` summarises an ONNX file without converting it.
 """
 
-from nncompress.io.artifacts import Manifest, load_compressed, read_manifest, save_compressed
+from nncompress.io.artifacts import load_compressed, save_compressed
 from nncompress.io.hf_dir import HfDirSummary, LoadedHf, describe_hf_dir, load_hf_dir
 from nncompress.io.intake import detect_format, load_model
 from nncompress.io.library_rebuild import build_recorded, recorded_build
+from nncompress.io.manifest import Manifest, read_manifest
 from nncompress.io.onnx_export import OnnxCheck, OnnxExportError, check_onnx, export_onnx
 from nncompress.io.onnx_import import inspect_onnx
 from nncompress.io.tensors import safetensors_state_dict, sha256_file
