@@ -16,12 +16,10 @@ from torch import nn
 
 from nncompress.config.entry import ConfigEntry
 from nncompress.config.keys import DEFAULT_OP_TYPES
-from nncompress.config.messages import did_you_mean, jsonable, nearest, where
+from nncompress.config.messages import did_you_mean, jsonable, where
 from nncompress.config.parse import parse_config_list
-from nncompress.config.selectors import select_layers
-from nncompress.errors import ConfigError, NoMatchError, UnknownLayerError
-
-_LISTED_NAMES = 12
+from nncompress.config.selectors import check_layer_names, select_layers
+from nncompress.errors import ConfigError, NoMatchError
 
 
 class UnprunableLayerError(ConfigError):
@@ -161,23 +159,7 @@ class _ModelIndex:
         return sorted({self.type_of[n] for n in self.by_name if self.has_weight(n)})
 
     def check_names(self, entry: ConfigEntry, key: str, names: tuple[str, ...]) -> None:
-        for name in names:
-            if name in self.by_name:
-                continue
-            close = nearest(name, self.by_name)
-            suggestions = did_you_mean(name, self.by_name)
-            listed = list(self.by_name)[:_LISTED_NAMES]
-            more = " …" if len(self.by_name) > _LISTED_NAMES else ""
-            raise UnknownLayerError(
-                f"{where(entry.index, key)}: the model has no layer named {name!r}"
-                + (f"; {suggestions}" if suggestions else "")
-                + f" (its layers: {', '.join(listed)}{more})",
-                entry=entry.index,
-                key=key,
-                value=name,
-                expected="a module name from model.named_modules()",
-                suggestions=close,
-            )
+        check_layer_names(entry.index, key, names, self.by_name)
 
 
 def _select(entry: ConfigEntry, modules: _ModelIndex, default_op_types: tuple[str, ...]) -> list[str]:

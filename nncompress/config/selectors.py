@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
-from nncompress.errors import ConfigError
+from nncompress.config.messages import bad_value, did_you_mean, jsonable, nearest, show, where
+from nncompress.errors import ConfigError, UnknownLayerError
 
 Names = tuple[str, ...]
 
@@ -159,3 +159,42 @@ def select_layers(
         for n in names
         if type_of[n] not in exclude_op_types and not any(name_matches(p, n) for p in exclude_op_names_re)
     }
+
+
+# How many of the model's layer names an unknown-name error lists before "…".
+LISTED_NAMES = 12
+
+
+def check_layer_names(
+    index: int,
+    key: str,
+    names: Sequence[str],
+    modules: Mapping[str, object],
+    *,
+    error: type[ConfigError] = UnknownLayerError,
+) -> None:
+    """Raises ``error`` for the first of ``names`` that is not a layer of the model.
+
+    Args:
+        index: the config entry's position, for the message.
+        key: the key that named the layers (``op_names``, ``exclude_op_names`` ...).
+        names: the names the entry gives.
+        modules: the model's layers by name (``dict(model.named_modules())`` without the root).
+        error: the config kind's error class (pruning or quantization).
+    """
+    for name in names:
+        if name in modules:
+            continue
+        suggestions = did_you_mean(name, modules)
+        listed = list(modules)[:LISTED_NAMES]
+        more = " …" if len(modules) > LISTED_NAMES else ""
+        raise error(
+            f"{where(index, key)}: the model has no layer named {name!r}"
+            + (f"; {suggestions}" if suggestions else "")
+            + f" (its layers: {', '.join(listed)}{more})",
+            entry=index,
+            key=key,
+            value=name,
+            expected="a module name from model.named_modules()",
+            suggestions=nearest(name, modules),
+        )

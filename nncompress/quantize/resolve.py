@@ -14,8 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from nncompress.config.messages import did_you_mean, jsonable, nearest, where
-from nncompress.config.selectors import select_layers
+from nncompress.config.messages import jsonable, where
+from nncompress.config.selectors import check_layer_names, select_layers
 from nncompress.quantize.config import (
     QuantConfigEntry,
     QuantConfigError,
@@ -50,7 +50,6 @@ _ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
     "qat": ("weight", "_input_", "_output_"),
     "dynamic": ("weight", "_input_"),
 }
-_LISTED_NAMES = 12
 
 
 @dataclass(frozen=True)
@@ -147,8 +146,10 @@ def resolve_quant_config(model: nn.Module, config_list: object, mode: str) -> di
 
 def _select(entry: QuantConfigEntry, modules: dict[str, nn.Module], mode: str) -> list[str]:
     """The quantizable layers one entry matches, in module order."""
-    _check_names(entry, "op_names", entry.op_names or (), modules)
-    _check_names(entry, "exclude_op_names", entry.exclude_op_names, modules)
+    check_layer_names(entry.index, "op_names", entry.op_names or (), modules, error=UnknownQuantLayerError)
+    check_layer_names(
+        entry.index, "exclude_op_names", entry.exclude_op_names, modules, error=UnknownQuantLayerError
+    )
     supported = QUANTIZABLE_TYPES[mode]
     type_of = {n: type(m).__name__ for n, m in modules.items()}
 
@@ -221,27 +222,6 @@ def _expand(op_types: tuple[str, ...], supported: tuple[str, ...]) -> set[str]:
         types.discard("default")
         types.update(supported)
     return types
-
-
-def _check_names(
-    entry: QuantConfigEntry, key: str, names: tuple[str, ...], modules: dict[str, nn.Module]
-) -> None:
-    for name in names:
-        if name in modules:
-            continue
-        suggestions = did_you_mean(name, modules)
-        listed = list(modules)[:_LISTED_NAMES]
-        more = " …" if len(modules) > _LISTED_NAMES else ""
-        raise UnknownQuantLayerError(
-            f"{where(entry.index, key)}: the model has no layer named {name!r}"
-            + (f"; {suggestions}" if suggestions else "")
-            + f" (its layers: {', '.join(listed)}{more})",
-            entry=entry.index,
-            key=key,
-            value=name,
-            expected="a module name from model.named_modules()",
-            suggestions=nearest(name, modules),
-        )
 
 
 def _layer(entry: QuantConfigEntry, name: str, module: nn.Module, mode: str) -> LayerQuant:
