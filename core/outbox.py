@@ -9,7 +9,6 @@ the next pass records it as failed, which schedules the retry. Subclasses say wh
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -17,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.db.types import utcnow
+from core.periodic import PeriodicThread
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,7 @@ class OutboxPoller:
     def __init__(self, session_factory: Callable[[], Session], settings: Settings) -> None:
         self.session_factory = session_factory
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread(self.thread_name, self._tick, self.poll_seconds)
 
     def backoff_base(self) -> float:
         raise NotImplementedError
@@ -83,22 +82,12 @@ class OutboxPoller:
     def _recover_abandoned(self) -> None:
         raise NotImplementedError
 
+    def _tick(self) -> float:
+        # Right away again while there was work: a burst of due rows is drained without waiting.
+        return 0.0 if self.run_once() else self.poll_seconds()
+
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                made = self.run_once()
-            except Exception:  # a database outage must not end the loop
-                log.exception("%s pass failed", self.thread_name)
-                made = 0
-            if not made:
-                self._stop.wait(self.poll_seconds())
+        self._thread.stop(timeout)

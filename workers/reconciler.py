@@ -20,7 +20,6 @@ re-published once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Job
 from core.db.types import utcnow
+from core.periodic import PeriodicThread
 from core.queues import QUEUES
 from workers import state
 from workers.no_worker import QueueSeenAt, fail_jobs_without_workers
@@ -59,8 +59,7 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         self.last_pass_at: float | None = None  # time.time() of the last completed pass
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread(self.name, self._tick, lambda: self.interval_seconds)
 
     def run_once(self) -> state.ReconcileResult:
         with self.session_factory() as session:
@@ -105,26 +104,18 @@ class Reconciler:
                         log.warning("job %s: %s; publishing again", job.id, reason)
                         self.publish(job.id, queue)
 
+    def _tick(self) -> float:
+        self.run_once()
+        self.last_pass_at = time.time()
+        if self.on_pass is not None:
+            self.on_pass()
+        return self.interval_seconds
+
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-                self.last_pass_at = time.time()
-                if self.on_pass is not None:
-                    self.on_pass()
-            except Exception:  # a database or broker outage must not end the loop
-                log.exception("reconciler pass failed")
-            self._stop.wait(self.interval_seconds)
+        self._thread.stop(timeout)
 
 
 def _queues_of(session: Session, job_ids: list[str]) -> list[tuple[str, str]]:
