@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.cli.client_cmds import ProgressBar, format_table, metric_rows
+from app.cli.job_report import ProgressBar, format_table, metric_rows
 from nncompress.client import Client, ServiceError, ServiceUnreachable, WaitTimeout
 from nncompress.data import load_mnist_subset, mnist_net_weights_path
 from nncompress.finetune.evaluate import score_batches

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli import client_cmds, keys_cmds, serve
+from app.cli import job_cmds, keys_cmds, serve, submit_cmds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the service's subcommands to the ``nncompress`` parser."""
     serve.register(subparsers)
-    client_cmds.register(subparsers)
+    submit_cmds.register(subparsers)
+    job_cmds.register(subparsers)
     keys_cmds.register(subparsers)
