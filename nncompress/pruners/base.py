@@ -69,10 +69,15 @@ class Pruner:
         warnings: what was skipped or assumed, in plain words.
     """
 
+    # What a pruner class says about itself, read by the registry, the job spec and the scheduler
+    # rather than restated there. ``name``: the registry name (set only on the classes listed in
+    # nncompress.pruners.registry); ``granularities``: the config's ``granularity`` values it
+    # accepts; ``default_granularity``: what ``'default'`` means for it (NNI: "the pruner decides").
     name: ClassVar[str] = "base"
     needs_data: ClassVar[bool] = False
     needs_criterion: ClassVar[bool] = False
     granularities: ClassVar[tuple[str, ...]] = ("default",)
+    default_granularity: ClassVar[str]
 
     def __init__(
         self,
@@ -176,6 +181,7 @@ class ChannelPruner(Pruner):
     """
 
     granularities: ClassVar[tuple[str, ...]] = ("default", "out_channel")
+    default_granularity: ClassVar[str] = "out_channel"
     importance: Importance = L1Importance()
 
     def _collect(self) -> Any:

@@ -49,6 +49,7 @@ class LevelPruner(Pruner):
 
     name = "level"
     granularities: ClassVar[tuple[str, ...]] = ("default", "element")
+    default_granularity: ClassVar[str] = "element"
 
     def _calculate(self) -> Masks:
         masks: Masks = {}

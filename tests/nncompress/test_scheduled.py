@@ -172,3 +172,19 @@ def test_data_driven_pruner_gets_the_training_batches() -> None:
         round(1 - (15 + 38 + 375) / 570, 3),
         round(1 - (10 + 25 + 250) / 570, 3),
     ]
+
+
+def test_an_element_wise_pruner_keeps_masks_instead_of_speedup() -> None:
+    # Level's 'default' granularity is element-wise (LevelPruner.default_granularity): no channel goes.
+    train, val = mnist_split(200)
+    result = scheduled_prune(
+        trained_net(), seed_config(0.5), schedule="linear", steps=1, basic_pruner="level",
+        finetune_spec=FT, train=train, val=val, example_inputs=EXAMPLE, speedup=True,
+    )  # fmt: skip
+    assert result.masks is not None
+    assert any("element-wise masks remove no whole channel" in note for note in result.notes)
+    with pytest.raises(ConfigError, match="unknown pruner 'l1_norm'"):
+        scheduled_prune(
+            trained_net(), seed_config(0.5), steps=1, basic_pruner="l1_norm",
+            finetune_spec=FT, train=train, val=val, example_inputs=EXAMPLE,
+        )  # fmt: skip

@@ -24,7 +24,7 @@ from nncompress.config import resolve_config
 from nncompress.datasets import LabelledDataset
 from nncompress.errors import ConfigError
 from nncompress.finetune import FinetuneCancelled, FinetuneProgress, FinetuneSpec, evaluate, finetune
-from nncompress.pruners import Masks, remove_masks
+from nncompress.pruners import Masks, get_pruner, remove_masks
 from nncompress.pruners.masks import get_param, is_masked
 from nncompress.pruners.scheduled.records import (
     Kept,
@@ -40,8 +40,6 @@ __all__ = ["scheduled_prune"]
 
 # Batches of the training set handed to data-driven pruners (TaylorFO, APoZ, mean activation, Slim).
 _PRUNER_BATCHES = 16
-# Pruners whose masks are element-wise: nothing to shrink, so the schedule keeps masks instead.
-_ELEMENT_PRUNERS = frozenset({"level"})
 
 
 def scheduled_prune(
@@ -116,7 +114,8 @@ def scheduled_prune(
     original = copy.deepcopy(model).eval()
     resolved = resolve_config(original, list(config_list))
     notes: list[str] = []
-    element_wise = basic_pruner in _ELEMENT_PRUNERS or has_element_targets(resolved)
+    # Element-wise masks leave nothing to shrink, so the schedule keeps masks instead.
+    element_wise = get_pruner(basic_pruner).default_granularity == "element" or has_element_targets(resolved)
     if speedup and element_wise:
         speedup = False
         notes.append(
