@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 _EXAMPLE_CONFIG = (
     '[{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": true, "op_names": ["fc2"]}]'
 )
-# Pruners that rank channels from activations or gradients, so they cannot run without --data.
-_DATA_DRIVEN = frozenset({"slim", "taylorfo", "apoz", "mean_activation"})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -177,9 +175,11 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def _prune(args: argparse.Namespace) -> int:
     from nncompress.pipeline import JobSpec, run_job
+    from nncompress.pipeline.spec import DATA_DRIVEN_PRUNERS
     from nncompress.progress import ConsoleProgress
 
-    if args.pruner in _DATA_DRIVEN and args.data is None:
+    # These rank channels from activations or gradients, so they cannot run without --data.
+    if args.pruner in DATA_DRIVEN_PRUNERS and args.data is None:
         raise ConfigError(
             f"the {args.pruner} pruner ranks channels from data: add --data mnist_subset (the data set "
             "shipped with nncompress), or call nncompress.pipeline.run_job(..., data=...) from Python",

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from nncompress.errors import ConfigError
 from nncompress.finetune.spec import FinetuneSpec
+from nncompress.pruners.registry import PRUNERS
 from nncompress.quantize.spec import QuantSpec
 from nncompress.specs import Int, Number, Spec
 
@@ -72,7 +73,7 @@ ScheduleKind = Literal["linear", "agp"]
 SCHEDULE_KINDS: tuple[str, ...] = get_args(ScheduleKind)
 
 # Pruners that rank channels from data: they need the job's data set (or a built-in one).
-DATA_DRIVEN_PRUNERS = frozenset({"taylorfo", "slim", "apoz", "mean_activation"})
+DATA_DRIVEN_PRUNERS = frozenset(name for name, cls in PRUNERS.items() if cls.needs_data)
 
 
 class ScheduleSpec(Spec):
@@ -336,8 +337,6 @@ def _training_keys(data: Mapping[str, Any], pruner: str | None) -> dict[str, Any
 
 def pruner_names() -> tuple[str, ...]:
     """Registry names of the pruners a job may ask for."""
-    from nncompress.pruners import PRUNERS
-
     return tuple(PRUNERS)
 
 
