@@ -98,7 +98,7 @@ def test_every_relative_reference_resolves_to_a_served_file() -> None:
 
 
 def test_the_pruner_and_dataset_lists_of_the_job_form_match_the_engine() -> None:
-    from nncompress.pipeline.spec import BUILTIN_DATASETS
+    from nncompress.pipeline.spec import BUILTIN_DATASETS, DATA_DRIVEN_PRUNERS
     from nncompress.pruners import PRUNERS
 
     source = FILES["js/view-new.js"].read_text()
@@ -106,6 +106,9 @@ def test_the_pruner_and_dataset_lists_of_the_job_form_match_the_engine() -> None
         source.index("export const PRUNERS") : source.index("];", source.index("export const PRUNERS"))
     ]
     assert set(re.findall(r'\[\s*"(\w+)",', block)) == set(PRUNERS)
+    data_pruners = re.search(r"const DATA_PRUNERS = new Set\(\[([^\]]*)\]\)", source)
+    assert data_pruners is not None
+    assert set(re.findall(r'"(\w+)"', data_pruners.group(1))) == DATA_DRIVEN_PRUNERS
     datasets = re.search(r"export const DATASETS = \[([^\]]*)\]", source)
     assert datasets is not None
     assert set(re.findall(r'"(\w+)"', datasets.group(1))) == set(BUILTIN_DATASETS)

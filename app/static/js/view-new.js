@@ -18,6 +18,8 @@ export const PRUNERS = [
   ["apoz", "Average percentage of zero activations (needs data)"],
   ["mean_activation", "Mean activation (needs data)"],
 ];
+// The pruners whose class says needs_data (nncompress.pipeline.spec.DATA_DRIVEN_PRUNERS), checked
+// by the same test.
 const DATA_PRUNERS = new Set(["slim", "taylorfo", "apoz", "mean_activation"]);
 // nncompress.pipeline.BUILTIN_DATASETS, checked by the same test.
 export const DATASETS = ["mnist_subset"];
