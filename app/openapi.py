@@ -56,6 +56,29 @@ def engine_errors(base: type[NncompressError]) -> list[type[NncompressError]]:
     return found
 
 
+def upload_body(properties: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``openapi_extra`` for a streamed multipart upload (the route reads the body itself, so FastAPI
+    cannot derive it): a required ``file`` part plus ``properties``' other parts and fields."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file"], "properties": properties}
+                }
+            },
+        }
+    }
+
+
+def file_part(description: str | None = None) -> dict[str, Any]:
+    """The schema of one file part of a multipart upload."""
+    part: dict[str, Any] = {"type": "string", "format": "binary"}
+    if description:
+        part["description"] = description
+    return part
+
+
 def _status_code(kind: ProblemKind) -> tuple[int, str]:
     if isinstance(kind, tuple):
         return kind

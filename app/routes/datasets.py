@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StorageDep, load_or_404
-from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
+from app.openapi import UPLOAD_PROBLEMS, engine_errors, file_part, problems, upload_body
 from app.schemas.datasets import DatasetOut, DatasetPage, dataset_out
 from app.services.datasets import (
     EXTRA_FILE_FIELDS,
@@ -35,43 +35,20 @@ DATASET_UPLOAD_PROBLEMS = problems(
     engine_errors(DatasetError),
 )
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".npz with x/y, an ImageFolder zip, or the idx images file",
-                        },
-                        "labels": {"type": "string", "format": "binary", "description": "idx labels file"},
-                        "val_file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "a validation part in the same format (then jobs do not split)",
-                        },
-                        "val_labels": {"type": "string", "format": "binary"},
-                        "format": {
-                            "type": "string",
-                            "enum": list(FORMATS),
-                            "description": "checked, not trusted",
-                        },
-                        "normalize": {
-                            "type": "string",
-                            "description": 'JSON {"mean": m, "std": s} applied after uint8 → [0, 1]',
-                            "example": '{"mean": 0.1307, "std": 0.3081}',
-                        },
-                    },
-                }
-            }
+UPLOAD_BODY = upload_body(
+    {
+        "file": file_part(".npz with x/y, an ImageFolder zip, or the idx images file"),
+        "labels": file_part("idx labels file"),
+        "val_file": file_part("a validation part in the same format (then jobs do not split)"),
+        "val_labels": file_part(),
+        "format": {"type": "string", "enum": list(FORMATS), "description": "checked, not trusted"},
+        "normalize": {
+            "type": "string",
+            "description": 'JSON {"mean": m, "std": s} applied after uint8 → [0, 1]',
+            "example": '{"mean": 0.1307, "std": 0.3081}',
         },
     }
-}
+)
 
 
 @router.post(

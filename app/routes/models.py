@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import CurrentModel, CurrentPrincipal, SessionDep, SettingsDep, StorageDep
-from app.openapi import UPLOAD_PROBLEMS, engine_errors, problems
+from app.openapi import UPLOAD_PROBLEMS, engine_errors, file_part, problems, upload_body
 from app.schemas.models import ModelOut, PreflightIn
 from app.services.bounds import JobLimits
 from app.services.model_intake import FORMATS
@@ -61,43 +61,21 @@ PREFLIGHT_PROBLEMS = problems(
     engine_errors(ExampleInputError),
 )
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "safetensors or torch.save weights (with 'architecture'), ONNX, "
-                            "a zip of a Hugging Face save_pretrained folder or of an ONNX model with its "
-                            "external data, or (where the deployment allows it) a pickled module",
-                        },
-                        "config": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "config.json of a Hugging Face model whose weights are 'file'",
-                        },
-                        "architecture": {
-                            "type": "string",
-                            "description": "for weights: a registry name (mnist_net), torchvision/<model> or "
-                            "timm/<model>",
-                        },
-                        "format": {
-                            "type": "string",
-                            "enum": list(FORMATS),
-                            "description": "checked, not trusted",
-                        },
-                    },
-                }
-            }
+UPLOAD_BODY = upload_body(
+    {
+        "file": file_part(
+            "safetensors or torch.save weights (with 'architecture'), ONNX, a zip of a Hugging Face "
+            "save_pretrained folder or of an ONNX model with its external data, or (where the deployment "
+            "allows it) a pickled module"
+        ),
+        "config": file_part("config.json of a Hugging Face model whose weights are 'file'"),
+        "architecture": {
+            "type": "string",
+            "description": "for weights: a registry name (mnist_net), torchvision/<model> or timm/<model>",
         },
+        "format": {"type": "string", "enum": list(FORMATS), "description": "checked, not trusted"},
     }
-}
+)
 
 
 @router.post(
