@@ -175,14 +175,25 @@ def set_progress(
     return True
 
 
+def _last_claim(session: Session, job_id: str) -> int:
+    """The id of the job's last ``claimed`` event (0 when never claimed): where its attempt began."""
+    claimed = session.scalar(
+        select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.type == "claimed")
+    )
+    return int(claimed or 0)
+
+
 def _stage_time(session: Session, job_id: str, stage: str | None) -> dict[str, Any] | None:
     """``{"stage_seconds": {"stage": s, "seconds": t}}`` for the stage that ends now (the metrics'
     stage duration histogram reads it from the event); None when no stage was running."""
     if stage is None:
         return None
+    # Only this attempt's stages: a retried job still shows the stage its last attempt reached.
     started = session.scalar(
         select(JobEvent.at)
-        .where(JobEvent.job_id == job_id, JobEvent.type == "stage")
+        .where(
+            JobEvent.job_id == job_id, JobEvent.type == "stage", JobEvent.id > _last_claim(session, job_id)
+        )
         .order_by(JobEvent.id.desc())
         .limit(1)
     )
@@ -190,6 +201,31 @@ def _stage_time(session: Session, job_id: str, stage: str | None) -> dict[str, A
         return None
     seconds = max(0.0, (utcnow() - started).total_seconds())
     return {"stage_seconds": {"stage": str(stage), "seconds": round(seconds, 3)}}
+
+
+def attempt_timings(session: Session, job_id: str) -> dict[str, float]:
+    """Seconds per stage of the job's last attempt, from its ``stage_seconds`` events."""
+    since_claim = (JobEvent.job_id == job_id) & (JobEvent.id > _last_claim(session, job_id))
+    rows = session.scalars(select(JobEvent.data).where(since_claim).order_by(JobEvent.id))
+    timings: dict[str, float] = {}
+    for data in rows:
+        timed = (data or {}).get("stage_seconds")
+        if timed:
+            stage = str(timed["stage"])
+            timings[stage] = round(timings.get(stage, 0.0) + float(timed["seconds"]), 3)
+    return timings
+
+
+def _keep_timings(session: Session, job: Job, last: dict[str, Any] | None) -> None:
+    """A job that ends without the engine's report still says where its time went: ``result.timings``."""
+    if job.result is not None:
+        return
+    timings = attempt_timings(session, job.id)
+    if last:
+        stage = str(last["stage_seconds"]["stage"])
+        timings[stage] = round(timings.get(stage, 0.0) + float(last["stage_seconds"]["seconds"]), 3)
+    if timings:
+        job.result = {"timings": timings}
 
 
 def _finish(
@@ -252,8 +288,9 @@ def finish_failed(
     job = _finish(session, job_id, worker_id, "failed", {"error_type": error_type, "error_message": message})
     if job is None:
         return False
-    data = {"error_type": error_type, **(_stage_time(session, job_id, job.stage) or {})}
-    record_event(session, job, "failed", message=message, data=data)
+    last = _stage_time(session, job_id, job.stage)
+    _keep_timings(session, job, last)
+    record_event(session, job, "failed", message=message, data={"error_type": error_type, **(last or {})})
     session.commit()
     return True
 
@@ -264,6 +301,7 @@ def finish_cancelled(session: Session, job_id: str, worker_id: str, *, message: 
     if job is None:
         return False
     data = _stage_time(session, job_id, job.stage)
+    _keep_timings(session, job, data)
     record_event(session, job, "cancelled", message=message or "cancelled while running", data=data)
     session.commit()
     return True

@@ -152,3 +152,33 @@ def test_release_hands_the_job_back_without_counting_the_attempt(db_jobs: Jobs) 
         assert state.release(session, job_id, "w1", reason="shutdown")
     job = db_jobs.get(job_id)
     assert (job.status, job.attempt, job.lease_owner) == ("queued", 0, None)
+
+
+def test_a_failed_or_cancelled_job_keeps_the_stage_timings_of_its_last_attempt(db_jobs: Jobs) -> None:
+    failed, cancelled = db_jobs.create(), db_jobs.create()
+    with db_jobs.session_factory() as session:
+        for job_id in (failed, cancelled):
+            state.claim(session, job_id, "w1", 30)
+            assert state.set_progress(session, job_id, "w1", stage="loading", percent=5)
+            assert state.set_progress(session, job_id, "w1", stage="pruning", percent=40)
+        assert state.finish_failed(session, failed, "w1", error_type="crashed", message="boom")
+        assert state.finish_cancelled(session, cancelled, "w1")
+    for job_id in (failed, cancelled):
+        timings = db_jobs.get(job_id).result["timings"]
+        assert set(timings) == {"loading", "pruning"}
+        assert all(seconds >= 0 for seconds in timings.values())
+
+
+def test_a_retried_attempt_times_only_its_own_stages(db_jobs: Jobs) -> None:
+    job_id = db_jobs.create()
+    with db_jobs.session_factory() as session:
+        state.claim(session, job_id, "w1", 30)
+        assert state.set_progress(session, job_id, "w1", stage="pruning", percent=40)
+    _expire(db_jobs, job_id)
+    with db_jobs.session_factory() as session:
+        state.reconcile(session)
+        state.claim(session, job_id, "w2", 30)
+        assert state.set_progress(session, job_id, "w2", stage="loading", percent=5)
+        assert state.finish_failed(session, job_id, "w2", error_type="crashed", message="boom")
+    # The first attempt's pruning stage is not the second attempt's: only loading was timed.
+    assert set(db_jobs.get(job_id).result["timings"]) == {"loading"}
