@@ -16,8 +16,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db.events import record_event
-from core.db.models import Artifact, Job, JobEvent
+from core.db.models import Artifact, Job
 from core.db.types import utcnow
+from workers.timings import keep_timings, stage_time
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -167,65 +168,12 @@ def set_progress(
         return False
     session.refresh(job)
     if previous != stage:
-        timed = _stage_time(session, job_id, previous)
+        timed = stage_time(session, job_id, previous)
         record_event(session, job, "stage", message=message, data=timed)
     elif event:
         record_event(session, job, "progress", message=message)
     session.commit()
     return True
-
-
-def _last_claim(session: Session, job_id: str) -> int:
-    """The id of the job's last ``claimed`` event (0 when never claimed): where its attempt began."""
-    claimed = session.scalar(
-        select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.type == "claimed")
-    )
-    return int(claimed or 0)
-
-
-def _stage_time(session: Session, job_id: str, stage: str | None) -> dict[str, Any] | None:
-    """``{"stage_seconds": {"stage": s, "seconds": t}}`` for the stage that ends now (the metrics'
-    stage duration histogram reads it from the event); None when no stage was running."""
-    if stage is None:
-        return None
-    # Only this attempt's stages: a retried job still shows the stage its last attempt reached.
-    started = session.scalar(
-        select(JobEvent.at)
-        .where(
-            JobEvent.job_id == job_id, JobEvent.type == "stage", JobEvent.id > _last_claim(session, job_id)
-        )
-        .order_by(JobEvent.id.desc())
-        .limit(1)
-    )
-    if started is None:
-        return None
-    seconds = max(0.0, (utcnow() - started).total_seconds())
-    return {"stage_seconds": {"stage": str(stage), "seconds": round(seconds, 3)}}
-
-
-def attempt_timings(session: Session, job_id: str) -> dict[str, float]:
-    """Seconds per stage of the job's last attempt, from its ``stage_seconds`` events."""
-    since_claim = (JobEvent.job_id == job_id) & (JobEvent.id > _last_claim(session, job_id))
-    rows = session.scalars(select(JobEvent.data).where(since_claim).order_by(JobEvent.id))
-    timings: dict[str, float] = {}
-    for data in rows:
-        timed = (data or {}).get("stage_seconds")
-        if timed:
-            stage = str(timed["stage"])
-            timings[stage] = round(timings.get(stage, 0.0) + float(timed["seconds"]), 3)
-    return timings
-
-
-def _keep_timings(session: Session, job: Job, last: dict[str, Any] | None) -> None:
-    """A job that ends without the engine's report still says where its time went: ``result.timings``."""
-    if job.result is not None:
-        return
-    timings = attempt_timings(session, job.id)
-    if last:
-        stage = str(last["stage_seconds"]["stage"])
-        timings[stage] = round(timings.get(stage, 0.0) + float(last["stage_seconds"]["seconds"]), 3)
-    if timings:
-        job.result = {"timings": timings}
 
 
 def _finish(
@@ -275,7 +223,7 @@ def finish_succeeded(
             )
         )
     session.refresh(job)
-    data = {"artifacts": [a.name for a in artifacts], **(_stage_time(session, job_id, job.stage) or {})}
+    data = {"artifacts": [a.name for a in artifacts], **(stage_time(session, job_id, job.stage) or {})}
     record_event(session, job, "succeeded", data=data)
     session.commit()
     return True
@@ -288,8 +236,8 @@ def finish_failed(
     job = _finish(session, job_id, worker_id, "failed", {"error_type": error_type, "error_message": message})
     if job is None:
         return False
-    last = _stage_time(session, job_id, job.stage)
-    _keep_timings(session, job, last)
+    last = stage_time(session, job_id, job.stage)
+    keep_timings(session, job, last)
     record_event(session, job, "failed", message=message, data={"error_type": error_type, **(last or {})})
     session.commit()
     return True
@@ -300,8 +248,8 @@ def finish_cancelled(session: Session, job_id: str, worker_id: str, *, message: 
     job = _finish(session, job_id, worker_id, "cancelled", {})
     if job is None:
         return False
-    data = _stage_time(session, job_id, job.stage)
-    _keep_timings(session, job, data)
+    data = stage_time(session, job_id, job.stage)
+    keep_timings(session, job, data)
     record_event(session, job, "cancelled", message=message or "cancelled while running", data=data)
     session.commit()
     return True
