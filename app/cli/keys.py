@@ -17,6 +17,7 @@ from core.db.migrate import upgrade_to_head
 from core.db.models import Tenant
 from core.db.session import make_engine, make_session_factory
 from core.settings import Settings, get_settings
+from nncompress.tables import render_table
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
@@ -50,17 +51,12 @@ def keys_list(
     settings = settings or get_settings()
     with _sessions(settings)() as session:
         rows = list_keys(session, tenant)
-    print(
-        f"{'KEY ID':<32}  {'PREFIX':<12}  {'TENANT':<20}  {'CREATED':<20}  {'LAST USED':<20}  STATE", file=out
-    )
+    table: list[tuple[str, ...]] = [("KEY ID", "PREFIX", "TENANT", "CREATED", "LAST USED", "STATE")]
     for key, t in rows:
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
         last = f"{key.last_used_at:%Y-%m-%d %H:%M:%S}" if key.last_used_at else "-"
-        print(
-            f"{key.id:<32}  {key.prefix:<12}  {t.name:<20}  "
-            f"{key.created_at:%Y-%m-%d %H:%M:%S}  {last:<20}  {state}",
-            file=out,
-        )
+        table.append((key.id, key.prefix, t.name, f"{key.created_at:%Y-%m-%d %H:%M:%S}", last, state))
+    print(render_table(table), file=out)
     return 0
 
 
