@@ -1,4 +1,8 @@
-"""What granularity a pruner means by ``'default'``, and the pruner names preflight accepts."""
+"""What granularity a pruner means by ``'default'``, and the pruner names preflight accepts.
+
+The names and granularities come from the pruner classes (``nncompress.pruners.PRUNERS``, each
+class's ``default_granularity``); only NNI's other spellings of them are listed here.
+"""
 
 from __future__ import annotations
 
@@ -7,58 +11,74 @@ import re
 from nncompress.config import LayerTarget
 from nncompress.config.messages import did_you_mean
 from nncompress.errors import ConfigError
+from nncompress.pruners.registry import PRUNERS
 
-__all__ = ["PRUNER_GRANULARITY", "effective_granularity", "resolve_pruner"]
+__all__ = ["ALIASES", "effective_granularity", "pruner_granularity", "resolve_pruner"]
 
-# What granularity 'default' means for each pruner (NNI: "the pruner decides"). Level masks single
-# weights; every other pruner here removes whole output channels. Scheduled pruners (linear, agp)
-# iterate a channel pruner.
-PRUNER_GRANULARITY: dict[str, str] = {
-    "level": "element",
-    "l1norm": "out_channel",
-    "l2norm": "out_channel",
-    "fpgm": "out_channel",
-    "slim": "out_channel",
-    "taylorfo": "out_channel",
-    "taylorfoweight": "out_channel",
-    "taylor": "out_channel",
-    "activationapozrank": "out_channel",
-    "apoz": "out_channel",
-    "activationmeanrank": "out_channel",
-    "meanrank": "out_channel",
-    "linear": "out_channel",
-    "agp": "out_channel",
+# NNI's class names and short forms, by the registry name they stand for (matched after folding case,
+# punctuation and a "Pruner" suffix, so "ActivationAPoZRankPruner" and "activation_apoz_rank" both work).
+ALIASES: dict[str, str] = {
+    "taylorfoweight": "taylorfo",
+    "taylor": "taylorfo",
+    "activationapozrank": "apoz",
+    "activationmeanrank": "mean_activation",
+    "meanrank": "mean_activation",
 }
+# NNI's scheduled pruners iterate a channel pruner over several steps.
+SCHEDULED: dict[str, str] = {"linear": "out_channel", "agp": "out_channel"}
+
+
+def _fold(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower()).removesuffix("pruner")
+
+
+def pruner_granularity() -> dict[str, str]:
+    """``{pruner name: the granularity its 'default' means}`` for every name preflight accepts."""
+    table = {name: cls.default_granularity for name, cls in PRUNERS.items()}
+    return table | SCHEDULED
+
+
+def _names() -> dict[str, str]:
+    """Folded spelling -> canonical name."""
+    names = {_fold(name): name for name in pruner_granularity()}
+    return names | {alias: target for alias, target in ALIASES.items()}
 
 
 def resolve_pruner(pruner: str) -> str:
-    """The key of ``pruner`` in :data:`PRUNER_GRANULARITY` (``'L1NormPruner'`` → ``'l1norm'``).
+    """The canonical name of ``pruner`` (``'L1NormPruner'`` → ``'l1norm'``).
 
     Args:
-        pruner: a pruner name in any case, with or without the ``Pruner`` suffix.
+        pruner: a pruner name in any case, with or without the ``Pruner`` suffix, or one of NNI's
+            other spellings (:data:`ALIASES`).
 
     Returns:
-        The normalised key.
+        The registry name (or ``linear``/``agp`` for NNI's scheduled pruners).
 
     Raises:
         ConfigError: the pruner is unknown (with a did-you-mean hint).
     """
-    key = re.sub(r"[^a-z0-9]", "", pruner.lower())
-    key = key.removesuffix("pruner")
-    if key not in PRUNER_GRANULARITY:
-        hint = did_you_mean(key, PRUNER_GRANULARITY)
+    names = _names()
+    key = _fold(pruner)
+    if key not in names:
+        known = list(pruner_granularity())
+        hint = did_you_mean(key, names)
         raise ConfigError(
             f"pruner: unknown pruner {pruner!r}"
             + (f"; {hint}" if hint else "")
-            + f" Known: {', '.join(PRUNER_GRANULARITY)}",
+            + f" Known: {', '.join(known)}",
             entry=None,
             key="pruner",
             value=pruner,
-            expected="one of " + ", ".join(PRUNER_GRANULARITY),
+            expected="one of " + ", ".join(known),
         )
-    return key
+    return names[key]
 
 
-def effective_granularity(target: LayerTarget, pruner_key: str) -> str:
-    """The target's granularity, or the pruner's own when the config says ``'default'``."""
-    return PRUNER_GRANULARITY[pruner_key] if target.granularity == "default" else target.granularity
+def effective_granularity(target: LayerTarget, pruner: str) -> str:
+    """The target's granularity, or the pruner's own when the config says ``'default'``.
+
+    Args:
+        target: the resolved config target.
+        pruner: a canonical name from :func:`resolve_pruner`.
+    """
+    return pruner_granularity()[pruner] if target.granularity == "default" else target.granularity

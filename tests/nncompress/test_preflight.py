@@ -11,6 +11,7 @@ from torch import nn
 from nncompress.errors import ConfigError, UnknownLayerError
 from nncompress.inspection import ExampleInputError, PreflightReport, kept_channels, preflight
 from nncompress.models.mnist import Net
+from nncompress.pruners import PRUNERS
 
 SEED = [{"sparsity_per_layer": 0.5, "op_types": ["Linear", "Conv2d"]}, {"exclude": True, "op_names": ["fc2"]}]
 MNIST_X = torch.randn(2, 1, 28, 28)
@@ -224,6 +225,15 @@ def test_level_pruner_keeps_channels(pruner: str) -> None:
     assert all(r.granularity == "element" for r in report.layers)
     assert report.groups == ()  # no lone-layer groups when nothing changes shape
     assert "20 (kept)" in report.to_table()
+
+
+@pytest.mark.parametrize("pruner", list(PRUNERS))
+def test_every_registered_pruner_is_known_to_preflight(pruner: str) -> None:
+    # Preflight kept its own table of names once, and the service's "mean_activation" was not in it.
+    report = preflight(Net(), SEED, MNIST_X, pruner=pruner)
+    assert report.pruner == pruner
+    expected = PRUNERS[pruner].default_granularity
+    assert {r.granularity for r in report.layers} == {expected}
 
 
 def test_explicit_granularity_overrides_the_pruner_default() -> None:
