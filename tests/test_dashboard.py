@@ -28,6 +28,7 @@ from playwright.sync_api import expect
 
 from examples.demo import embedded_server
 from nncompress.client import Client
+from nncompress.pipeline import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "nncompress" / "data" / "mnist_net.safetensors"
@@ -170,6 +171,10 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
     page.wait_for_selector("#live-mode[data-mode=done]")
     event_types = [li.get_attribute("data-type") for li in page.locator("#events li").all()]
     assert event_types[0] == "created" and event_types[-1] == "succeeded" and "stage" in event_types
+    # The stages the job ran, in the engine's order, which the page reads from the job (job.stages).
+    shown = page.locator("ol.stages li").all_inner_texts()
+    assert {"loading", "pruning", "finetuning", "exporting"} <= set(shown)
+    assert shown == [stage for stage in STAGES if stage in shown]
     # The progress came from the event stream; the polling fallback was not needed.
     assert any("/events/stream" in url for url in page.requests)
     assert not any(re.search(r"/events\?", url) for url in page.requests)

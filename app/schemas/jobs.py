@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.db.models import Job
 from nncompress.finetune import FinetuneSpec
-from nncompress.pipeline import JobOptions, ScheduleSpec
+from nncompress.pipeline import STAGES, JobOptions, ScheduleSpec
 from nncompress.quantize import QuantSpec
 
 if TYPE_CHECKING:
@@ -171,6 +171,13 @@ class JobOut(BaseModel):
     id: str
     status: str
     stage: str | None
+    # The engine's list itself, so a client (the dashboard) orders stages without a copy of its own.
+    stages: list[str] = Field(
+        default_factory=lambda: list(STAGES),
+        description="every stage in the order the engine runs them; a job passes through those its "
+        "spec needs, and `stage` is one of them",
+        examples=[list(STAGES)],
+    )
     progress: float
     model_id: str
     spec: dict[str, Any]

@@ -2,8 +2,8 @@
 
 The browser test (tests/test_dashboard.py) drives the pages; these check what it cannot see
 cheaply: content types, headers, that nothing outside app/static is reachable, that the page
-refers to no other origin (the browser has no internet), and that the lists the page hard-codes
-match the engine's registries.
+refers to no other origin (the browser has no internet), that the lists the page hard-codes
+match the engine's registries, and that the stage order comes from the server.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from app.routes.dashboard import MEDIA_TYPES, STATIC_DIR, static_files
+from tests.app.factories import job_body, uploaded_mnist
 
 FILES = static_files()
 # The SVG namespace is an identifier in markup and createElementNS, never fetched.
@@ -121,6 +122,22 @@ def test_the_status_filter_of_the_job_list_offers_every_job_status() -> None:
     statuses = re.search(r"export const STATUSES = \[([^\]]*)\]", source)
     assert statuses is not None
     assert set(re.findall(r'"(\w+)"', statuses.group(1))) == {s.value for s in JobStatus}
+
+
+def test_a_job_serves_the_engines_stage_list_and_the_scripts_keep_no_copy(client: Any) -> None:
+    from nncompress.pipeline import STAGES
+
+    created = client.post("/v1/jobs", json=job_body(uploaded_mnist(client)))
+    job = client.get(f"/v1/jobs/{created.json()['id']}").json()
+
+    assert created.json()["stages"] == job["stages"] == list(STAGES)
+    assert job["stage"] is None or job["stage"] in job["stages"]
+    # A second list in a script drifts: no array literal names more than two stages.
+    for name, path in FILES.items():
+        if name.endswith(".js"):
+            for array in re.findall(r"\[([^\[\]]*)\]", path.read_text()):
+                named = set(re.findall(r'"(\w+)"', array)) & set(STAGES)
+                assert len(named) <= 2, f"{name} hard-codes the stages {sorted(named)}"
 
 
 def test_architectures_lists_the_registry_with_input_shapes(client: Any) -> None:

@@ -2,7 +2,8 @@
 
 - every operation lists its problem answers as application/problem+json with the ``type``\\ s it
   can return, and no answer FastAPI would document but never send;
-- the job's finetune/schedule/quantize/options are typed (the engine's own spec models);
+- the job's finetune/schedule/quantize/options are typed (the engine's own spec models), and its
+  ``stages`` show the engine's stage list;
 - cursors are opaque strings with a pattern, and any string matching it is accepted;
 - /docs and /redoc reference only same-origin URLs, and each of those answers 200 with its type.
 """
@@ -130,6 +131,15 @@ def test_job_options_are_typed_by_the_engine_specs(schema: dict[str, Any]) -> No
     assert schemas["ScheduleSpec"]["properties"]["kind"]["enum"] == ["linear", "agp"]
     assert schemas["QuantSpec"]["properties"]["mode"]["enum"] == ["static", "dynamic", "qat"]
     assert schemas["JobOptions"]["properties"]["latency_runs"]["minimum"] == 1
+
+
+def test_a_job_documents_the_engines_stage_list(schema: dict[str, Any]) -> None:
+    from nncompress.pipeline import STAGES
+
+    stages = schema["components"]["schemas"]["JobOut"]["properties"]["stages"]
+
+    assert stages["type"] == "array" and stages["items"] == {"type": "string"}
+    assert stages["examples"] == [list(STAGES)] and "order" in stages["description"]
 
 
 def test_cursors_are_opaque_strings_with_a_pattern_and_any_match_is_accepted(

@@ -8,9 +8,6 @@ import { resultSections } from "./job-results.js";
 import { webhookCard } from "./webhook-view.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
-// The pipeline's stage order (design §6); a job runs the ones it needs, so only those seen are shown.
-const STAGE_ORDER = ["loading", "pruning", "speedup", "verifying", "finetuning", "quantizing", "evaluating", "exporting"];
-const stageRank = (s) => (STAGE_ORDER.includes(s) ? STAGE_ORDER.indexOf(s) : STAGE_ORDER.length);
 const POLL_MS = 1500;
 
 const sleep = (ms, signal) =>
@@ -127,7 +124,11 @@ export async function renderJob(ctx, jobId) {
 
   function renderStages() {
     const finished = job.status === "succeeded";
-    seenStages.sort((a, b) => stageRank(a) - stageRank(b));
+    // The engine's stage order comes with the job (job.stages); a job runs the stages it needs, so
+    // only those seen are shown. A name the list lacks sorts last.
+    const order = job.stages || [];
+    const rank = (s) => (order.includes(s) ? order.indexOf(s) : order.length);
+    seenStages.sort((a, b) => rank(a) - rank(b));
     fill(
       stages,
       seenStages.map((s) =>
