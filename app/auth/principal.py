@@ -8,6 +8,8 @@ A resolved principal is cached per process for ``settings.principal_cache_second
 ``app.auth.cache``): a client polling a job costs no key lookup, and a revoked key stops working
 within that many seconds. A cache miss is one query (key joined to its tenant), run in the
 threadpool; a hit does no blocking work, so ``authenticate`` is async and adds no threadpool hop.
+The rate limit is answered in process too, except when the tenant's tokens must be fetched from
+Redis (``app.auth.ratelimit``: in batches), which runs in the threadpool so it never blocks the loop.
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ async def authenticate(request: Request, authorization: Annotated[str | None, He
         cache.put(key, principal)
     request.state.tenant = principal.tenant_name  # for the access log (app/observability)
     limiter: RateLimiter = request.app.state.rate_limiter
-    wait = limiter.take(principal.tenant_id, principal.requests_per_minute)
+    wait = limiter.take_local(principal.tenant_id, principal.requests_per_minute)
+    if wait is None:  # the shared bucket (Redis) must answer: off the event loop
+        wait = await run_in_threadpool(limiter.take, principal.tenant_id, principal.requests_per_minute)
     if wait > 0:
         raise RateLimited(
             f"tenant {principal.tenant_name!r} is over its limit of {principal.requests_per_minute} "
