@@ -4,6 +4,7 @@
 
 import { api, ApiError, idempotencyKey } from "./api.js";
 import { bytes, fill, h } from "./dom.js";
+import { clearError, field, parseConfigList, parseOptions, showError } from "./form-fields.js";
 import { preflightView } from "./preflight-view.js";
 
 // The engine's pruner registry (nncompress.pruners.PRUNERS); tests/app/test_dashboard_static.py
@@ -32,27 +33,6 @@ const EXAMPLE_CONFIG = `[
 // Remembered across visits to this view in the tab, so "New job" after a job keeps the model.
 const draft = { model: null, config: EXAMPLE_CONFIG, pruner: "l1norm", options: "" };
 
-function field(id, labelText, control, hint) {
-  const error = h("div", { id: `${id}-error`, class: "field-error", role: "alert" });
-  control.setAttribute("aria-describedby", [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "));
-  return {
-    el: h("div", { class: "field" }, h("label", { for: id }, labelText), control, hint ? h("div", { id: `${id}-hint`, class: "hint" }, hint) : null, error),
-    error,
-    control,
-  };
-}
-
-function showError(f, message, code) {
-  f.control.setAttribute("aria-invalid", "true");
-  f.el.querySelector(".field-ok")?.replaceChildren();
-  fill(f.error, code ? h("span", { class: "problem-type" }, code) : null, message);
-}
-
-function clearError(f) {
-  f.control.removeAttribute("aria-invalid");
-  f.error.replaceChildren();
-}
-
 // The job request's own fields, from the server's OpenAPI document, so that "more settings" put
 // e.g. `finetune` where this server expects it (a request field, or an engine option on older
 // servers) without the page hard-coding either.
@@ -68,34 +48,6 @@ async function jobRequestFields() {
     }
   }
   return requestFields;
-}
-
-/** Client-side check of the options text: empty, or a JSON object. Returns [value, message]. */
-export function parseOptions(text) {
-  if (!text.trim()) return [{}, null];
-  let value;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    return [null, `Not valid JSON: ${e.message}`];
-  }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return [null, 'Options must be a JSON object: {"key": value}'];
-  return [value, null];
-}
-
-/** Client-side check of the config_list text: JSON, a list, of objects. Returns [value, message]. */
-export function parseConfigList(text) {
-  let value;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    return [null, `Not valid JSON: ${e.message}`];
-  }
-  if (!Array.isArray(value)) return [null, "config_list must be a JSON list: [ {…}, {…} ]"];
-  if (!value.length) return [null, "config_list is empty: add at least one entry"];
-  const bad = value.findIndex((e) => e === null || typeof e !== "object" || Array.isArray(e));
-  if (bad >= 0) return [null, `config_list[${bad}] must be an object like {"sparse_ratio": 0.5, "op_types": ["Conv2d"]}`];
-  return [value, null];
 }
 
 export async function renderNew(ctx) {
