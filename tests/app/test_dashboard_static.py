@@ -107,11 +107,6 @@ def test_the_pruner_and_dataset_lists_of_the_job_form_match_the_engine() -> None
         source.index("export const PRUNERS") : source.index("];", source.index("export const PRUNERS"))
     ]
     assert set(re.findall(r'\[\s*"(\w+)",', block)) == set(PRUNERS)
-    # The pruners that make the form ask for a data set: those whose class says it needs data.
-    data_pruners = re.search(r"const DATA_PRUNERS = new Set\(\[([^\]]*)\]\)", source)
-    assert data_pruners is not None
-    needing_data = {name for name, pruner in PRUNERS.items() if pruner.needs_data}
-    assert set(re.findall(r'"(\w+)"', data_pruners.group(1))) == needing_data
     data_pruners = re.search(r"const DATA_PRUNERS = new Set\(\[([^\]]*)\]\)", source)
     assert data_pruners is not None
     assert set(re.findall(r'"(\w+)"', data_pruners.group(1))) == DATA_DRIVEN_PRUNERS
