@@ -47,7 +47,10 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
     """
     from nncompress.pipeline import STAGES, JobSpec, run_job
 
-    ctx.progress("loading", 0.0, "loading the model")
+    # Fetching the model and data set from storage is part of the engine's first stage (loading);
+    # named from its list, so the worker reports no stage the engine does not know.
+    loading = STAGES[0]
+    ctx.progress(loading, 0.0, "loading the model")
     with ctx.session_factory() as session:
         model_row = session.get(Model, ctx.job.model_id)
         if model_row is None:
@@ -59,7 +62,7 @@ def run_pipeline_job(ctx: JobContext) -> JobOutput:
     spec = JobSpec.from_dict(ctx.job.spec)
     dataset, val_dataset = (None, None)
     if spec.dataset_id is not None:
-        ctx.progress("loading", 1.0, "loading the data set")
+        ctx.progress(loading, 1.0, "loading the data set")
         dataset, val_dataset = load_job_dataset(ctx, storage, spec.dataset_id)
     result = run_job(
         spec,
