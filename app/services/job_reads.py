@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select
 
 from app.services.pagination import decode_cursor, encode_cursor
 from core.db.models import Artifact, Job
@@ -37,6 +37,15 @@ _ARTIFACT_COLUMNS = (
     _ARTIFACTS.c.size_bytes,
     _ARTIFACTS.c.sha256,
     _ARTIFACTS.c.media_type,
+)
+
+
+# Built once: constructing the statement (and its cache key) per poll cost more than running it.
+_READ_JOB = (
+    select(*_JOB_COLUMNS, *(c.label(f"artifact_{c.name}") for c in _ARTIFACT_COLUMNS[1:]))
+    .select_from(_JOBS.outerjoin(_ARTIFACTS, _ARTIFACTS.c.job_id == _JOBS.c.id))
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id"))
+    .order_by(_ARTIFACTS.c.name)
 )
 
 
@@ -93,13 +102,7 @@ def read_job(connection: Connection, *, tenant_id: str, job_id: str) -> JobRecor
     """
     rows: Sequence[Row[Any]] = ()
     if is_id(job_id):
-        query = (
-            select(*_JOB_COLUMNS, *(c.label(f"artifact_{c.name}") for c in _ARTIFACT_COLUMNS[1:]))
-            .select_from(_JOBS.outerjoin(_ARTIFACTS, _ARTIFACTS.c.job_id == _JOBS.c.id))
-            .where(_JOBS.c.id == job_id, _JOBS.c.tenant_id == tenant_id)
-            .order_by(_ARTIFACTS.c.name)
-        )
-        rows = connection.execute(query).all()
+        rows = connection.execute(_READ_JOB, {"job_id": job_id, "tenant_id": tenant_id}).all()
     if not rows:
         raise NotFound(f"no job with id {job_id[:64]!r}")
     artifacts = [
