@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from app.cli.client_args import client_parent, open_client, report_error
 from app.cli.job_report import ProgressBar, format_job
+from nncompress.cli.inputs import input_shape, read_config_list
 from nncompress.client import Client, ServiceError, WaitTimeout
+from nncompress.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--pruner", default="l1norm", help="pruner name (default l1norm)")
     p.add_argument(
         "--input-shape",
-        type=_shape,
+        type=input_shape,
         help="example input shape with batch dim, e.g. 1,1,28,28 (default: arch's)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the job runs")
@@ -75,7 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _submit(args: argparse.Namespace) -> int:
-    config_list = _read_config(args.config)
+    try:
+        config_list = read_config_list(args.config)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     with open_client(args) as client:  # closes its connections when the command ends
         try:
             if args.model is not None:
@@ -145,28 +148,3 @@ def wait_and_report(client: Client, job_id: str, timeout: float | None) -> int:
     bar.close()
     print(format_job(job))
     return 0 if job["status"] == "succeeded" else 1
-
-
-def _shape(text: str) -> list[int]:
-    """Parses ``1,1,28,28`` or ``1x1x28x28``."""
-    try:
-        dims = [int(part) for part in text.replace("x", ",").split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,1,28,28, got {text!r}") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,1,28,28, got {text!r}")
-    return dims
-
-
-def _read_config(value: str) -> list[Any]:
-    """A config_list from a JSON file path or from JSON text; exits with a clear message otherwise."""
-    path = Path(value)
-    text = path.read_text() if path.is_file() else value
-    try:
-        config = json.loads(text)
-    except ValueError as exc:
-        where = str(path) if path.is_file() else "--config text"
-        raise SystemExit(f"error: {where} is not valid JSON: {exc}") from None
-    if not isinstance(config, list):
-        raise SystemExit("error: --config must be a JSON list of config entries (a config_list)")
-    return config

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nncompress.cli.inputs import input_shape, read_config_list
 from nncompress.errors import ConfigError, ModelLoadError
 from nncompress.tables import render_table
 
@@ -107,7 +108,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from nncompress.inspection import preflight
 
     model, example = _load(args)
-    report = preflight(model, _read_config(args.config), example, pruner=args.pruner)
+    report = preflight(model, read_config_list(args.config), example, pruner=args.pruner)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_table())
     return 0
 
@@ -189,7 +190,7 @@ def _prune(args: argparse.Namespace) -> int:
     spec = JobSpec.from_dict(
         {
             "pruner": args.pruner,
-            "config_list": _read_config(args.config),
+            "config_list": read_config_list(args.config),
             "speedup": not args.no_speedup,
             "device": args.device,
             "input_shape": list(example.shape),
@@ -229,44 +230,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-shape",
         metavar="SHAPE",
-        type=_shape,
+        type=input_shape,
         help="example input shape with the batch dimension, e.g. 1,1,28,28 (default: the architecture's)",
     )
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers separated by commas, e.g. 1,1,28,28; got {text!r}"
-        ) from None
-    if len(dims) < 2 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(
-            f"need a batch dimension and at least one more, all ≥ 1; got {text!r}"
-        )
-    return dims
-
-
-def _read_config(value: str) -> list[dict[str, Any]]:
-    text = value
-    if not value.lstrip().startswith(("[", "{")):
-        path = Path(value)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the config file {value}: {exc.strerror}", key="config") from exc
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"the config is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", key="config"
-        ) from exc
-    if isinstance(config, dict):
-        config = [config]  # one entry without the list brackets
-    if not isinstance(config, list):
-        raise ConfigError("the config must be a JSON list of entries (an NNI config_list)", key="config")
-    return config
 
 
 def _load(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor]:
