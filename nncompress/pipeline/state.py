@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,9 +24,11 @@ from nncompress.pipeline.result import Artifact, JobResult, LayerChange
 from nncompress.pipeline.spec import JobSpec
 from nncompress.pipeline.training import JobData
 
-__all__ = ["RESUME_DIR", "JobRequest", "JobState", "Masks", "PrunerData"]
+if TYPE_CHECKING:  # the pruners are imported only by the stages that prune
+    from nncompress.pruners.masks import Masks
 
-Masks = dict[str, dict[str, torch.Tensor]]
+__all__ = ["RESUME_DIR", "JobRequest", "JobState", "PrunerData"]
+
 PrunerData = Iterable[Any] | Callable[[nn.Module], None]
 
 # The folder of out_dir holding what a retried attempt may reuse (masks, training checkpoints).

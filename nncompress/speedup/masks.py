@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import SpeedupError
-
-Masks = dict[str, dict[str, torch.Tensor]]
+from nncompress.pruners.masks import Masks
 
 
 def load_masks(masks_or_path: Mapping[str, Mapping[str, torch.Tensor]] | str | Path) -> Masks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,8 +15,11 @@ from nncompress.graph import ChannelGraph
 from nncompress.pipeline.checkpoint import save_masks
 from nncompress.pipeline.checks import verify_outputs
 from nncompress.pipeline.stages import Stage
-from nncompress.pipeline.state import JobState, Masks
+from nncompress.pipeline.state import JobState
 from nncompress.pipeline.training import run_scheduled
+
+if TYPE_CHECKING:
+    from nncompress.pruners.masks import Masks
 
 __all__ = ["prune", "pruning_message", "require_smaller", "shrink", "verify"]
 
