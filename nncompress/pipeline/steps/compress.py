@@ -26,10 +26,6 @@ __all__ = ["prune", "pruning_message", "require_smaller", "shrink", "verify"]
 # The pruners and the speedup are imported where used: importing the pipeline (the service's schemas
 # do) stays free of them.
 
-# Pruners whose masks are element-wise: they become sparsity, never a smaller shape.
-_UNSTRUCTURED = frozenset({"level"})
-
-
 def pruning_message(state: JobState) -> str:
     """What the ``pruning`` stage says as it starts."""
     spec = state.spec
@@ -163,7 +159,10 @@ def require_smaller(sped: Any) -> None:
 
 
 def _structured(state: JobState) -> bool:
-    return state.spec.pruner not in _UNSTRUCTURED
+    """Whether the pruner removes channels; element-wise masks become sparsity, not a smaller shape."""
+    from nncompress.pruners.registry import get_pruner
+
+    return get_pruner(state.spec.pruner).default_granularity != "element"
 
 
 def _channel_graph(model: nn.Module, state: JobState) -> ChannelGraph | None:
