@@ -38,5 +38,5 @@ def test_no_registered_dispatcher_is_a_clear_error(
 ) -> None:
     monkeypatch.setattr(dispatch, "DISPATCHER_GROUP", "nncompress.no-such-group")
     settings = make_settings()
-    with pytest.raises(RuntimeError, match="no 'embedded' dispatcher .*pip install -e"):
+    with pytest.raises(RuntimeError, match=r"no 'embedded' dispatcher .*pip install -e"):
         dispatch.make_dispatcher(settings, _factory(settings.database_url))

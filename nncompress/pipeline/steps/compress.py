@@ -162,7 +162,8 @@ def _structured(state: JobState) -> bool:
     """Whether the pruner removes channels; element-wise masks become sparsity, not a smaller shape."""
     from nncompress.pruners.registry import get_pruner
 
-    return get_pruner(state.spec.pruner).default_granularity != "element"
+    pruner = state.spec.pruner
+    return pruner is None or get_pruner(pruner).default_granularity != "element"
 
 
 def _channel_graph(model: nn.Module, state: JobState) -> ChannelGraph | None:
