@@ -26,8 +26,12 @@ SessionFactory = Callable[[], Session]
 class Dispatcher(Protocol):
     """Hands queued job ids to workers (embedded thread pool or Celery); workers own the rest."""
 
-    def enqueue(self, job_id: str) -> None:
-        """Wakes a worker for a job just inserted as ``queued``; never raises for a broker outage."""
+    def enqueue(self, job_id: str, queue: str | None = None) -> None:
+        """Wakes a worker for a job just inserted as ``queued``; never raises for a broker outage.
+
+        ``queue`` is the job's ``queue`` column where the caller has the row (the API, just after
+        inserting it); without it a dispatcher that routes by queue reads it from the database.
+        """
 
     def start(self) -> None:
         """Starts background work (embedded: the worker threads and the reconciler)."""

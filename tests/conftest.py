@@ -184,7 +184,7 @@ class RecordingDispatcher:
         self.started = self.stopped = False
         self.check_error: Exception | None = None
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, queue: str | None = None) -> None:
         self.enqueued.append(job_id)
 
     def start(self) -> None:

@@ -31,9 +31,9 @@ class Dispatcher(RecordingDispatcher):
         super().__init__()
         self._enqueued = threading.Condition()
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, queue: str | None = None) -> None:
         with self._enqueued:
-            super().enqueue(job_id)
+            super().enqueue(job_id, queue)
             self._enqueued.notify_all()
 
     def wait_for_job(self, timeout: float = 60) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app.conditional import NOT_MODIFIED, json_or_not_modified
+from app.conditional import JSON, NOT_MODIFIED, json_or_not_modified
 from app.deps import CurrentJob, CurrentPrincipal, DispatcherDep, SessionDep, SettingsDep
 from app.openapi import engine_errors, problems
 from app.schemas.jobs import (
@@ -60,13 +60,12 @@ log = logging.getLogger(__name__)
 @router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_PROBLEMS)
 def submit_job(
     body: JobIn,
-    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     dispatcher: DispatcherDep,
     principal: CurrentPrincipal,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
-) -> JobOut:
+) -> Response:
     """Queue a compression job; the same Idempotency-Key with the same body returns the same job."""
     job, created = create_job(
         session=session,
@@ -81,16 +80,17 @@ def submit_job(
         cuda_available=not getattr(dispatcher, "runs_in_process", False) or cuda_present(),
         mlflow_experiment=settings.mlflow_experiment if settings.mlflow_tracking_uri else None,
     )
+    headers = {"Location": f"/v1/jobs/{job.id}"}
     if created:
         log.info("job queued", extra={"job_id": job.id, "tenant": principal.tenant_name})
         try:
-            dispatcher.enqueue(job.id)
+            dispatcher.enqueue(job.id, queue=job.queue)
         except Exception:  # the job is committed as queued; the reconciler publishes it later
             log.warning("could not enqueue job %s now; the reconciler will", job.id, exc_info=True)
     else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_out(job)
+        headers["Idempotent-Replayed"] = "true"
+    # The JSON bytes directly, as the polled routes do: FastAPI would validate the model again.
+    return Response(job_out(job).model_dump_json(), status_code=202, media_type=JSON, headers=headers)
 
 
 # The two polled routes below are plain sync functions with only async dependencies: one threadpool
