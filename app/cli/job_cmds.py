@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from app.cli.client_args import client_parent, open_client, report_error
 from app.cli.job_report import format_event, format_job
 from app.cli.submit_cmds import wait_and_report
-from nncompress.client import Client, ServiceError
+from nncompress.client import ServiceError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +44,7 @@ def _status(args: argparse.Namespace) -> int:
             if args.wait:
                 return wait_and_report(client, args.job, None)
             job = client.get_job(args.job)
-            events = _all_events(client, args.job) if args.events else None
+            events = list(client.iter_events(args.job)) if args.events else None
         except ServiceError as exc:
             return report_error(exc)
     if args.json:
@@ -56,20 +55,6 @@ def _status(args: argparse.Namespace) -> int:
         print("\nevents:")
         print("\n".join(format_event(e) for e in events))
     return 0
-
-
-def _all_events(client: Client, job_id: str) -> list[dict[str, Any]]:
-    """Every recorded event, page after page (``next_cursor`` is the last id seen)."""
-    events: list[dict[str, Any]] = []
-    after: int | None = None
-    while True:
-        page = client.events(job_id, after=after)
-        if not page.get("items"):
-            return events
-        events += page["items"]
-        after = page.get("next_cursor")
-        if after is None:
-            return events
 
 
 def _add_download(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

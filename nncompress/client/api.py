@@ -169,6 +169,16 @@ class Client:
         """The job's recorded transitions: ``{"items": [...], "next_cursor": ...}``."""
         return self._transport.json("GET", f"/v1/jobs/{path_segment(job_id)}/events", params={"after": after})
 
+    def iter_events(self, job_id: str) -> Iterator[JSON]:
+        """Every recorded event of the job, following ``next_cursor`` (the last id seen) page by page."""
+        after: int | None = None
+        while True:
+            page = self.events(job_id, after=after)
+            yield from page.get("items") or ()
+            after = page.get("next_cursor")
+            if not page.get("items") or after is None:
+                return
+
     def cancel(self, job_id: str) -> JSON:
         """Asks for cancellation; the job goes ``cancelling`` then ``cancelled`` (or was already done)."""
         return self._transport.json("POST", f"/v1/jobs/{path_segment(job_id)}/cancel")

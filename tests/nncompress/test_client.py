@@ -162,6 +162,7 @@ def test_preflight_and_events(live: Live, tmp_path: Path) -> None:
     events = client.events(job_id)["items"]
     assert events[0]["type"] == "created" and len(events) >= 2
     assert client.events(job_id, after=events[0]["id"])["items"] == events[1:]
+    assert list(client.iter_events(job_id)) == events
 
 
 def test_unreachable_server() -> None:
