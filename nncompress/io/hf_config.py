@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from nncompress.errors import ModelLoadError
 
-__all__ = ["MAX_CHANNELS", "MAX_IMAGE_SIDE", "ParsedConfig", "parse_config"]
+__all__ = ["MAX_CHANNELS", "MAX_IMAGE_SIDE", "REFUSED_TIMM_ARGS", "ParsedConfig", "parse_config"]
 
 # Bounds on the image input a config may ask for (also applied when the input is synthesised).
 MAX_IMAGE_SIDE = 4096
@@ -22,9 +22,10 @@ MAX_CHANNELS = 64
 # for a million layers would stall it. The largest released models have under 200 layers.
 _MAX_LAYERS = 1024
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers", "decoder_layers")
-# Keys that would make transformers or timm run, download or read something beyond the config.
+# Keys that would make transformers or timm run, download or read something beyond the config; a
+# compressed artifact's recorded timm kwargs are checked against the same set (io/library_rebuild.py).
 _REFUSED_TRANSFORMERS_KEYS = ("auto_map", "trust_remote_code", "quantization_config", "custom_pipelines")
-_REFUSED_TIMM_ARGS = frozenset(
+REFUSED_TIMM_ARGS = frozenset(
     {
         "pretrained",
         "pretrained_cfg",
@@ -158,7 +159,7 @@ def _parse_timm(raw: Mapping[str, Any]) -> ParsedConfig:
     args = raw.get("model_args") or {}
     if not isinstance(args, dict):
         raise ModelLoadError("config.json 'model_args' must be an object", key="model_args")
-    bad = sorted(k for k in args if k in _REFUSED_TIMM_ARGS or not _plain_json(args[k]))
+    bad = sorted(k for k in args if k in REFUSED_TIMM_ARGS or not _plain_json(args[k]))
     if bad:
         raise ModelLoadError(
             f"config.json model_args {bad} are refused (files, downloads or objects)", key="model_args"

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from nncompress.errors import ArtifactError, ModelLoadError
+from nncompress.io.hf_config import REFUSED_TIMM_ARGS
 
 __all__ = [
     "HF_PREFIX",
@@ -36,19 +37,6 @@ __all__ = [
 ]
 
 HF_PREFIX = "hf/"
-# timm arguments a manifest may not carry: each downloads, reads a file, or changes the model's
-# outputs away from the single tensor the artifact was verified with.
-_REFUSED_TIMM_KWARGS = frozenset(
-    {
-        "pretrained_cfg",
-        "pretrained_cfg_overlay",
-        "checkpoint_path",
-        "cache_dir",
-        "features_only",
-        "feature_cfg",
-        "out_indices",
-    }
-)
 
 
 def is_hf_architecture(name: str | None) -> bool:
@@ -111,7 +99,8 @@ def check_recorded_kwargs(architecture: str, kwargs: Mapping[str, Any]) -> None:
     """
     if not architecture.startswith("timm/"):
         return
-    bad = sorted(k for k in kwargs if k in _REFUSED_TIMM_KWARGS)
+    # The same keys an uploaded config.json may not carry; ``pretrained=False`` is what a rebuild passes.
+    bad = sorted(k for k in kwargs if k in REFUSED_TIMM_ARGS and k != "pretrained")
     if kwargs.get("pretrained", False) is not False:
         bad.insert(0, "pretrained")
     if bad:

@@ -14,6 +14,7 @@ from torch import nn
 
 from nncompress.errors import ArtifactError
 from nncompress.io import load_compressed, load_hf_dir, read_manifest, save_compressed
+from nncompress.io.hf_config import REFUSED_TIMM_ARGS
 from nncompress.io.library_rebuild import build_recorded, recorded_build
 from nncompress.pipeline import JobSpec, run_job
 from nncompress.pruners import prune
@@ -205,6 +206,11 @@ def test_timm_kwargs_that_download_are_refused() -> None:
     assert err.value.context["keys"] == ["pretrained"]
     with pytest.raises(ArtifactError):
         build_recorded("timm/resnet18", {"checkpoint_path": "/etc/passwd"})
+    # A manifest refuses every key an uploaded config.json may not carry (one list, io/hf_config.py).
+    for key in sorted(REFUSED_TIMM_ARGS - {"pretrained"}):
+        with pytest.raises(ArtifactError) as err:
+            build_recorded("timm/resnet18", {key: True})
+        assert err.value.context["keys"] == [key]
 
 
 def test_hf_architecture_without_a_config_cannot_be_saved(tmp_path: Path) -> None:
