@@ -60,7 +60,7 @@ def _check_unfinished_limit(session: Session, tenant_id: str, limit: int, new_jo
     on that lock, and 8 of them at once spent most of their time waiting there. FOR NO KEY UPDATE,
     since the job's foreign key already holds a KEY SHARE lock on the row (FOR UPDATE would deadlock
     two submissions against each other's). Each count runs after the lock in a fresh snapshot (READ
-    COMMITTED), so it sees every job committed before; SQLite holds its one write lock since the INSERT.
+    COMMITTED), so it sees every job committed before. On SQLite called before the INSERT, as it was.
     """
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
     unfinished_jobs = select(Job.id).where(
