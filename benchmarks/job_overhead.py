@@ -2,12 +2,13 @@
 
 Runs the pipeline (``nncompress.pipeline.run_job``) on a model at the job defaults (L1-norm, half
 of every conv's channels, speedup, verification, ONNX export, latency at batch 1 and 64) and prints
-each stage's seconds, the ``evaluating`` stage's share of the job, and the latency figures with
-their spread as the job's result reports them.
+each stage's seconds, the ``evaluating`` stage's share of the job, the latency budget the job used
+(and where it came from), and the latency figures with their spread as the job's result reports
+them.
 
 Usage:
     .venv/bin/python benchmarks/job_overhead.py [--arch torchvision/resnet50] [--threads 2]
-        [--option key=value ...]   # further JobSpec keys, e.g. latency_budget_s=20
+        [--option key=value ...]   # further JobSpec keys, e.g. latency_budget_s=8 (the old default)
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ def main() -> int:
     for stage, seconds in timings.items():
         print(f"| {stage} | {seconds:.2f} | {seconds / wall:.1%} |")
     print()
+    print(f"latency budget: {json.dumps(result.latency_budget.to_dict() if result.latency_budget else None)}")
     for which, metrics in (("before", result.metrics_before), ("after", result.metrics_after)):
         for s in metrics.latency:
             print(f"latency {which} batch {s.batch_size}: {json.dumps(s.__dict__)}")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 

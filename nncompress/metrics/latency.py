@@ -55,6 +55,9 @@ class LatencyStats:
             None with fewer than two runs. The figure is ``median_ms ± median_ci_ms``.
         stopped: why timing stopped: ``"runs"`` (all that were asked for), ``"stable"`` (the
             interval fell within 2% of the median) or ``"budget"`` (the time allowed was spent).
+        budget_s: the wall seconds this figure was allowed (its share of the measurement's
+            budget); None: no budget, exactly ``runs`` passes.
+        elapsed_s: wall seconds its passes took, warm-up included.
     """
 
     batch_size: int
@@ -68,6 +71,8 @@ class LatencyStats:
     iqr_ms: float = 0.0
     median_ci_ms: float | None = None
     stopped: str = "runs"
+    budget_s: float | None = None
+    elapsed_s: float = 0.0
 
 
 def resolve_latency_mode(mode: str, dev: torch.device) -> str:
@@ -121,6 +126,7 @@ def time_forward(
         The :class:`LatencyStats` of the timed passes.
     """
     cuda = dev.type == "cuda"
+    began = time.perf_counter()  # a CUDA graph's capture counts against the budget too
     method = mode
     step: Callable[[], object] = lambda: model(*inputs)  # noqa: E731 - replaced by a graph replay below
     if mode == "cuda_graph":
@@ -139,10 +145,21 @@ def time_forward(
             torch.cuda.synchronize(dev)
         return time.perf_counter() - start
 
-    began = time.perf_counter()
     warmed = 0
     samples: list[float] = []
     stopped = "runs"
+
+    def result(samples: list[float], warmup: int, stopped: str) -> LatencyStats:
+        return _stats(
+            samples,
+            batch_size=batch_size,
+            warmup=warmup,
+            method=method,
+            stopped=stopped,
+            budget_s=budget_s,
+            elapsed_s=time.perf_counter() - began,
+        )
+
     with torch.inference_mode():
         while warmed < warmup:
             seconds = timed()
@@ -150,9 +167,7 @@ def time_forward(
             if budget_s is not None and seconds > budget_s / 2:
                 # One pass takes more than half the share: a second would overrun it, so this
                 # (cold) pass is the figure; a pass this long hides its warm-up cost anyway.
-                return _stats(
-                    [seconds * 1000.0], batch_size=batch_size, warmup=0, method=method, stopped="budget"
-                )
+                return result([seconds * 1000.0], 0, "budget")
             if budget_s is not None and time.perf_counter() - began >= budget_s / 4:
                 break  # a slow model needs no more than one pass to warm up
         while len(samples) < runs:
@@ -165,7 +180,7 @@ def time_forward(
             if budget_s is not None and MIN_STABLE_RUNS <= len(samples) < runs and _stable(samples):
                 stopped = "stable"
                 break
-    return _stats(samples, batch_size=batch_size, warmup=warmed, method=method, stopped=stopped)
+    return result(samples, warmed, stopped)
 
 
 def _quartiles(samples: list[float]) -> tuple[float, float, float]:
@@ -180,7 +195,16 @@ def _stable(samples: list[float]) -> bool:
     return 1.57 * (q3 - q1) / math.sqrt(len(samples)) <= STABLE_RELATIVE * median
 
 
-def _stats(samples: list[float], *, batch_size: int, warmup: int, method: str, stopped: str) -> LatencyStats:
+def _stats(
+    samples: list[float],
+    *,
+    batch_size: int,
+    warmup: int,
+    method: str,
+    stopped: str,
+    budget_s: float | None = None,
+    elapsed_s: float = 0.0,
+) -> LatencyStats:
     q1, _, q3 = _quartiles(samples)
     ordered = sorted(samples)
     p90_index = min(len(ordered) - 1, max(0, round(0.9 * len(ordered)) - 1))
@@ -196,6 +220,8 @@ def _stats(samples: list[float], *, batch_size: int, warmup: int, method: str, s
         iqr_ms=q3 - q1,
         median_ci_ms=1.57 * (q3 - q1) / math.sqrt(len(ordered)) if len(ordered) > 1 else None,
         stopped=stopped,
+        budget_s=budget_s,
+        elapsed_s=elapsed_s,
     )
 
 

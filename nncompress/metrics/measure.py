@@ -43,6 +43,7 @@ class ModelMetrics:
         device: the device the latency was measured on, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``.
         latency_method: how latency was measured, so numbers from different setups are not mixed.
         threads: torch intra-op threads during the CPU measurement.
+        latency_skipped: batch sizes left out under ``fit_budget``, each with why.
     """
 
     params: int
@@ -56,6 +57,7 @@ class ModelMetrics:
     latency_method: str = "eager, torch.inference_mode"
     threads: int = 1
     dtype: str = "float32"
+    latency_skipped: tuple[str, ...] = ()
 
     def latency_at(self, batch_size: int) -> LatencyStats | None:
         """Returns the latency entry for ``batch_size``, or None when it was not measured."""
@@ -98,6 +100,7 @@ def measure_model(
     latency_mode: str = "auto",
     dtype: torch.dtype | None = None,
     budget_s: float | None = None,
+    fit_budget: bool = False,
 ) -> ModelMetrics:
     """Measures size, compute, latency and sparsity of ``model``.
 
@@ -117,11 +120,16 @@ def measure_model(
             whose capture fails is timed eagerly, and the entry's ``method`` says why.
         dtype: time a copy converted to this dtype (e.g. ``torch.bfloat16``; floating inputs are cast
             too). Sizes, FLOPs and sparsity are always of the model as given.
-        budget_s: wall seconds the timing may take, shared evenly by the batch sizes; each one
-            stops at ``runs``, when its median is stable (:data:`STABLE_RELATIVE`), or when the
-            next pass would overrun its share (after at least one timed pass; warm-up stops after
-            one pass once a quarter of the share is spent, and a first pass longer than half the
-            share is the figure itself). None: exactly ``runs`` passes each.
+        budget_s: wall seconds the timing may take. The batch sizes are timed in the order given,
+            each allowed an even share of what is left, so time a figure leaves unspent goes to the
+            next; each stops at ``runs``, when its median is stable (:data:`STABLE_RELATIVE`), or
+            when the next pass would overrun its share (after at least one timed pass; warm-up
+            stops after one pass once a quarter of the share is spent, and a first pass longer than
+            half the share is the figure itself). None: exactly ``runs`` passes each.
+        fit_budget: leave out a batch size one pass of which would take longer than the whole
+            ``budget_s``, predicted from the largest smaller batch size timed (pass time in
+            proportion to the batch, as a big model's on a CPU); ``latency_skipped`` says which and
+            why. False: every batch size gets at least one pass, however long.
 
     Returns:
         A frozen :class:`ModelMetrics`.
@@ -157,19 +165,17 @@ def measure_model(
     subject.eval()
     try:
         flops = count_flops(subject, _batch(inputs, 1, dev, dtype))
-        share = None if budget_s is None else budget_s / max(1, len(batch_sizes))
-        latency = tuple(
-            time_forward(
-                subject,
-                _batch(inputs, bs, dev, dtype),
-                dev,
-                bs,
-                runs=runs,
-                warmup=warmup,
-                mode=mode,
-                budget_s=share,
-            )
-            for bs in batch_sizes
+        latency, skipped = _time_batches(
+            subject,
+            inputs,
+            dev,
+            dtype,
+            batch_sizes,
+            runs=runs,
+            warmup=warmup,
+            mode=mode,
+            budget_s=budget_s,
+            fit_budget=fit_budget,
         )
     finally:
         subject.train(was_training)
@@ -189,7 +195,60 @@ def measure_model(
         ),
         threads=torch.get_num_threads(),
         dtype=str(dtype or current_dtype).removeprefix("torch."),
+        latency_skipped=skipped,
     )
+
+
+def _time_batches(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    dev: torch.device,
+    dtype: torch.dtype | None,
+    batch_sizes: Sequence[int],
+    *,
+    runs: int,
+    warmup: int,
+    mode: str,
+    budget_s: float | None,
+    fit_budget: bool,
+) -> tuple[tuple[LatencyStats, ...], tuple[str, ...]]:
+    """The latency figures at each batch size, to ``budget_s`` (see :func:`measure_model`)."""
+    latency: list[LatencyStats] = []
+    skipped: list[str] = []
+    spent = 0.0
+    for index, bs in enumerate(batch_sizes):
+        share = None
+        if budget_s is not None:
+            left = budget_s - spent
+            # A figure that stopped early (stable, or all its runs) hands its unspent time on.
+            share = max(left, 0.0) / (len(batch_sizes) - index) or 1e-9
+            smaller = [s for s in latency if s.batch_size < bs]
+            if fit_budget and smaller:
+                # Pass time in proportion to the batch overestimates a small or launch-bound model
+                # (and any GPU), so only a figure that could not fit the whole budget is left out.
+                base = max(smaller, key=lambda s: s.batch_size)
+                base_s = base.median_ms / 1000.0
+                predicted = base_s * bs / base.batch_size
+                if predicted > budget_s:
+                    skipped.append(
+                        f"batch {bs}: one pass would take about {predicted:.1f} s (batch "
+                        f"{base.batch_size}'s {base_s:.2f} s scaled by the batch), more than the "
+                        f"whole {budget_s:.1f} s budget"
+                    )
+                    continue
+        stats = time_forward(
+            model,
+            _batch(inputs, bs, dev, dtype),
+            dev,
+            bs,
+            runs=runs,
+            warmup=warmup,
+            mode=mode,
+            budget_s=share,
+        )
+        spent += stats.elapsed_s
+        latency.append(stats)
+    return tuple(latency), tuple(skipped)
 
 
 def _as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:

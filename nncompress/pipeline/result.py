@@ -13,7 +13,7 @@ from nncompress.io.tensors import sha256_file
 from nncompress.metrics import ModelMetrics, file_bytes
 from nncompress.pipeline.spec import JobSpec
 
-__all__ = ["Artifact", "JobResult", "LayerChange", "file_artifact", "layer_changes"]
+__all__ = ["Artifact", "JobResult", "LatencyBudget", "LayerChange", "file_artifact", "layer_changes"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,27 @@ class LayerChange:
 
 
 @dataclass(frozen=True)
+class LatencyBudget:
+    """The time the evaluating stage had for timing latency, where that figure came from, and its use.
+
+    Attributes:
+        seconds: wall seconds allowed for both models at every batch size (half each).
+        source: ``"options"`` (the job's ``latency_budget_s``) or how the default was worked out,
+            e.g. ``"auto: 0.2 × the 19.7 s of the stages before evaluating"``.
+        spent_s: wall seconds the passes took, warm-up included (one pass may overrun a share).
+        skipped: batch sizes not timed because one pass would overrun the budget, each with why.
+    """
+
+    seconds: float
+    source: str
+    spent_s: float = 0.0
+    skipped: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped": list(self.skipped)}
+
+
+@dataclass(frozen=True)
 class JobResult:
     """Everything a finished job produced.
 
@@ -78,6 +99,7 @@ class JobResult:
             split), ``finetune`` (accuracy of the original, pruned and fine-tuned model, every
             epoch), ``schedule`` (every scheduled step) and ``quantized`` (int8 vs fp32 bytes,
             latency, accuracy); only the stages that ran.
+        latency_budget: the time latency was timed to, and why that much.
     """
 
     spec: JobSpec
@@ -93,6 +115,7 @@ class JobResult:
     timings: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, float] | None = None
     stage_metrics: dict[str, Any] = field(default_factory=dict)
+    latency_budget: LatencyBudget | None = None
 
     def artifact(self, name: str) -> Artifact:
         """Returns the artifact called ``name``; KeyError lists the names there are."""
@@ -118,6 +141,7 @@ class JobResult:
             "checks": self.checks,
             "notes": list(self.notes),
             "timings": self.timings,
+            "latency_budget": self.latency_budget.to_dict() if self.latency_budget is not None else None,
         }
 
     def _accuracy(self, which: str) -> dict[str, float]:

@@ -22,6 +22,9 @@ from nncompress.specs import Int, Number, Spec
 __all__ = [
     "BUILTIN_DATASETS",
     "INPUT_DTYPES",
+    "LATENCY_BUDGET_CAP_S",
+    "LATENCY_BUDGET_FLOOR_S",
+    "LATENCY_BUDGET_SHARE",
     "LATENCY_DTYPES",
     "SCHEDULE_KINDS",
     "JobOptions",
@@ -59,10 +62,16 @@ INPUT_DTYPES: tuple[str, ...] = ("float32", "int64")
 # Dtypes latency may be measured in ("bf16 where asked", design §3); the model itself is not converted.
 LatencyDtype = Literal["float32", "bfloat16", "float16"]
 LATENCY_DTYPES: tuple[str, ...] = get_args(LatencyDtype)
-# Seconds the evaluating stage times latency for by default (both models, every batch size). With a
-# fixed 20 runs per figure it took 45-84% of a job's wall time on third-party models (issue 10); with
-# a budget each figure stops early when stable or at its share (benchmarks/job_overhead.py).
-LATENCY_BUDGET_S = 8.0
+# The latency budget a job gets by default (``latency_budget_s`` null): a share of the job's own work,
+# the wall seconds of its stages before evaluating, measured in the same run, so timing stays near
+# 0.2 / 1.2 = 1/6 of the job whatever the model and machine. A fixed 8 s took 36-44% of a ResNet-50
+# job on a loaded 2-core CPU (benchmarks/job_overhead.py), 20 fixed runs per figure 45-84% of jobs on
+# third-party models (issue 10). The floor keeps small jobs' figures stable (their runs limit ends
+# them first) and their batch-8 figure timed unless one batch-1 pass takes over 1/8 s (the seed Net
+# took 60 ms at load 9 on 2 cores); the cap keeps a long fine-tuning from buying minutes of timing.
+LATENCY_BUDGET_SHARE = 0.2
+LATENCY_BUDGET_FLOOR_S = 2.0
+LATENCY_BUDGET_CAP_S = 30.0
 
 # Labelled data sets shipped with nncompress that a job may name (no upload needed).
 BuiltinDataset = Literal["mnist_subset"]
@@ -112,6 +121,11 @@ class JobOptions(Spec):
         latency_budget_s: wall seconds latency measurement may take in the evaluating stage (both
             models, every batch size); each figure stops at ``latency_runs``, once its median is
             stable, or when its share is spent, and says which (``stopped``) and how precise it is.
+            None (the default): :data:`LATENCY_BUDGET_SHARE` × the seconds of the job's stages
+            before evaluating, within [:data:`LATENCY_BUDGET_FLOOR_S`, :data:`LATENCY_BUDGET_CAP_S`];
+            then a batch size one pass of which would take longer than a model's whole share is
+            not timed (a note says so). The result's ``latency_budget`` gives the seconds used and
+            their source.
     """
 
     PREFIX = "options"
@@ -127,12 +141,16 @@ class JobOptions(Spec):
     latency_dtype: LatencyDtype = Field(
         default="float32", description="dtype latency is measured in (bf16 as models are served)"
     )
-    latency_budget_s: Number = Field(
-        default=LATENCY_BUDGET_S,
+    latency_budget_s: Number | None = Field(
+        default=None,
         gt=0,
         le=3600,
         description="wall seconds latency measurement may take (both models, every batch size); "
-        "a figure stops early when its median is stable",
+        "a figure stops early when its median is stable. Null (default): "
+        f"{LATENCY_BUDGET_SHARE:g} × the seconds of the job's stages before evaluating, within "
+        f"{LATENCY_BUDGET_FLOOR_S:g}-{LATENCY_BUDGET_CAP_S:g} s, and a batch size whose one pass "
+        "would take longer than the whole budget is skipped with a note; the result's latency_budget says "
+        "which budget was used",
     )
 
 
@@ -185,7 +203,7 @@ class JobSpec:
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     dataset: str | None = None
     latency_dtype: str = "float32"
-    latency_budget_s: float = LATENCY_BUDGET_S
+    latency_budget_s: float | None = None
     dataset_id: str | None = None
     val_fraction: float = 0.1
     finetune: FinetuneSpec | None = None
@@ -274,7 +292,7 @@ class JobSpec:
             latency_batch_sizes=options.latency_batch_sizes,
             dataset=options.dataset,
             latency_dtype=options.latency_dtype,
-            latency_budget_s=float(options.latency_budget_s),
+            latency_budget_s=None if options.latency_budget_s is None else float(options.latency_budget_s),
             **extras,
         )
 

@@ -20,7 +20,7 @@ from nncompress.datasets import LabelledDataset
 from nncompress.graph import ChannelGraph
 from nncompress.metrics import ModelMetrics
 from nncompress.pipeline.checks import EvalData
-from nncompress.pipeline.result import Artifact, JobResult, LayerChange
+from nncompress.pipeline.result import Artifact, JobResult, LatencyBudget, LayerChange
 from nncompress.pipeline.spec import JobSpec
 from nncompress.pipeline.training import JobData
 
@@ -91,6 +91,7 @@ class JobState:
     metrics_before: ModelMetrics = field(init=False)
     metrics_after: ModelMetrics = field(init=False)
     accuracy: dict[str, float] | None = None
+    latency_budget: LatencyBudget | None = None
     layers: tuple[LayerChange, ...] = ()
     result: JobResult | None = None  # with every artifact, report.json included
 

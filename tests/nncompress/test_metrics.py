@@ -206,3 +206,28 @@ def test_a_median_known_within_two_percent_is_stable() -> None:
     assert stats.iqr_ms == pytest.approx(stats.q3_ms - stats.q1_ms)
     assert stats.median_ci_ms == pytest.approx(1.57 * stats.iqr_ms / len(noisy) ** 0.5)
     assert json.dumps(stats.__dict__)  # JSON-able as the report writes it
+
+
+def test_time_a_figure_leaves_goes_to_the_next_and_each_records_its_share() -> None:
+    m = measure_model(_Slow(0.02), torch.randn(1, 4), batch_sizes=(1, 2), runs=3, warmup=1, budget_s=1.0)
+    first, second = m.latency
+    # Three runs of ≥ 20 ms end batch 1 well inside its half: batch 2 gets all that is left.
+    assert first.stopped == "runs" and first.budget_s == 0.5 and first.elapsed_s >= 0.08
+    assert second.budget_s == pytest.approx(1.0 - first.elapsed_s)
+    assert second.elapsed_s >= 0.08 and m.latency_skipped == ()
+
+
+def test_under_fit_budget_a_batch_whose_one_pass_exceeds_the_budget_is_left_out() -> None:
+    m = measure_model(
+        _Slow(0.05), torch.randn(1, 4), batch_sizes=(1, 64), runs=2, warmup=0, budget_s=1.0, fit_budget=True
+    )
+    # One batch-1 pass takes ≥ 50 ms, so one batch-64 pass is predicted at ≥ 3.2 s: over the 1 s.
+    assert [s.batch_size for s in m.latency] == [1] and m.latency_at(64) is None
+    (reason,) = m.latency_skipped
+    assert reason.startswith("batch 64: one pass would take about") and "1.0 s budget" in reason
+    assert json.dumps(m.to_dict())
+
+
+def test_without_fit_budget_every_batch_size_gets_a_pass() -> None:
+    m = measure_model(_Slow(0.05), torch.randn(1, 4), batch_sizes=(1, 64), runs=2, warmup=0, budget_s=0.1)
+    assert [s.batch_size for s in m.latency] == [1, 64] and m.latency_skipped == ()

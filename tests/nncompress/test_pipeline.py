@@ -159,6 +159,21 @@ def test_json_of_the_result_is_complete(finished: tuple[JobResult, _Recorder, Pa
     assert {"name", "path", "sha256", "size_bytes", "media_type"} == set(data["artifacts"][0])
 
 
+def test_the_result_says_what_latency_budget_was_used_and_how_precise_each_figure_is(
+    finished: tuple[JobResult, _Recorder, Path, Any],
+) -> None:
+    result = finished[0]
+    budget = json.loads(json.dumps(result.to_dict()))["latency_budget"]
+    # No latency_budget_s in the spec: 0.2 × the seconds of the stages before evaluating, ≥ 2 s.
+    assert budget["source"].startswith("auto: 0.2 × the ") and budget["seconds"] >= 2.0
+    assert budget["skipped"] == [] and not any("latency at" in note for note in result.notes)
+    figures = result.metrics_before.latency + result.metrics_after.latency
+    assert budget["spent_s"] == pytest.approx(sum(s.elapsed_s for s in figures), abs=1e-3)
+    for s in figures:
+        assert s.stopped in ("runs", "stable", "budget") and s.budget_s is not None and s.budget_s > 0
+        assert s.runs >= 1 and s.iqr_ms == pytest.approx(s.q3_ms - s.q1_ms)
+
+
 # --- other paths ------------------------------------------------------------------------------
 
 

@@ -9,8 +9,10 @@ import torch
 
 from nncompress.models import get
 from nncompress.pipeline import STAGES, JobCancelled, JobSpec, run_job
+from nncompress.pipeline.result import LatencyBudget
 from nncompress.pipeline.stages import SPANS, spans_for
 from nncompress.pipeline.steps import PIPELINE
+from nncompress.pipeline.steps.report import latency_budget
 
 _SPEC = {
     "pruner": "l1norm",
@@ -59,3 +61,23 @@ def test_stages_are_timed_and_a_resumed_job_announces_its_reused_masks(tmp_path:
     )
     assert starts["pruning"] == "reused saved masks"
     assert resumed.kept == first.kept and resumed.metrics_after.params == first.metrics_after.params
+
+
+@pytest.mark.parametrize(
+    ("prior_s", "seconds"),
+    [(0.5, 2.0), (20.0, 4.0), (1000.0, 30.0)],  # the floor, 0.2 × the job's work, the cap
+)
+def test_the_default_latency_budget_is_a_share_of_the_stages_before_it(
+    prior_s: float, seconds: float
+) -> None:
+    spec = JobSpec.from_dict(_SPEC)
+    assert spec.latency_budget_s is None
+    budget = latency_budget(spec, {"loading": prior_s / 4, "pruning": prior_s * 3 / 4})
+    assert budget.seconds == seconds
+    assert budget.source == f"auto: 0.2 × the {prior_s:.1f} s of the stages before evaluating, within 2-30 s"
+
+
+def test_a_latency_budget_in_the_options_is_used_as_given() -> None:
+    spec = JobSpec.from_dict({**_SPEC, "latency_budget_s": 8})
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    assert latency_budget(spec, {"pruning": 1000.0}) == LatencyBudget(seconds=8.0, source="options")

@@ -21,11 +21,17 @@ from nncompress.io.onnx_export import check_onnx, export_onnx_with_info
 from nncompress.metrics import measure_model
 from nncompress.pipeline.checkpoint import remove_checkpoint
 from nncompress.pipeline.checks import output_tensors, top1_accuracy
-from nncompress.pipeline.result import Artifact, JobResult, file_artifact, layer_changes
+from nncompress.pipeline.result import Artifact, JobResult, LatencyBudget, file_artifact, layer_changes
+from nncompress.pipeline.spec import (
+    LATENCY_BUDGET_CAP_S,
+    LATENCY_BUDGET_FLOOR_S,
+    LATENCY_BUDGET_SHARE,
+    JobSpec,
+)
 from nncompress.pipeline.stages import Stage
 from nncompress.pipeline.state import JobState
 
-__all__ = ["evaluate", "export"]
+__all__ = ["evaluate", "export", "latency_budget"]
 
 _REPORT_FILE = "report.json"
 _ONNX_FILE = "model.onnx"
@@ -33,20 +39,31 @@ _ONNX_FILE = "model.onnx"
 
 def evaluate(state: JobState, stage: Stage) -> None:
     """Measures the original and the compressed model (size, FLOPs, latency on ``spec.device``) and,
-    with labelled data, their top-1 accuracy."""
+    with labelled data, their top-1 accuracy. Latency is timed to :func:`latency_budget`, half for
+    each model; the compressed model is timed at the batch sizes the original was, so every figure
+    has its counterpart."""
     spec, original, compressed = state.spec, state.original, state.compressed
+    budget = latency_budget(spec, state.timings)
     measure = {
         "example_inputs": state.example,
         "device": str(state.device),
-        "batch_sizes": spec.latency_batch_sizes,
         "runs": spec.latency_runs,
         "warmup": max(1, spec.latency_runs // 10),
         "dtype": getattr(torch, spec.latency_dtype),
-        "budget_s": spec.latency_budget_s / 2,  # the original and the compressed model
+        "budget_s": budget.seconds / 2,  # the original and the compressed model
+        # An explicit budget is the user's: every batch size asked for gets at least one pass.
+        "fit_budget": spec.latency_budget_s is None,
     }
-    state.metrics_before = measure_model(original, **measure)
+    state.metrics_before = measure_model(original, batch_sizes=spec.latency_batch_sizes, **measure)
     stage.update(0.5, "measured the original model")
-    state.metrics_after = measure_model(compressed, **measure)
+    timed = tuple(s.batch_size for s in state.metrics_before.latency)
+    state.metrics_after = measure_model(compressed, batch_sizes=timed, **measure)
+    skipped = state.metrics_before.latency_skipped + state.metrics_after.latency_skipped
+    state.notes.extend(f"latency at {reason} (set options.latency_budget_s to time it)" for reason in skipped)
+    figures = state.metrics_before.latency + state.metrics_after.latency
+    state.latency_budget = dataclasses.replace(
+        budget, spent_s=round(sum(s.elapsed_s for s in figures), 3), skipped=skipped
+    )
     if state.eval_data is not None:
         stage.update(0.8, "measuring accuracy")
         state.accuracy = {
@@ -54,6 +71,27 @@ def evaluate(state: JobState, stage: Stage) -> None:
             "after": top1_accuracy(compressed, state.eval_data),
         }
     state.layers = layer_changes(original, compressed)
+
+
+def latency_budget(spec: JobSpec, timings: Mapping[str, float]) -> LatencyBudget:
+    """The seconds a job times latency for: its ``latency_budget_s``, else a share of its own work.
+
+    Args:
+        spec: the job.
+        timings: wall seconds of the stages that ran before evaluating, in this attempt.
+
+    Returns:
+        A :class:`LatencyBudget` with the seconds and their source (nothing spent yet).
+    """
+    if spec.latency_budget_s is not None:
+        return LatencyBudget(seconds=spec.latency_budget_s, source="options")
+    work = sum(timings.values())
+    seconds = min(LATENCY_BUDGET_CAP_S, max(LATENCY_BUDGET_FLOOR_S, LATENCY_BUDGET_SHARE * work))
+    return LatencyBudget(
+        seconds=round(seconds, 3),
+        source=f"auto: {LATENCY_BUDGET_SHARE:g} × the {work:.1f} s of the stages before evaluating, "
+        f"within {LATENCY_BUDGET_FLOOR_S:g}-{LATENCY_BUDGET_CAP_S:g} s",
+    )
 
 
 def export(state: JobState, stage: Stage) -> None:
@@ -102,6 +140,7 @@ def export(state: JobState, stage: Stage) -> None:
         timings=dict(state.timings),
         accuracy=state.accuracy,
         stage_metrics=state.live_copy(),
+        latency_budget=state.latency_budget,
     )
     # The report lists every other artifact; it cannot list its own hash.
     report_path = out / _REPORT_FILE
