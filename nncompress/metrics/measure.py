@@ -2,7 +2,8 @@
 
 Nothing here is estimated from a config: parameters are counted, bytes are the length of the
 state_dict really serialised as safetensors, MACs/FLOPs come from running the model once under
-``torch.utils.flop_counter.FlopCounterMode``, and latency is timed.
+``torch.utils.flop_counter.FlopCounterMode`` (on fake tensors where it can: the same count from
+shapes alone, see :mod:`~nncompress.metrics.flops`), and latency is timed.
 """
 
 from __future__ import annotations
