@@ -26,6 +26,7 @@ from nncompress.client.transport import (
     Transport,
     path_segment,
     unreachable_on_transport_errors,
+    upload_file_name,
 )
 
 JSON = dict[str, Any]
@@ -91,7 +92,7 @@ class Client:
             # httpx reads an open file in 64 KiB chunks while sending, and sizes the body from the
             # files' lengths, so a 1 GiB model goes out with a Content-Length and never sits in memory.
             files = [
-                (field, (_display_name(p), stack.enter_context(p.open("rb")), "application/octet-stream"))
+                (field, (upload_file_name(p), stack.enter_context(p.open("rb")), "application/octet-stream"))
                 for field, p in named
             ]
             return self._transport.json("POST", "/v1/models", data=fields, files=files)
@@ -395,9 +396,3 @@ class _Progress:
         if self.callback is not None and key != self.seen:
             self.callback(job)
         self.seen = key
-
-
-def _display_name(path: Path) -> str:
-    """The file name sent with an upload (for display only): a quote or line break becomes ``_``,
-    where httpx would send ``%22``, which the server keeps as it is."""
-    return path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")

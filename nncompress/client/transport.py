@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import urllib.parse
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -151,3 +152,9 @@ def path_segment(value: str) -> str:
     """
     quoted = urllib.parse.quote(str(value), safe="")
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+def upload_file_name(path: Path) -> str:
+    """The file name sent with an upload (for display only): a quote or line break becomes ``_``,
+    where httpx would send ``%22``, which the server keeps as it is."""
+    return path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
