@@ -170,16 +170,39 @@ _DISTIL = {
 
 IMG = (1, 3, 64, 64)
 
+
+def _image_case(
+    name: str,
+    family: str,
+    route: str,
+    build: Callable[[], nn.Module],
+    exclude: list[str] | None = None,
+    *,
+    op_types: list[str] | None = None,
+    architecture: str | None = None,
+) -> ZooCase:
+    """A 64×64 image model, half of every ``op_types`` layer (convs unless said) pruned, ``exclude`` kept."""
+    config = _half(op_types or ["Conv2d"], exclude or [])
+    return ZooCase(name, family, route, build, IMG, config, architecture=architecture)
+
+
+def _token_case(name: str, route: str, build: Callable[[], nn.Module], ffn_pattern: str) -> ZooCase:
+    """A transformer fed 16 token ids of a 100-word vocabulary, half of each block's feed-forward pruned."""
+    return ZooCase(
+        name, "transformer", route, build, (1, 16), _ffn(ffn_pattern), input_dtype=torch.long, vocab_size=100
+    )
+
+
+_RESNET18 = _tv("resnet18", num_classes=10)
+
 ZOO: list[ZooCase] = [
     # CNN classifiers
-    ZooCase(
-        "tv_resnet18", "cnn", ONNX, _tv("resnet18", num_classes=10), IMG, _half(["Conv2d", "Linear"], ["fc"])
-    ),
+    _image_case("tv_resnet18", "cnn", ONNX, _RESNET18, ["fc"], op_types=["Conv2d", "Linear"]),
     ZooCase(
         "tv_resnet18_dynamo",
         "cnn",
         ONNX_DYNAMO,
-        _tv("resnet18", num_classes=10),
+        _RESNET18,
         IMG,
         # Half of every conv, and a later entry (NNI precedence) naming two layers by their PyTorch paths.
         [
@@ -187,128 +210,57 @@ ZOO: list[ZooCase] = [
             {"sparsity_per_layer": 0.25, "op_names": ["layer1.0.conv1", "layer2.0.conv1"]},
         ],
     ),
-    ZooCase(
-        "tv_resnet18_by_name",
-        "cnn",
-        BY_NAME,
-        _tv("resnet18", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
-        architecture="torchvision/resnet18",
-    ),
-    ZooCase(
-        "tv_resnet18_state_dict",
-        "cnn",
-        STATE_DICT,
-        _tv("resnet18", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
-        architecture="torchvision/resnet18",
-    ),
-    ZooCase(
-        "tv_squeezenet1_1",
-        "cnn",
-        ONNX,
-        _tv("squeezenet1_1", num_classes=10),
-        IMG,
-        _half(["Conv2d"], ["classifier.1"]),
-    ),
-    ZooCase(
+    _image_case("tv_resnet18_by_name", "cnn", BY_NAME, _RESNET18, architecture="torchvision/resnet18"),
+    _image_case("tv_resnet18_state_dict", "cnn", STATE_DICT, _RESNET18, architecture="torchvision/resnet18"),
+    _image_case("tv_squeezenet1_1", "cnn", ONNX, _tv("squeezenet1_1", num_classes=10), ["classifier.1"]),
+    _image_case(
         "tv_regnet_x_400mf",
         "cnn",
         BY_NAME,
         _tv("regnet_x_400mf", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
         architecture="torchvision/regnet_x_400mf",
     ),
-    ZooCase("tv_convnext_small", "cnn", ONNX, _tv_convnext_small, IMG, _half(["Linear"], ["classifier.2"])),
-    ZooCase(
-        "timm_resnet18_dir", "cnn", HF_DIR, _timm("resnet18", num_classes=10), IMG, _half(["Conv2d"], [])
-    ),
-    ZooCase(
-        "timm_densenet121", "cnn", ONNX, _timm("densenet121", num_classes=10), IMG, _half(["Conv2d"], [])
-    ),
+    _image_case("tv_convnext_small", "cnn", ONNX, _tv_convnext_small, ["classifier.2"], op_types=["Linear"]),
+    _image_case("timm_resnet18_dir", "cnn", HF_DIR, _timm("resnet18", num_classes=10)),
+    _image_case("timm_densenet121", "cnn", ONNX, _timm("densenet121", num_classes=10)),
     # mobile
-    ZooCase(
-        "tv_mobilenet_v3_small",
-        "mobile",
-        ONNX,
-        _tv("mobilenet_v3_small", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
-    ),
-    ZooCase(
-        "tv_mobilenet_v2_pickle",
-        "mobile",
-        PICKLE,
-        _tv("mobilenet_v2", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
-    ),
-    ZooCase(
-        "tv_efficientnet_b0",
-        "mobile",
-        ONNX,
-        _tv("efficientnet_b0", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
-    ),
-    ZooCase(
-        "timm_mobilevit_xxs",
-        "mobile",
-        ONNX,
-        _timm("mobilevit_xxs", num_classes=10),
-        IMG,
-        _half(["Conv2d"], []),
-    ),
+    _image_case("tv_mobilenet_v3_small", "mobile", ONNX, _tv("mobilenet_v3_small", num_classes=10)),
+    _image_case("tv_mobilenet_v2_pickle", "mobile", PICKLE, _tv("mobilenet_v2", num_classes=10)),
+    _image_case("tv_efficientnet_b0", "mobile", ONNX, _tv("efficientnet_b0", num_classes=10)),
+    _image_case("timm_mobilevit_xxs", "mobile", ONNX, _timm("mobilevit_xxs", num_classes=10)),
     # segmentation
-    ZooCase(
+    _image_case(
         "tv_lraspp_mobilenet_v3",
         "segmentation",
         ONNX,
         _tv_seg("lraspp_mobilenet_v3_large"),
-        IMG,
-        _half(["Conv2d"], ["model.classifier.low_classifier", "model.classifier.high_classifier"]),
+        ["model.classifier.low_classifier", "model.classifier.high_classifier"],
     ),
-    ZooCase(
+    _image_case(
         "tv_deeplabv3_mobilenet_v3",
         "segmentation",
         ONNX,
         _tv_seg("deeplabv3_mobilenet_v3_large"),
-        IMG,
-        _half(["Conv2d"], ["model.classifier.4"]),
+        ["model.classifier.4"],
     ),
     # transformers
-    ZooCase(
+    _token_case(
         "hf_bert_dir",
-        "transformer",
         HF_DIR,
         _hf("BertConfig", "BertForSequenceClassification", **_BERT),
-        (1, 16),
-        _ffn("bert.encoder.layer.{}.intermediate.dense"),
-        input_dtype=torch.long,
-        vocab_size=100,
+        "bert.encoder.layer.{}.intermediate.dense",
     ),
-    ZooCase(
+    _token_case(
         "hf_bert_onnx",
-        "transformer",
         ONNX,
         _hf("BertConfig", "BertForSequenceClassification", **_BERT),
-        (1, 16),
-        _ffn("bert.encoder.layer.{}.intermediate.dense"),
-        input_dtype=torch.long,
-        vocab_size=100,
+        "bert.encoder.layer.{}.intermediate.dense",
     ),
-    ZooCase(
+    _token_case(
         "hf_gpt2_dir",
-        "transformer",
         HF_DIR,
         _hf("GPT2Config", "GPT2ForSequenceClassification", **_GPT2),
-        (1, 16),
-        _ffn("transformer.h.{}.mlp.c_fc"),
-        input_dtype=torch.long,
-        vocab_size=100,
+        "transformer.h.{}.mlp.c_fc",
     ),
     ZooCase(
         "hf_vit_dir",
@@ -318,25 +270,17 @@ ZOO: list[ZooCase] = [
         (1, 3, 32, 32),
         _ffn("vit.layers.{}.mlp.fc1"),
     ),
-    ZooCase(
+    _token_case(
         "hf_llama_dir",
-        "transformer",
         HF_DIR,
         _hf("LlamaConfig", "LlamaForCausalLM", **_LLAMA),
-        (1, 16),
-        _ffn("model.layers.{}.mlp.up_proj"),
-        input_dtype=torch.long,
-        vocab_size=100,
+        "model.layers.{}.mlp.up_proj",
     ),
-    ZooCase(
+    _token_case(
         "hf_distilbert_onnx",
-        "transformer",
         ONNX,
         _hf("DistilBertConfig", "DistilBertForSequenceClassification", **_DISTIL),
-        (1, 16),
-        _ffn("distilbert.transformer.layer.{}.ffn.lin1"),
-        input_dtype=torch.long,
-        vocab_size=100,
+        "distilbert.transformer.layer.{}.ffn.lin1",
     ),
     ZooCase(
         "timm_vit_tiny",
