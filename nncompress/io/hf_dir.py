@@ -57,6 +57,7 @@ from nncompress.io.hf_build import (
     load_transformers,
     parse_config,
 )
+from nncompress.io.intake import check_shapes_fit, load_state_dict_strict
 
 __all__ = ["HfDirSummary", "LoadedHf", "describe_hf_dir", "extract_hf_zip", "first_output", "load_hf_dir"]
 
@@ -184,8 +185,6 @@ def load_hf_dir(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Load
             state.update(load_file(str(p / name)))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{name} cannot be read: {exc}", file=name) from exc
-    from nncompress.io.intake import load_state_dict_strict
-
     load_state_dict_strict(model, state, architecture=summary.architecture)
     return LoadedHf(model.eval(), summary)
 
@@ -204,33 +203,13 @@ def _describe(source: HfSource) -> tuple[HfDirSummary, ParsedConfig]:
     present = {k: v for k, v in tensors.items() if k not in ignored}
     # A tied key is absent from save_pretrained's output (it is the same tensor as its source).
     tied = {t: src for t, src in tied_all.items() if t not in present and src in present}
-    missing = sorted(set(expected) - set(present) - set(tied))
-    unexpected = sorted(set(present) - set(expected))
-    mismatched = {
-        k: {"file": list(present[k].shape), "model": list(expected[k])}
-        for k in sorted(set(present) & set(expected))
-        if present[k].shape != expected[k]
-    }
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-        if mismatched:
-            parts.append(
-                "shape mismatches "
-                + "; ".join(
-                    f"{k}: file {v['file']} vs model {v['model']}" for k, v in list(mismatched.items())[:5]
-                )
-            )
-        raise ModelLoadError(
-            f"the weights do not fit {parsed.architecture} as config.json describes it: " + ", ".join(parts),
-            architecture=parsed.architecture,
-            missing=missing,
-            unexpected=unexpected,
-            shape_mismatches=mismatched,
-        )
+    check_shapes_fit(
+        {k: v.shape for k, v in present.items()},
+        expected,
+        message=f"the weights do not fit {parsed.architecture} as config.json describes it",
+        architecture=parsed.architecture,
+        tied=tied,
+    )
     shape, dtype, vocab = input_spec(parsed, model)
     numel = 0
     for info in present.values():
@@ -298,8 +277,3 @@ def _ignored_keys(model: nn.Module, keys: Mapping[str, object]) -> set[str]:
     patterns = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []
     expected = set(model.state_dict())
     return {k for k in keys if k not in expected and any(re.search(p, k) for p in patterns)}
-
-
-def _short(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return f"[{shown}{', …' if len(names) > limit else ''}]"

@@ -23,7 +23,7 @@ import pickle
 import struct
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from nncompress.errors import ModelLoadError
 
-__all__ = ["FORMATS", "detect_format", "load_model", "load_state_dict_strict"]
+__all__ = ["FORMATS", "check_shapes_fit", "detect_format", "load_model", "load_state_dict_strict"]
 
 FORMATS = ("safetensors", "torch_zip", "pickle", "onnx", "pt2", "hf_dir")
 # Both are torch.save output (zip since torch 1.6, a raw pickle before): a caller that says "pickle"
@@ -186,12 +186,45 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, Any], *, archit
     if bad_values:
         raise ModelLoadError(f"state_dict entry {bad_values[0]!r} is not a tensor", key=bad_values[0])
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    check_shapes_fit(
+        {k: tuple(v.shape) for k, v in state.items()},
+        {k: tuple(v.shape) for k, v in expected.items()},
+        message=f"the weights do not fit architecture {architecture!r}",
+        architecture=architecture,
+    )
+    model.load_state_dict(dict(state), strict=True)
+
+
+def check_shapes_fit(
+    file_shapes: Mapping[str, tuple[int, ...]],
+    model_shapes: Mapping[str, tuple[int, ...]],
+    *,
+    message: str,
+    architecture: str,
+    tied: Collection[str] = (),
+) -> None:
+    """Compares a checkpoint's tensor names and shapes with a model's, naming every problem.
+
+    One check for both ways in: a loaded state_dict (:func:`load_state_dict_strict`) and a Hugging
+    Face folder's safetensors headers, read before any weight is (:mod:`nncompress.io.hf_dir`).
+
+    Args:
+        file_shapes: the checkpoint's tensors, name → shape.
+        model_shapes: the tensors the model expects, name → shape.
+        message: the error's opening words, saying what did not fit what.
+        architecture: the model's architecture, for the error's context.
+        tied: model keys that may be absent from the file because they share a tensor with another.
+
+    Raises:
+        ModelLoadError: naming missing keys, unexpected keys and shape mismatches
+            (``context``: ``missing``, ``unexpected``, ``shape_mismatches``).
+    """
+    missing = sorted(set(model_shapes) - set(file_shapes) - set(tied))
+    unexpected = sorted(set(file_shapes) - set(model_shapes))
     mismatched = {
-        k: {"file": list(state[k].shape), "model": list(expected[k].shape)}
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
+        k: {"file": list(file_shapes[k]), "model": list(model_shapes[k])}
+        for k in sorted(set(file_shapes) & set(model_shapes))
+        if file_shapes[k] != model_shapes[k]
     }
     if missing or unexpected or mismatched:
         parts = []
@@ -205,13 +238,12 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, Any], *, archit
             )
             parts.append(f"shape mismatches {shown}")
         raise ModelLoadError(
-            f"the weights do not fit architecture {architecture!r}: " + ", ".join(parts),
+            f"{message}: " + ", ".join(parts),
             architecture=architecture,
             missing=missing,
             unexpected=unexpected,
             shape_mismatches=mismatched,
         )
-    model.load_state_dict(dict(state), strict=True)
 
 
 def _load_torch_file(p: Path, detected: str, *, architecture: str | None, allow_pickle: bool) -> nn.Module:
