@@ -88,12 +88,8 @@ class _ActivationPruner(DataDrivenPruner):
         return hook
 
     def _run(self) -> None:
-        training = self.model.training
-        self.model.eval()
-        try:
+        with self._mode(train=False):
             run_batches(self.model, self.data, max_batches=self.training_steps)  # type: ignore[arg-type]
-        finally:
-            self.model.train(training)
 
     def _finish(self) -> None:
         stats = {n: self._score(self._sums[n] / self._counts[n]) for n in self._sums}

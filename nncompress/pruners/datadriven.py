@@ -7,6 +7,8 @@ without a ``dummy_input``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -47,6 +49,24 @@ class DataDrivenPruner(ChannelPruner):
 
     def _finish(self) -> None:
         raise NotImplementedError
+
+    @contextmanager
+    def _mode(self, *, train: bool, drop_grads: bool = False) -> Iterator[None]:
+        """Puts the model in train or eval mode while the data runs, then restores the caller's mode.
+
+        Args:
+            train: the mode to run in (eval when only activations or gradients are wanted, so
+                BatchNorm's running statistics stay as they are).
+            drop_grads: clear the gradients the run left, so none leak into the caller's training.
+        """
+        training = self.model.training
+        self.model.train(train)
+        try:
+            yield
+        finally:
+            self.model.train(training)
+            if drop_grads:
+                self.model.zero_grad(set_to_none=True)
 
     def _target_modules(self) -> dict[str, nn.Module]:
         return {name: self.model.get_submodule(name) for name in self.config.targets}

@@ -105,9 +105,7 @@ class SlimPruner(DataDrivenPruner):
         if self.training_epochs == 0:
             return
         optimizer = self.optimizer or torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9)
-        training = self.model.training
-        self.model.train()
-        try:
+        with self._mode(train=True, drop_grads=True):
             run_batches(
                 self.model,
                 self.data,  # type: ignore[arg-type]
@@ -116,9 +114,6 @@ class SlimPruner(DataDrivenPruner):
                 optimizer=optimizer,
                 epochs=self.training_epochs,
             )
-        finally:
-            self.model.train(training)
-            self.model.zero_grad(set_to_none=True)
 
     def _finish(self) -> None:
         return None

@@ -73,9 +73,7 @@ class TaylorFOWeightPruner(DataDrivenPruner):
 
     def _run(self) -> None:
         # eval(): the gradients are wanted, not BatchNorm running statistics moved by this data
-        training = self.model.training
-        self.model.eval()
-        try:
+        with self._mode(train=False, drop_grads=True):
             run_batches(
                 self.model,
                 self.data,  # type: ignore[arg-type]
@@ -83,9 +81,6 @@ class TaylorFOWeightPruner(DataDrivenPruner):
                 backward=True,
                 max_batches=self.training_steps,
             )
-        finally:
-            self.model.train(training)
-            self.model.zero_grad(set_to_none=True)
 
     def _finish(self) -> None:
         self.importance = StatsImportance(self._scores, "Taylor gradients")
