@@ -101,13 +101,12 @@ def token_onnx_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def tiny_bert_folder(folder: Path) -> Path:
-    """save_pretrained of a random 2-layer BERT classifier (hidden 32, 2 heads, vocab 128)."""
+def tiny_bert(vocab_size: int = 100) -> nn.Module:
+    """A random 2-layer BERT classifier (hidden 32, 2 heads, FFN 64, 3 labels); seed before calling."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=128,
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -115,5 +114,52 @@ def tiny_bert_folder(folder: Path) -> Path:
         max_position_embeddings=64,
         num_labels=3,
     )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    return BertForSequenceClassification(config)
+
+
+def tiny_gpt2() -> nn.Module:
+    """A random 2-layer GPT-2 language model (embedding 32, 2 heads, vocab 100); seed before calling."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config)
+
+
+def tiny_vit() -> nn.Module:
+    """A random 2-layer ViT classifier of 32×32 images in 8×8 patches, 5 labels; seed before calling."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    )
+    return ViTForImageClassification(config)
+
+
+def tiny_bert_folder(folder: Path) -> Path:
+    """save_pretrained of :func:`tiny_bert` with a vocabulary of 128."""
+    torch.manual_seed(0)
+    tiny_bert(vocab_size=128).save_pretrained(folder)
     return folder
+
+
+def timm_resnet18_folder(folder: Path, num_classes: int) -> nn.Module:
+    """A random timm resnet18 written as ``save_for_hf`` writes it (what push_to_hub uploads), offline.
+
+    Returns:
+        The model that was saved, in eval mode.
+    """
+    import timm
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=num_classes).eval()
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return model

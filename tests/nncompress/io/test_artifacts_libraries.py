@@ -19,42 +19,10 @@ from nncompress.io.library_rebuild import build_recorded, recorded_build
 from nncompress.pipeline import JobSpec, run_job
 from nncompress.pruners import prune
 from nncompress.speedup import speedup
+from tests.app.model_files import timm_resnet18_folder, tiny_bert, tiny_gpt2, tiny_vit
 
 transformers = pytest.importorskip("transformers")
-timm = pytest.importorskip("timm")
-
-
-def _bert() -> nn.Module:
-    cfg = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    return transformers.BertForSequenceClassification(cfg)
-
-
-def _gpt2() -> nn.Module:
-    cfg = transformers.GPT2Config(
-        vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0
-    )
-    return transformers.GPT2LMHeadModel(cfg)
-
-
-def _vit() -> nn.Module:
-    cfg = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    return transformers.ViTForImageClassification(cfg)
+pytest.importorskip("timm")
 
 
 def _save_hf(make: Callable[[], nn.Module], folder: Path) -> Path:
@@ -64,28 +32,24 @@ def _save_hf(make: Callable[[], nn.Module], folder: Path) -> Path:
 
 
 def _save_timm_resnet18(folder: Path) -> Path:
-    torch.manual_seed(0)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
-    from timm.models._hub import save_for_hf
-
-    save_for_hf(model, str(folder), safe_serialization=True)  # what push_to_hub uploads, offline
+    timm_resnet18_folder(folder, num_classes=10)
     return folder
 
 
 CASES = {
     # name: (folder writer, config_list, example input)
     "bert_ffn": (
-        lambda d: _save_hf(_bert, d),
+        lambda d: _save_hf(tiny_bert, d),
         [{"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]}],
         lambda: torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1)),
     ),
     "gpt2_ffn": (
-        lambda d: _save_hf(_gpt2, d),
+        lambda d: _save_hf(tiny_gpt2, d),
         [{"sparse_ratio": 0.5, "op_names_re": [r"transformer\.h\.\d+\.mlp\.c_fc"]}],
         lambda: torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(1)),
     ),
     "vit_ffn": (
-        lambda d: _save_hf(_vit, d),
+        lambda d: _save_hf(tiny_vit, d),
         [{"sparse_ratio": 0.5, "op_names_re": [r"vit\.layers\.\d+\.mlp\.fc1"]}],
         lambda: torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)),
     ),
@@ -132,7 +96,7 @@ def test_pruned_library_model_reloads_from_its_artifact(case: str, tmp_path: Pat
 
 
 def test_bert_manifest_records_the_config_before_speedup(tmp_path: Path) -> None:
-    loaded = load_hf_dir(_save_hf(_bert, tmp_path / "bert"))
+    loaded = load_hf_dir(_save_hf(tiny_bert, tmp_path / "bert"))
     architecture, kwargs = recorded_build("transformers", "BertForSequenceClassification", loaded.model, {})
     assert architecture == "hf/BertForSequenceClassification"
     config = kwargs["config"]
@@ -186,7 +150,7 @@ def test_run_job_on_a_transformers_folder_proves_the_reload(
 
 
 def test_manifest_config_with_remote_code_is_refused(tmp_path: Path) -> None:
-    config = _bert().config.to_dict()
+    config = tiny_bert().config.to_dict()
     config["auto_map"] = {"AutoModel": "evil.Model"}
     with pytest.raises(ArtifactError) as err:
         build_recorded("hf/BertForSequenceClassification", {"config": config})
@@ -194,7 +158,7 @@ def test_manifest_config_with_remote_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_manifest_config_of_another_class_is_refused() -> None:
-    config = _bert().config.to_dict()
+    config = tiny_bert().config.to_dict()
     config["architectures"] = ["BertForSequenceClassification"]
     with pytest.raises(ArtifactError, match="describes hf/BertForSequenceClassification"):
         build_recorded("hf/BertModel", {"config": config})
@@ -216,7 +180,7 @@ def test_timm_kwargs_that_download_are_refused() -> None:
 def test_hf_architecture_without_a_config_cannot_be_saved(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="rebuilt from its config"):
         save_compressed(
-            _bert(),
+            tiny_bert(),
             tmp_path,
             architecture="hf/BertForSequenceClassification",
             kept=None,

@@ -15,43 +15,12 @@ from torch import nn
 from nncompress.errors import ModelLoadError
 from nncompress.io import detect_format, load_model
 from nncompress.io.hf_dir import describe_hf_dir, extract_hf_zip, load_hf_dir
+from tests.app.model_files import timm_resnet18_folder, tiny_bert, tiny_gpt2, tiny_vit
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("timm")
 
 _TEXT = {"vocab_size": 100, "max_position_embeddings": 64}
-
-
-def _bert() -> nn.Module:
-    cfg = transformers.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=3,
-        **_TEXT,
-    )
-    return transformers.BertForSequenceClassification(cfg)
-
-
-def _gpt2() -> nn.Module:
-    cfg = transformers.GPT2Config(
-        vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0
-    )
-    return transformers.GPT2LMHeadModel(cfg)
-
-
-def _vit() -> nn.Module:
-    cfg = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
-    return transformers.ViTForImageClassification(cfg)
 
 
 def _distilbert() -> nn.Module:
@@ -60,9 +29,9 @@ def _distilbert() -> nn.Module:
 
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
-    "bert": _bert,
-    "gpt2": _gpt2,
-    "vit": _vit,
+    "bert": tiny_bert,
+    "gpt2": tiny_gpt2,
+    "vit": tiny_vit,
     "distilbert": _distilbert,
 }
 
@@ -291,18 +260,8 @@ def test_corrupt_safetensors_header_is_refused(tmp_path: Path) -> None:
 # --- timm folders ------------------------------------------------------------------------------
 
 
-def _timm_dir(directory: Path, num_classes: int = 7) -> nn.Module:
-    import timm
-    from timm.models._hub import save_for_hf
-
-    torch.manual_seed(0)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=num_classes).eval()
-    save_for_hf(model, str(directory), safe_serialization=True)  # what push_to_hub uploads, offline
-    return model
-
-
 def test_timm_save_for_hf_folder(tmp_path: Path) -> None:
-    original = _timm_dir(tmp_path)
+    original = timm_resnet18_folder(tmp_path, num_classes=7)
     summary = describe_hf_dir(tmp_path)
     assert summary.library == "timm" and summary.architecture == "timm/resnet18"
     assert summary.input_shape == (1, 3, 224, 224)
@@ -317,14 +276,14 @@ def test_timm_save_for_hf_folder(tmp_path: Path) -> None:
     "arg", [{"checkpoint_path": "/etc/passwd"}, {"pretrained_cfg_overlay": {"file": "x"}}]
 )
 def test_timm_args_that_name_files_are_refused(tmp_path: Path, arg: dict[str, object]) -> None:
-    _timm_dir(tmp_path)
+    timm_resnet18_folder(tmp_path, num_classes=7)
     _edit_config(tmp_path, lambda c: c["model_args"].update(arg))  # type: ignore[union-attr]
     with pytest.raises(ModelLoadError, match="refused"):
         describe_hf_dir(tmp_path)
 
 
 def test_unknown_timm_model_is_refused(tmp_path: Path) -> None:
-    _timm_dir(tmp_path)
+    timm_resnet18_folder(tmp_path, num_classes=7)
     _edit_config(tmp_path, lambda c: c.update(architecture="resnet_evil"))
     with pytest.raises(ModelLoadError, match="timm has no model"):
         describe_hf_dir(tmp_path)
