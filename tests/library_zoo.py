@@ -10,7 +10,6 @@ written against the *PyTorch* model's layer names.
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Callable
@@ -349,15 +348,6 @@ def export_upload(case: ZooCase, model: nn.Module, folder: Path) -> dict[str, An
         torch.save(model, path)
         return {"file": path, "data": {}}
     raise ValueError(f"unknown route {case.route!r}")
-
-
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    """A zip of ``files`` (name → bytes), for hostile-upload tests."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def describe(case: ZooCase) -> str:
