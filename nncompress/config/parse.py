@@ -21,8 +21,14 @@ from nncompress.config.keys import (
     UNSUPPORTED_KEYS,
     VALID_KEYS,
 )
-from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
-from nncompress.config.selectors import check_known_keys, parse_names, parse_selection
+from nncompress.config.messages import bad_value, did_you_mean, jsonable, where
+from nncompress.config.selectors import (
+    check_entry_list,
+    check_exclude_settings,
+    check_known_keys,
+    parse_names,
+    parse_selection,
+)
 from nncompress.errors import ConfigError
 
 _EXAMPLE = "[{'sparse_ratio': 0.5, 'op_types': ['Conv2d', 'Linear']}]"
@@ -62,19 +68,8 @@ def parse_config_list(raw: object) -> tuple[ConfigEntry, ...]:
     """
     if isinstance(raw, Sequence) and raw and all(isinstance(e, ConfigEntry) for e in raw):
         return tuple(raw)  # type: ignore[arg-type]
-    if isinstance(raw, Mapping):
-        raise bad_value(None, None, raw, "a list of dicts", hint=f"wrap the entry in a list: [{dict(raw)!r}]")
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
-        raise bad_value(None, None, raw, f"a list of dicts such as {_EXAMPLE}")
-    if len(raw) == 0:
-        raise ConfigError(
-            f"config_list: is empty; expected at least one entry such as {_EXAMPLE}",
-            entry=None,
-            key=None,
-            value=[],
-            expected="a non-empty list of dicts",
-        )
-    entries = tuple(_parse_entry(index, item) for index, item in enumerate(raw))
+    items = check_entry_list(raw, example=_EXAMPLE)
+    entries = tuple(_parse_entry(index, item) for index, item in enumerate(items))
     _check_shared_ratio(entries, "global_group_id")
     _check_shared_ratio(entries, "dependency_group_id")
     return entries
@@ -89,17 +84,13 @@ def _parse_entry(index: int, raw: object) -> ConfigEntry:
 
     exclude = _parse_bool(index, raw, "exclude")
     if exclude:
-        for key in _PRUNING_KEYS:
-            if key in raw:
-                raise ConfigError(
-                    f"{where(index, key)}: not allowed in an 'exclude' entry (got {show(raw[key])}); "
-                    "an exclude entry only removes the layers it selects, so put the sparsity in "
-                    "another entry",
-                    entry=index,
-                    key=key,
-                    value=jsonable(raw[key]),
-                    expected="no pruning settings next to 'exclude': True",
-                )
+        check_exclude_settings(
+            index,
+            raw,
+            _PRUNING_KEYS,
+            why="an exclude entry only removes the layers it selects, so put the sparsity in another entry",
+            expected="no pruning settings next to 'exclude': True",
+        )
 
     selectors, excludes = parse_selection(
         index, raw, selector_keys=SELECTOR_KEYS, exclude_keys=EXCLUDE_LIST_KEYS

@@ -81,6 +81,66 @@ def parse_selection(
     return selectors, excludes
 
 
+def check_entry_list(
+    raw: object, *, example: str, error: type[ConfigError] = ConfigError
+) -> Sequence[object]:
+    """Checks that a config_list is a non-empty list (a lone dict is told to be wrapped in one).
+
+    Args:
+        raw: the config_list as given.
+        example: a one-entry config_list of the caller's kind, quoted in the errors.
+        error: the ConfigError subclass to raise.
+
+    Returns:
+        ``raw``, now known to be a non-empty sequence (its entries are not checked yet).
+    """
+    if isinstance(raw, Mapping):
+        raise bad_value(
+            None, None, raw, "a list of dicts", hint=f"wrap the entry in a list: [{dict(raw)!r}]", error=error
+        )
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
+        raise bad_value(None, None, raw, f"a list of dicts such as {example}", error=error)
+    if len(raw) == 0:
+        raise error(
+            f"config_list: is empty; expected at least one entry such as {example}",
+            entry=None,
+            key=None,
+            value=[],
+            expected="a non-empty list of dicts",
+        )
+    return raw
+
+
+def check_exclude_settings(
+    index: int,
+    raw: Mapping[str, object],
+    keys: Sequence[str],
+    *,
+    why: str,
+    expected: str,
+    error: type[ConfigError] = ConfigError,
+) -> None:
+    """Refuses settings in an ``'exclude': True`` entry, which only takes layers out of the others.
+
+    Args:
+        index: the entry's position in the config_list.
+        raw: the entry.
+        keys: the settings an exclude entry may not carry.
+        why: what an exclude entry does instead, for the message.
+        expected: the error's ``expected`` context.
+        error: the ConfigError subclass to raise.
+    """
+    for key in keys:
+        if key in raw:
+            raise error(
+                f"{where(index, key)}: not allowed in an 'exclude' entry (got {show(raw[key])}); {why}",
+                entry=index,
+                key=key,
+                value=jsonable(raw[key]),
+                expected=expected,
+            )
+
+
 def check_known_keys(
     index: int,
     raw: Mapping[object, object],

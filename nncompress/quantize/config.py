@@ -15,8 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nncompress.config.messages import bad_value, did_you_mean, jsonable, show, where
-from nncompress.config.selectors import check_known_keys, parse_names, parse_selection
+from nncompress.config.messages import bad_value, did_you_mean
+from nncompress.config.selectors import (
+    check_entry_list,
+    check_exclude_settings,
+    check_known_keys,
+    parse_names,
+    parse_selection,
+)
 from nncompress.errors import ConfigError, NoMatchError, UnknownLayerError
 
 __all__ = [
@@ -147,26 +153,8 @@ def parse_quant_config(raw: object) -> tuple[QuantConfigEntry, ...]:
     """
     if isinstance(raw, Sequence) and raw and all(isinstance(e, QuantConfigEntry) for e in raw):
         return tuple(raw)  # type: ignore[arg-type]
-    if isinstance(raw, Mapping):
-        raise bad_value(
-            None,
-            None,
-            raw,
-            "a list of dicts",
-            hint=f"wrap the entry in a list: [{dict(raw)!r}]",
-            error=QuantConfigError,
-        )
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
-        raise bad_value(None, None, raw, f"a list of dicts such as {_EXAMPLE}", error=QuantConfigError)
-    if len(raw) == 0:
-        raise QuantConfigError(
-            f"config_list: is empty; expected at least one entry such as {_EXAMPLE}",
-            entry=None,
-            key=None,
-            value=[],
-            expected="a non-empty list of dicts",
-        )
-    return tuple(_parse_entry(index, item) for index, item in enumerate(raw))
+    items = check_entry_list(raw, example=_EXAMPLE, error=QuantConfigError)
+    return tuple(_parse_entry(index, item) for index, item in enumerate(items))
 
 
 def _parse_entry(index: int, raw: object) -> QuantConfigEntry:
@@ -177,16 +165,14 @@ def _parse_entry(index: int, raw: object) -> QuantConfigEntry:
     if not isinstance(exclude, bool):
         raise bad_value(index, "exclude", exclude, "True or False", error=QuantConfigError)
     if exclude:
-        for key in SETTING_KEYS:
-            if key in raw:
-                raise QuantConfigError(
-                    f"{where(index, key)}: not allowed in an 'exclude' entry (got {show(raw[key])}); an "
-                    "exclude entry only keeps the layers it selects in float",
-                    entry=index,
-                    key=key,
-                    value=jsonable(raw[key]),
-                    expected="no quantization settings next to 'exclude': True",
-                )
+        check_exclude_settings(
+            index,
+            raw,
+            SETTING_KEYS,
+            why="an exclude entry only keeps the layers it selects in float",
+            expected="no quantization settings next to 'exclude': True",
+            error=QuantConfigError,
+        )
     selectors, excludes = parse_selection(
         index, raw, selector_keys=SELECTOR_KEYS, exclude_keys=EXCLUDE_LIST_KEYS, error=QuantConfigError
     )
