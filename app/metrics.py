@@ -145,6 +145,24 @@ class StageDurations:
         yield histogram
 
 
+def _worker_families(depth_help: str) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """The queue-depth and heartbeat-age gauges: one pair of series whichever way jobs run.
+
+    Args:
+        depth_help: the depth gauge's help text, saying what waits (broker messages or queued jobs).
+
+    Returns:
+        ``(depth, beats)``, empty; the caller adds a sample per queue and per worker.
+    """
+    depth = GaugeMetricFamily("nncompress_queue_depth", depth_help, labels=["queue"])
+    beats = GaugeMetricFamily(
+        "nncompress_worker_heartbeat_age_seconds",
+        "Seconds since the worker's reconciler last completed a pass",
+        labels=["worker"],
+    )
+    return depth, beats
+
+
 class BrokerQueues:
     """Messages waiting in each Redis queue (LLEN) and the age of each worker's last beat."""
 
@@ -154,14 +172,7 @@ class BrokerQueues:
         self.client: Any = redis.Redis.from_url(broker_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "nncompress_queue_depth", "Messages waiting in the broker queue", labels=["queue"]
-        )
-        beats = GaugeMetricFamily(
-            "nncompress_worker_heartbeat_age_seconds",
-            "Seconds since the worker's reconciler last completed a pass",
-            labels=["worker"],
-        )
+        depth, beats = _worker_families("Messages waiting in the broker queue")
         try:
             for q in QUEUES:
                 depth.add_metric([q], int(self.client.llen(q)))
@@ -184,14 +195,7 @@ class EmbeddedWorker:
         self.dispatcher, self.session_factory = dispatcher, session_factory
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "nncompress_queue_depth", "Jobs waiting for the embedded worker", labels=["queue"]
-        )
-        beats = GaugeMetricFamily(
-            "nncompress_worker_heartbeat_age_seconds",
-            "Seconds since the worker's reconciler last completed a pass",
-            labels=["worker"],
-        )
+        depth, beats = _worker_families("Jobs waiting for the embedded worker")
         try:
             with self.session_factory() as session:
                 rows = dict(
