@@ -28,7 +28,7 @@ from app.request_log import RequestContextMiddleware
 from app.routes import architectures, artifacts, dashboard, datasets, docs, health, jobs, models
 from app.upload_slots import UploadSlots
 from core.db.migrate import upgrade_to_head
-from core.db.session import make_engine, make_session_factory, reads_without_transaction
+from core.db.session import make_engine, make_read_engine, make_session_factory
 from core.dispatch import Dispatcher, make_dispatcher
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
@@ -73,6 +73,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         dispatcher.stop()
+        if app.state.read_engine is not app.state.engine:
+            app.state.read_engine.dispose()
         app.state.engine.dispose()
 
 
@@ -93,12 +95,14 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         docs_url=None,  # app.routes.docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
-    engine = make_engine(settings.database_url, **api_pool(settings.database_url))
+    pool = api_pool(settings.database_url)
+    engine = make_engine(settings.database_url, **pool)
     session_factory = make_session_factory(engine)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
-    app.state.read_engine = reads_without_transaction(engine)
+    # GET /v1/jobs[/{id}] read on their own pool, without pre-ping (make_read_engine); writes keep it.
+    app.state.read_engine = make_read_engine(engine, **pool)
     app.state.storage = open_storage(settings)
     app.state.dispatcher = dispatcher
     app.state.rate_limiter = make_rate_limiter(settings.broker_url)

@@ -4,6 +4,10 @@ Clients poll these in a loop, so their cost per request is the API's capacity. M
 2-core machine (benchmarks/api_load.py, CPU per read of one job with its artifacts): the ORM query
 with ``joinedload`` took 400 µs on SQLite and 900 µs on PostgreSQL; the same outer join in Core,
 rows read into :class:`JobRecord`, 60 and 300 µs. Writes stay in the ORM (``app.services.jobs``).
+
+The connections come from the read engine (:func:`core.db.session.make_read_engine`: autocommit, no
+pre-ping), so every statement goes through :func:`core.db.session.read_rows`, which runs it once more
+when the pooled connection turns out to be dead.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, or_, select
 
 from app.services.pagination import decode_cursor, encode_cursor
 from core.db.models import Artifact, Job
+from core.db.session import read_rows
 from core.db.types import is_id
 from core.errors import NotFound
 
@@ -90,7 +95,7 @@ class JobRecord:
         return cls(**{c.name: fields[c.name] for c in _JOB_COLUMNS}, artifacts=tuple(artifacts))
 
 
-def _artifact(row: Row[Any, Any, Any, Any, Any]) -> ArtifactRecord:
+def _artifact(row: Row[Any]) -> ArtifactRecord:
     return ArtifactRecord(row.name, row.size_bytes, row.sha256, row.media_type)
 
 
@@ -102,7 +107,7 @@ def read_job(connection: Connection, *, tenant_id: str, job_id: str) -> JobRecor
     """
     rows: Sequence[Row[Any]] = ()
     if is_id(job_id):
-        rows = connection.execute(_READ_JOB, {"job_id": job_id, "tenant_id": tenant_id}).all()
+        rows = read_rows(connection, _READ_JOB, {"job_id": job_id, "tenant_id": tenant_id})
     if not rows:
         raise NotFound(f"no job with id {job_id[:64]!r}")
     artifacts = [
@@ -133,15 +138,16 @@ def list_jobs(
     if cursor:
         at, id = decode_cursor(cursor)
         query = query.where(or_(_JOBS.c.created_at < at, and_(_JOBS.c.created_at == at, _JOBS.c.id < id)))
-    rows = connection.execute(query.limit(limit + 1)).all()
+    rows = read_rows(connection, query.limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     by_job: dict[str, list[ArtifactRecord]] = {row.id: [] for row in rows}
     if by_job:
-        artifact_rows = connection.execute(
+        artifact_rows = read_rows(
+            connection,
             select(*_ARTIFACT_COLUMNS)
             .where(_ARTIFACTS.c.job_id.in_(list(by_job)))
-            .order_by(_ARTIFACTS.c.job_id, _ARTIFACTS.c.name)
+            .order_by(_ARTIFACTS.c.job_id, _ARTIFACTS.c.name),
         )
         for row in artifact_rows:
             by_job[row.job_id].append(_artifact(row))

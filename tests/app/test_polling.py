@@ -24,18 +24,22 @@ def client(make_client: Callable[..., Any], make_settings: Any, db_url: str) -> 
 
 @contextmanager
 def statements(client: TestClient) -> Iterator[list[str]]:
-    """The SQL statements the app's engine runs inside the block."""
+    """The SQL statements the app's engines (writes, and the polled reads' own on PostgreSQL) run
+    inside the block."""
     seen: list[str] = []
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    state = client.app.state  # type: ignore[attr-defined]
+    engines = {id(e): e for e in (state.engine, state.read_engine)}.values()
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def test_a_poll_that_sees_no_change_is_304_and_a_change_is_200(client: TestClient) -> None:
