@@ -13,6 +13,7 @@ proves the file is right.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import logging
@@ -20,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +31,14 @@ from nncompress.errors import ArtifactError, NncompressError
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
-__all__ = ["OnnxCheck", "OnnxExportError", "check_onnx", "export_onnx", "export_onnx_with_info"]
+__all__ = [
+    "OnnxCheck",
+    "OnnxExportError",
+    "check_onnx",
+    "export_onnx",
+    "export_onnx_with_info",
+    "torch_name_scopes",
+]
 
 # Opset 18 is the lowest the torch.export-based exporter emits natively; the TorchScript fallback
 # uses 17. Both satisfy onnxruntime 1.17+.
@@ -335,3 +344,23 @@ _EXPORTERS: dict[str, Callable[..., None]] = {
     "dynamo": export_dynamo,
     "torchscript": export_legacy,
 }
+
+
+def torch_name_scopes(node: Any) -> list[Any] | None:
+    """The module scopes torch's dynamo exporter records on an ONNX node, outermost first.
+
+    Args:
+        node: an ``onnx.NodeProto``.
+
+    Returns:
+        The parsed ``pkg.torch.onnx.name_scopes`` property (torch writes a list of module paths),
+        or None when the node has none or it is not a list.
+    """
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            return scopes if isinstance(scopes, list) else None
+    return None

@@ -11,7 +11,6 @@ pre-processing folds later and keeps the Conv's name) and nodes mapped by their 
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from nncompress.io.onnx_export import (
     export_legacy,
     first_line,
     quiet_exporters,
+    torch_name_scopes,
 )
 
 __all__ = [
@@ -194,13 +194,7 @@ def _module_from_scope_name(node_name: str, modules: set[str]) -> str | None:
 
 
 def _module_from_metadata(node: onnx.NodeProto, modules: set[str]) -> str | None:
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            for scope in reversed(scopes):
-                if scope in modules:
-                    return str(scope)
+    for scope in reversed(torch_name_scopes(node) or []):
+        if scope in modules:
+            return str(scope)
     return None

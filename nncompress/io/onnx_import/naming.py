@@ -23,11 +23,12 @@ Exporters keep the module path in different places, tried in this order:
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from nncompress.io.onnx_export import torch_name_scopes
 
 __all__ = ["LayerPlan", "plan_layers"]
 
@@ -169,14 +170,9 @@ def _from_param(name: str | None, suffix: str, uses: Counter[str] | None) -> str
 
 
 def _from_name_scopes(node: Any) -> str | None:
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            if isinstance(scopes, list) and len(scopes) >= 2 and isinstance(scopes[-2], str):
-                return scopes[-2] if _valid(scopes[-2]) else None
+    scopes = torch_name_scopes(node)
+    if scopes is not None and len(scopes) >= 2 and isinstance(scopes[-2], str):
+        return scopes[-2] if _valid(scopes[-2]) else None
     return None
 
 
