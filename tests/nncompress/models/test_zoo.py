@@ -6,21 +6,9 @@ import pytest
 import torch
 
 from nncompress.models import get, names
+from tests.nncompress.models.builtin_names import BUILTIN_ARCHITECTURES
 
-EXPECTED = {
-    "mnist_net",
-    "vgg_bn",
-    "resnet18_cifar",
-    "resnet_bottleneck",
-    "mobilenet_v2",
-    "densenet",
-    "unet",
-    "se_cnn",
-    "fpn",
-    "transformer_classifier",
-    "lstm_classifier",
-    "gru_classifier",
-}
+EXPECTED = set(BUILTIN_ARCHITECTURES)
 
 
 def test_zoo_registers_every_family() -> None:

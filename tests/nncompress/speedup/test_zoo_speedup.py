@@ -10,23 +10,11 @@ from torch import nn
 from nncompress.models import get
 from nncompress.pruners.masks import bake_masks
 from nncompress.speedup import apply_kept_indices, speedup
+from tests.nncompress.models.builtin_names import BUILTIN_ARCHITECTURES
 from tests.nncompress.speedup.conftest import OP_TYPES, build, head_masks
 from tests.nncompress.speedup.masking import l1_channel_masks
 
-ZOO = [
-    "mnist_net",
-    "vgg_bn",
-    "resnet18_cifar",
-    "resnet_bottleneck",
-    "mobilenet_v2",
-    "densenet",
-    "unet",
-    "se_cnn",
-    "fpn",
-    "transformer_classifier",
-    "lstm_classifier",
-    "gru_classifier",
-]
+ZOO = list(BUILTIN_ARCHITECTURES)
 
 
 def _masks(name: str, source: str, model: torch.nn.Module, x: torch.Tensor) -> dict:
