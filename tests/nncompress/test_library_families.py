@@ -5,6 +5,7 @@ promised channels equal to the shrunk model's."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -13,72 +14,29 @@ from torch import nn
 
 from nncompress import preflight, prune, speedup
 from nncompress.layers import fused_attentions, head_size, out_width
+from tests.nncompress import families
+from tests.nncompress.families import Family, half_but_head, tokens
 
 transformers = pytest.importorskip("transformers")
-timm = pytest.importorskip("timm")
+pytest.importorskip("timm")
 
-Family = tuple[nn.Module, torch.Tensor, str]
-
-
-def _tokens() -> torch.Tensor:
-    return torch.randint(1, 100, (1, 8), generator=torch.Generator().manual_seed(0))
-
-
-def bert() -> Family:
-    config = transformers.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64, num_labels=3,
-    )  # fmt: skip
-    return transformers.BertForSequenceClassification(config), _tokens(), "classifier"
+_VOCAB = 100
 
 
 def distilbert() -> Family:
     config = transformers.DistilBertConfig(
         vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, num_labels=3
     )
-    return transformers.DistilBertForSequenceClassification(config), _tokens(), "classifier"
-
-
-def hf_vit() -> Family:
-    config = transformers.ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, num_labels=3,
-    )  # fmt: skip
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return transformers.ViTForImageClassification(config), x, "classifier"
-
-
-def gpt2() -> Family:
-    config = transformers.GPT2Config(
-        vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, num_labels=3,
-        pad_token_id=0, bos_token_id=1, eos_token_id=1,
-    )  # fmt: skip
-    return transformers.GPT2ForSequenceClassification(config), _tokens(), "score"
-
-
-def llama() -> Family:
-    config = transformers.LlamaConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config), _tokens(), "lm_head"
-
-
-def timm_vit() -> Family:
-    model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, num_heads=4,
-        depth=2, num_classes=5,
-    )  # fmt: skip
-    return model, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "head"
+    return transformers.DistilBertForSequenceClassification(config), tokens(_VOCAB), "classifier"
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {
-    "bert": bert,
+    "bert": functools.partial(families.bert, _VOCAB),
     "distilbert": distilbert,
-    "hf_vit": hf_vit,
-    "gpt2": gpt2,
-    "llama": llama,
-    "timm_vit": timm_vit,
+    "hf_vit": families.hf_vit,
+    "gpt2": functools.partial(families.gpt2, _VOCAB),
+    "llama": functools.partial(families.llama, _VOCAB),
+    "timm_vit": families.timm_vit,
 }
 
 
@@ -88,13 +46,6 @@ def _build(name: str) -> Family:
     if hasattr(model, "config"):
         model.config._attn_implementation = "eager"
     return model.eval(), x, head
-
-
-def _config(head: str) -> list[dict[str, object]]:
-    return [
-        {"sparsity_per_layer": 0.5, "op_types": ["Conv2d", "Linear", "Conv1D"]},
-        {"exclude": True, "op_names": [head]},
-    ]
 
 
 def _out_channels(module: nn.Module) -> int | None:
@@ -127,7 +78,7 @@ def _heads(model: nn.Module) -> dict[str, tuple[int, int]]:
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family_prunes_heads_and_ffn_exactly(name: str) -> None:
     model, x, head = _build(name)
-    config = _config(head)
+    config = half_but_head(head)
     heads_before = _heads(model)
 
     report = preflight(model, config, x)
@@ -158,7 +109,7 @@ def test_fused_attention_is_recognised() -> None:
 
 def test_gpt2_conv1d_is_pruned_and_shrunk_model_takes_other_lengths() -> None:
     model, x, head = _build("gpt2")
-    result = prune(model, _config(head), pruner="l1norm", example_inputs=x)
+    result = prune(model, half_but_head(head), pruner="l1norm", example_inputs=x)
     shrunk = speedup(model, result.masks, x)
     attn = shrunk.model.transformer.h[0].attn
     # The hidden width (embeddings, residual outputs, LayerNorms) halves too: 32 -> 16 rows.
@@ -172,14 +123,11 @@ def test_gpt2_conv1d_is_pruned_and_shrunk_model_takes_other_lengths() -> None:
 
 def test_grouped_query_attention_keeps_its_heads_and_prunes_the_ffn() -> None:
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    model, x = transformers.LlamaForCausalLM(config).eval(), _tokens()
+    model, x, _ = families.llama(_VOCAB, key_value_heads=2)
+    model.eval()
     model.config._attn_implementation = "eager"
-    report = preflight(model, _config("lm_head"), x)
-    result = prune(model, _config("lm_head"), pruner="l1norm", example_inputs=x)
+    report = preflight(model, half_but_head("lm_head"), x)
+    result = prune(model, half_but_head("lm_head"), pruner="l1norm", example_inputs=x)
     shrunk = speedup(model, result.masks, x)
 
     assert shrunk.verification is not None and shrunk.verification.passed and shrunk.smaller

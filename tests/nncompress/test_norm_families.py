@@ -20,12 +20,14 @@ from nncompress.masked_norms import attach_norm_masks, detach_norm_masks
 from nncompress.norms import WholeGroupNormPruner
 from nncompress.pruners import L1NormPruner
 from nncompress.speedup import ModelSpeedup
+from tests.nncompress import families
+from tests.nncompress.families import Family, half_but_head, image, tokens
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
-Family = tuple[nn.Module, torch.Tensor, str]
+_VOCAB = 50
 
 
 class MiniGroupNorm(nn.Module):
@@ -61,23 +63,19 @@ class MiniFrozenBN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def _image(size: int) -> torch.Tensor:
-    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-
-
 def mini_group_norm() -> Family:
-    return MiniGroupNorm(), _image(16), "fc"
+    return MiniGroupNorm(), image(16), "fc"
 
 
 def mini_frozen_bn() -> Family:
-    return MiniFrozenBN(), _image(16), "fc"
+    return MiniFrozenBN(), image(16), "fc"
 
 
 def resnet18_frozen_bn() -> Family:
     model = torchvision.models.resnet18(
         weights=None, num_classes=10, norm_layer=torchvision.ops.FrozenBatchNorm2d
     )
-    return model, _image(32), "fc"
+    return model, image(32), "fc"
 
 
 def timm_resnetv2_gn() -> Family:
@@ -86,7 +84,7 @@ def timm_resnetv2_gn() -> Family:
         "resnetv2_50d_gn", pretrained=False, num_classes=10, layers=[1, 1, 1, 1],
         channels=(64, 128, 128, 256), stem_chs=32, norm_layer=norm,
     )  # fmt: skip
-    return model, _image(32), "head.fc"
+    return model, image(32), "head.fc"
 
 
 class MiniLayerNorm(nn.Module):
@@ -104,63 +102,19 @@ class MiniLayerNorm(nn.Module):
         return self.head(h.mean(1))
 
 
-def _tokens() -> torch.Tensor:
-    return torch.randint(1, 50, (1, 8), generator=torch.Generator().manual_seed(0))
-
-
 def mini_layer_norm() -> Family:
-    return MiniLayerNorm(), _tokens(), "head"
+    return MiniLayerNorm(), tokens(_VOCAB), "head"
 
 
 def torchvision_convnext() -> Family:
     from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
     blocks = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]
-    return ConvNeXt(blocks, num_classes=10), _image(32), "classifier.2"
+    return ConvNeXt(blocks, num_classes=10), image(32), "classifier.2"
 
 
 def timm_convnext_atto() -> Family:
-    return timm.create_model("convnext_atto", pretrained=False, num_classes=10), _image(64), "head.fc"
-
-
-def bert() -> Family:
-    config = transformers.BertConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64, num_labels=3,
-    )  # fmt: skip
-    return transformers.BertForSequenceClassification(config), _tokens(), "classifier"
-
-
-def gpt2() -> Family:
-    config = transformers.GPT2Config(
-        vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=64, num_labels=3,
-        pad_token_id=0, bos_token_id=1, eos_token_id=1,
-    )  # fmt: skip
-    return transformers.GPT2ForSequenceClassification(config), _tokens(), "score"
-
-
-def hf_vit() -> Family:
-    config = transformers.ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, num_labels=3,
-    )  # fmt: skip
-    return transformers.ViTForImageClassification(config), _image(32), "classifier"
-
-
-def timm_vit() -> Family:
-    model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64, num_heads=4,
-        depth=2, num_classes=5,
-    )  # fmt: skip
-    return model, _image(32), "head"
-
-
-def llama() -> Family:
-    config = transformers.LlamaConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config), _tokens(), "lm_head"
+    return timm.create_model("convnext_atto", pretrained=False, num_classes=10), image(64), "head.fc"
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {
@@ -171,11 +125,11 @@ FAMILIES: dict[str, Callable[[], Family]] = {
     "mini_layer_norm": mini_layer_norm,
     "torchvision_convnext": torchvision_convnext,
     "timm_convnext_atto": timm_convnext_atto,
-    "bert": bert,
-    "gpt2": gpt2,
-    "hf_vit": hf_vit,
-    "timm_vit": timm_vit,
-    "llama": llama,
+    "bert": functools.partial(families.bert, _VOCAB),
+    "gpt2": functools.partial(families.gpt2, _VOCAB),
+    "hf_vit": families.hf_vit,
+    "timm_vit": families.timm_vit,
+    "llama": functools.partial(families.llama, _VOCAB),
 }
 # The residual stream's width: the layer whose output channels carry it, and its size before.
 HIDDEN: dict[str, tuple[str, int]] = {
@@ -216,13 +170,6 @@ def _build(name: str) -> Family:
     return model.eval(), x, head
 
 
-def _config(head: str) -> list[dict[str, object]]:
-    return [
-        {"sparsity_per_layer": 0.5, "op_types": ["Conv2d", "Linear", "Conv1D"]},
-        {"exclude": True, "op_names": [head]},
-    ]
-
-
 def _out_channels(module: nn.Module) -> int:
     width = out_width(module)
     if width is not None:
@@ -233,7 +180,7 @@ def _out_channels(module: nn.Module) -> int:
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_norm_family_prunes_exactly(name: str) -> None:
     model, x, head = _build(name)
-    config = _config(head)
+    config = half_but_head(head)
 
     report = preflight(model, config, x)
     result = prune(model, config, pruner="l1norm", example_inputs=x)
@@ -265,7 +212,7 @@ def test_norm_family_prunes_exactly(name: str) -> None:
 
 def test_group_norm_loses_whole_groups_and_its_group_count() -> None:
     model, x, head = _build("mini_group_norm")
-    result = prune(model, _config(head), pruner="l1norm", example_inputs=x)
+    result = prune(model, half_but_head(head), pruner="l1norm", example_inputs=x)
     shrunk = speedup(model, result.masks, x).model
     # 16 channels at 50%: 8 remain, in whole groups of the original group size.
     assert [(m.num_groups, m.num_channels) for m in (shrunk.gn1, shrunk.gn2, shrunk.gn3)] == [
@@ -288,7 +235,7 @@ def test_partial_group_removal_is_refused() -> None:
 
 def test_frozen_batch_norm_buffers_through_the_nni_api() -> None:
     model, x, head = _build("mini_frozen_bn")
-    pruner = L1NormPruner(model, _config(head), dummy_input=x)
+    pruner = L1NormPruner(model, half_but_head(head), dummy_input=x)
     _, masks = pruner.compress()
     assert set(masks["bn1"]) == {"weight", "bias"}
     with torch.no_grad():
