@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.services.models import display_filename
+from app.services.models import commit_stored, display_filename
 from app.services.multipart import ReceivedForm
 from app.services.pagination import decode_cursor, encode_cursor
 from core.db.models import Dataset
@@ -208,14 +208,7 @@ def create_dataset(
         storage_key=files[FILE_FIELD]["storage_key"],
         files=files,
     )
-    try:
-        session.add(dataset)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        for f in files.values():
-            storage.delete(f["storage_key"])
-        raise
+    commit_stored(session, dataset, storage=storage, keys=[f["storage_key"] for f in files.values()])
     return dataset
 
 

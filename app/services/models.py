@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,28 @@ def display_filename(raw: str) -> str:
     name = unicodedata.normalize("NFKC", raw).replace("\\", "/").rsplit("/", 1)[-1]
     name = _UNSAFE_CHARS.sub("_", name).strip(" .")
     return name[:255] or "upload"
+
+
+def commit_stored(session: Session, row: object, *, storage: Storage, keys: Sequence[str]) -> None:
+    """Commits a new row whose files are already in storage; if the commit fails, deletes them.
+
+    The files are stored first so a committed row never points at nothing; deleting them on
+    failure keeps a failed upload from leaving files no row refers to.
+
+    Args:
+        session: the request's session.
+        row: the new Model or Dataset.
+        storage: where its files were committed.
+        keys: the storage keys of those files, deleted in this order on failure.
+    """
+    try:
+        session.add(row)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for key in keys:
+            storage.delete(key)
+        raise
 
 
 def create_model(
@@ -108,13 +131,6 @@ def create_model(
         storage_key=key,
         details=details,
     )
-    try:
-        session.add(model)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        if config is not None:
-            storage.delete(config_key(model_id))
-        storage.delete(key)
-        raise
+    stored = [key] if config is None else [config_key(model_id), key]
+    commit_stored(session, model, storage=storage, keys=stored)
     return model
