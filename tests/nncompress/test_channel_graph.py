@@ -8,6 +8,7 @@ from torch import nn
 
 from nncompress.graph import ChannelGraph, channel_groups, trace, unsupported_ops
 from nncompress.models.mnist import Net
+from tests.nncompress.pruners.factories import TinyEncoder
 
 
 class ResidualDepthwise(nn.Module):
@@ -156,17 +157,7 @@ def test_grouped_conv_splits_its_groups_into_segments() -> None:
 
 
 def test_transformer_hidden_size_couples_embedding_attention_and_ffn() -> None:
-    class Encoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = nn.Embedding(50, 16)
-            self.enc = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, dropout=0.0)
-            self.fc = nn.Linear(16, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.enc(self.emb(x)).mean(1))
-
-    groups = _by_root(channel_groups(Encoder(), torch.randint(0, 50, (2, 7))))
+    groups = _by_root(channel_groups(TinyEncoder(), torch.randint(0, 50, (2, 7))))
     g = groups[("emb", "enc.self_attn", "enc.linear2")]
     qkv = next(s for s in g.members if s.param == "in_proj_weight")
     assert qkv.positions([1]) == [1, 17, 33]

@@ -36,6 +36,19 @@ class TinyResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class TinyEncoder(nn.Module):
+    """Token ids (vocabulary 50) → embedding 16 → one encoder layer (4 heads, FFN 32) → 3 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.enc = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, dropout=0.0)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.enc(self.emb(x)).mean(1))
+
+
 def tiny_resnet(seed: int = 0) -> TinyResNet:
     torch.manual_seed(seed)
     model = TinyResNet()

@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 from nncompress.errors import ConfigError, NncompressError
 from nncompress.models.mnist import Net
 from nncompress.pruners import PRUNERS, FPGMPruner, L1NormPruner, LevelPruner, apply_masks, get_pruner
-from tests.nncompress.pruners.factories import SEED_CONFIG, tiny_resnet
+from tests.nncompress.pruners.factories import SEED_CONFIG, TinyEncoder, tiny_resnet
 
 
 def _masked_copy(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]]) -> nn.Module:
@@ -135,18 +135,8 @@ def test_top_level_reexports() -> None:
 def test_residual_stream_behind_layernorm_is_refused_with_the_reason() -> None:
     # The residual stream of a transformer passes LayerNorms, which normalise across its channels:
     # zeroing some would change the statistics of the rest, and the speedup could not remove them.
-    class Encoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = nn.Embedding(50, 16)
-            self.enc = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, dropout=0.0)
-            self.fc = nn.Linear(16, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.enc(self.emb(x)).mean(1))
-
     torch.manual_seed(0)
-    model = Encoder().eval()
+    model = TinyEncoder().eval()
     x = torch.randint(0, 50, (2, 7))
     config = [{"sparsity": 0.25, "op_names": ["enc.linear2"]}]
     with pytest.raises(ConfigError, match=r"enc\.linear2: not prunable.*MultiheadAttention is not pruned"):
