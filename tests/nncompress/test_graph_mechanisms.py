@@ -20,6 +20,8 @@ from nncompress.graph.ghost import SELF_CONCAT_REASON
 from nncompress.graph.shuffle import SHUFFLE_REASON
 from nncompress.graph.window_attention import WINDOW_ATTENTION_REASON
 from nncompress.grouped import GroupedConvPruner, grouped_segments
+from nncompress.inspection.report import PreflightReport
+from nncompress.speedup.result import SpeedupResult
 
 Family = tuple[nn.Module, torch.Tensor, str]
 
@@ -80,6 +82,29 @@ def _config(head: str) -> list[dict[str, object]]:
     ]
 
 
+def _shrink_exactly(model: nn.Module, x: torch.Tensor, head: str) -> tuple[PreflightReport, SpeedupResult]:
+    """Preflight, prune half of every conv and linear but ``head``, speed up; checks the shrunk model is
+    verified exact, at least 20% smaller, and as wide at every layer as preflight promised.
+
+    Returns:
+        The preflight report and the speedup result, for the mechanism's own checks.
+    """
+    config = _config(head)
+    report = preflight(model, config, x)
+    result = prune(model, config, pruner="l1norm", example_inputs=x)
+    shrunk = speedup(model, result.masks, x)
+
+    assert shrunk.verification is not None and shrunk.verification.passed
+    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
+    modules = dict(shrunk.model.named_modules())
+    promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
+    for layer, channels in promised.items():
+        actual = modules[layer]
+        width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
+        assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
+    return report, shrunk
+
+
 def _grouped(model: nn.Module) -> dict[str, tuple[int, int, int]]:
     return {
         n: (m.groups, m.in_channels, m.out_channels)
@@ -95,16 +120,11 @@ def test_grouped_convs_prune_evenly_per_group_and_exactly(name: str) -> None:
     torch.manual_seed(0)
     model, x, head = FAMILIES[name]()
     model.eval()
-    config = _config(head)
     before = _grouped(model)
     assert before
 
-    report = preflight(model, config, x)
-    result = prune(model, config, pruner="l1norm", example_inputs=x)
-    shrunk = speedup(model, result.masks, x)
+    report, shrunk = _shrink_exactly(model, x, head)
 
-    assert shrunk.verification is not None and shrunk.verification.passed
-    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
     assert report.will_shrink and not shrunk.blocked_by
     after = _grouped(shrunk.model)
     assert set(after) == set(before)
@@ -112,12 +132,6 @@ def test_grouped_convs_prune_evenly_per_group_and_exactly(name: str) -> None:
         assert groups == before[conv][0], f"{conv} changed its groups"
         assert cin % groups == 0 and cout % groups == 0
         assert (cin, cout) < before[conv][1:], f"{conv} kept all its channels"
-    modules = dict(shrunk.model.named_modules())
-    promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
-    for layer, channels in promised.items():
-        actual = modules[layer]
-        width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
-        assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
     with torch.no_grad():  # another batch size still runs
         assert shrunk.model(torch.cat([x, x])).shape[0] == 2 * x.shape[0]
 
@@ -196,22 +210,11 @@ def test_channel_shuffle_keeps_its_channels_by_name_and_branches_prune_exactly(n
     torch.manual_seed(0)
     model, x, head = SHUFFLES[name]()
     model.eval()
-    config = _config(head)
 
-    report = preflight(model, config, x)
-    result = prune(model, config, pruner="l1norm", example_inputs=x)
-    shrunk = speedup(model, result.masks, x)
+    report, shrunk = _shrink_exactly(model, x, head)
 
-    assert shrunk.verification is not None and shrunk.verification.passed
-    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
     assert any(SHUFFLE_REASON in b for b in report.blocked_by), report.blocked_by
     assert any(SHUFFLE_REASON in b for b in shrunk.blocked_by), shrunk.blocked_by
-    modules = dict(shrunk.model.named_modules())
-    promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
-    for layer, channels in promised.items():
-        actual = modules[layer]
-        width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
-        assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
 
 
 def tv_swin() -> Family:
@@ -239,22 +242,11 @@ def test_swin_mlps_prune_exactly_and_the_residual_width_is_kept_by_name(name: st
     torch.manual_seed(0)
     model, x, head = SWINS[name]()
     model.eval()
-    config = _config(head)
 
-    report = preflight(model, config, x)
-    result = prune(model, config, pruner="l1norm", example_inputs=x)
-    shrunk = speedup(model, result.masks, x)
+    report, _ = _shrink_exactly(model, x, head)
 
-    assert shrunk.verification is not None and shrunk.verification.passed
-    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
     assert any(WINDOW_ATTENTION_REASON in b for b in report.blocked_by), report.blocked_by
-    modules = dict(shrunk.model.named_modules())
-    promised = {r.name: r.channels_after for r in report.layers if r.channels_after is not None}
     assert any(after < r.channels for r in report.layers for after in [r.channels_after] if after is not None)
-    for layer, channels in promised.items():
-        actual = modules[layer]
-        width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
-        assert width == channels, f"preflight promised {layer} → {channels}, got {width}"
 
 
 @pytest.mark.slow
@@ -263,19 +255,8 @@ def test_ghostnet_cheap_operation_channels_are_kept_by_name_and_the_rest_prunes_
 
     torch.manual_seed(0)
     model = timm.create_model("ghostnet_050", pretrained=False, num_classes=10).eval()
-    x, config = _image(32), _config("classifier")
 
-    report = preflight(model, config, x)
-    result = prune(model, config, pruner="l1norm", example_inputs=x)
-    shrunk = speedup(model, result.masks, x)
+    report, shrunk = _shrink_exactly(model, _image(32), "classifier")
 
-    assert shrunk.verification is not None and shrunk.verification.passed
-    assert shrunk.smaller and shrunk.params_after <= 0.8 * shrunk.params_before
     assert any(SELF_CONCAT_REASON in b for b in report.blocked_by)
     assert any(SELF_CONCAT_REASON in b for b in shrunk.blocked_by)
-    modules = dict(shrunk.model.named_modules())
-    for r in report.layers:
-        if r.channels_after is not None:
-            actual = modules[r.name]
-            width = actual.out_channels if isinstance(actual, nn.Conv2d) else actual.out_features
-            assert width == r.channels_after, f"preflight promised {r.name} → {r.channels_after}, got {width}"
