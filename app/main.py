@@ -35,20 +35,24 @@ from core.settings import Settings, get_settings
 from core.storage import open_storage
 
 log = logging.getLogger("app")
-# Connections the API keeps open per process (see api_pool).
-API_POOL_SIZE = 16
+# Connections the API keeps open per process (see api_pool): polls and lists read on their own pool.
+READ_POOL_SIZE = 16
+WRITE_POOL_SIZE = 5
+# Sync routes run on at most 40 threads (anyio's default), each using one connection at a time.
+MAX_CONNECTIONS = 40
 
 
-def api_pool(database_url: str) -> dict[str, int]:
-    """The API engine's pool: as many kept connections as requests served at once.
+def api_pool(database_url: str, kept: int) -> dict[str, int]:
+    """A pool of the API that keeps ``kept`` connections open and may open up to 40 in all.
 
-    SQLAlchemy keeps 5 and closes the overflow on return: under 8 concurrent polls 13% of requests
-    opened a new PostgreSQL connection (yappi, benchmarks/api_load.py). Sync routes run on at most
-    40 threads (anyio's default), so the pool never needs more than that.
+    SQLAlchemy keeps 5 and closes the overflow on return: when polls shared that pool, 13% of them
+    opened a new PostgreSQL connection under 8 concurrent polls (yappi, benchmarks/api_load.py), so
+    the read pool keeps 16. Writes are rarer and keep SQLAlchemy's 5, which bounds the idle
+    connections of a process at 21 (PostgreSQL allows 100 by default across every process).
     """
     if make_url(database_url).database in (None, "", ":memory:"):
         return {}  # an in-memory SQLite database lives on one connection: its pool is not sized
-    return {"pool_size": API_POOL_SIZE, "max_overflow": 40 - API_POOL_SIZE}
+    return {"pool_size": kept, "max_overflow": MAX_CONNECTIONS - kept}
 
 
 @asynccontextmanager
@@ -95,14 +99,13 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         docs_url=None,  # app.routes.docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
-    pool = api_pool(settings.database_url)
-    engine = make_engine(settings.database_url, **pool)
+    engine = make_engine(settings.database_url, **api_pool(settings.database_url, WRITE_POOL_SIZE))
     session_factory = make_session_factory(engine)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
     # GET /v1/jobs[/{id}] read on their own pool, without pre-ping (make_read_engine); writes keep it.
-    app.state.read_engine = make_read_engine(engine, **pool)
+    app.state.read_engine = make_read_engine(engine, **api_pool(settings.database_url, READ_POOL_SIZE))
     app.state.storage = open_storage(settings)
     app.state.dispatcher = dispatcher
     app.state.rate_limiter = make_rate_limiter(settings.broker_url)
