@@ -218,17 +218,22 @@ def test_cancel_between_stages(tmp_path: Path, stop_before: str) -> None:
     assert not (tmp_path / "report.json").exists()
 
 
-def test_resume_reuses_saved_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cancel_after_pruning(out_dir: Path) -> None:
+    """Runs the default job into ``out_dir`` and cancels it once pruning is done: what a resume finds."""
     seen: list[str] = []
     with pytest.raises(JobCancelled):
         run_job(
             _spec(),
             model=_net(),
             architecture="mnist_net",
-            out_dir=tmp_path,
+            out_dir=out_dir,
             progress=lambda stage, pct, msg=None: seen.append(stage),
             should_stop=lambda: "pruning" in seen,  # stop once pruning has started (and so finished)
         )
+
+
+def test_resume_reuses_saved_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cancel_after_pruning(tmp_path)
     assert (tmp_path / "_resume" / "masks.safetensors").is_file()
 
     import nncompress.pruners
@@ -243,16 +248,7 @@ def test_resume_reuses_saved_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_resume_with_another_spec_starts_over(tmp_path: Path) -> None:
-    seen: list[str] = []
-    with pytest.raises(JobCancelled):
-        run_job(
-            _spec(),
-            model=_net(),
-            architecture="mnist_net",
-            out_dir=tmp_path,
-            progress=lambda stage, pct, msg=None: seen.append(stage),
-            should_stop=lambda: "pruning" in seen,
-        )
+    _cancel_after_pruning(tmp_path)
     other = _spec(seed=1, export_onnx=False)
     result = run_job(other, model=_net(), architecture="mnist_net", out_dir=tmp_path, resume_from="speedup")
     assert any("started over" in note for note in result.notes)

@@ -72,13 +72,25 @@ def test_crashing_child_fails_worker_crashed_and_supervisor_survives(
     assert expected in (job.error_message or "")
 
 
-def test_cancel_kills_exactly_the_job_process(db_jobs: Jobs, tmp_path: Path) -> None:
-    marker = tmp_path / "runs"
-    job_id = db_jobs.create(workload="sleep", seconds=60, marker=str(marker))
+def _run_in_background(
+    db_jobs: Jobs, job_id: str, marker: Path
+) -> tuple[threading.Thread, list[runner.Outcome], int]:
+    """Supervises ``job_id`` on a thread until its job process has started.
+
+    Returns:
+        The thread, the list its outcome will be appended to, and the job process's pid.
+    """
     result: list[runner.Outcome] = []
     thread = threading.Thread(target=lambda: result.append(_run(db_jobs, job_id, _settings(db_jobs))))
     thread.start()
     ((pid, _),) = wait_for(lambda: marker_lines(marker), 30, "the job process to start")
+    return thread, result, pid
+
+
+def test_cancel_kills_exactly_the_job_process(db_jobs: Jobs, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    job_id = db_jobs.create(workload="sleep", seconds=60, marker=str(marker))
+    thread, result, pid = _run_in_background(db_jobs, job_id, marker)
     db_jobs.cancel(job_id)
     thread.join(30)
     assert result == [runner.Outcome.CANCELLED] or db_jobs.get(job_id).status == "cancelled"
@@ -106,10 +118,7 @@ def test_lost_lease_kills_the_child_and_records_nothing(db_jobs: Jobs, tmp_path:
 
     marker = tmp_path / "runs"
     job_id = db_jobs.create(workload="sleep", seconds=60, marker=str(marker))
-    result: list[runner.Outcome] = []
-    thread = threading.Thread(target=lambda: result.append(_run(db_jobs, job_id, _settings(db_jobs))))
-    thread.start()
-    ((pid, _),) = wait_for(lambda: marker_lines(marker), 30, "the job process to start")
+    thread, result, pid = _run_in_background(db_jobs, job_id, marker)
     with db_jobs.session_factory() as session:
         session.execute(update(Job).where(Job.id == job_id).values(lease_owner="w2"))
         session.commit()
