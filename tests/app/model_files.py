@@ -101,6 +101,10 @@ def token_onnx_bytes() -> bytes:
     return buffer.getvalue()
 
 
+# Half of every BERT block's feed-forward width, by the transformers layer names.
+BERT_FFN_HALF = [{"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]}]
+
+
 def tiny_bert(vocab_size: int = 100) -> nn.Module:
     """A random 2-layer BERT classifier (hidden 32, 2 heads, FFN 64, 3 labels); seed before calling."""
     from transformers import BertConfig, BertForSequenceClassification
@@ -163,3 +167,20 @@ def timm_resnet18_folder(folder: Path, num_classes: int) -> nn.Module:
     model = timm.create_model("resnet18", pretrained=False, num_classes=num_classes).eval()
     save_for_hf(model, str(folder), safe_serialization=True)
     return model
+
+
+def zip_folder(folder: Path, prefix: str = "model/") -> bytes:
+    """A zip of ``folder``'s files under ``prefix`` (a folder zipped from its parent, as users upload it)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{prefix}{path.name}")
+    return buffer.getvalue()
+
+
+def hf_parts(folder: Path) -> dict[str, tuple[str, bytes]]:
+    """The multipart ``files`` of a save_pretrained folder uploaded as its parts: weights and config."""
+    return {
+        "file": ("model.safetensors", (folder / "model.safetensors").read_bytes()),
+        "config": ("config.json", (folder / "config.json").read_bytes()),
+    }

@@ -4,30 +4,25 @@ API process, bounded by a parameter limit (409 with the reason above it)."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from tests.app.factories import upload
-from tests.app.model_files import onnx_with_external_data, tiny_bert_folder, zip_of
+from tests.app.model_files import (
+    BERT_FFN_HALF,
+    hf_parts,
+    onnx_with_external_data,
+    timm_resnet18_folder,
+    tiny_bert_folder,
+    zip_folder,
+    zip_of,
+)
 
 pytest.importorskip("transformers")
 pytest.importorskip("timm")
-
-FFN_HALF = [{"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]}]
-
-
-def zipped(folder: Path, prefix: str = "model/") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, f"{prefix}{path.name}")
-    return buffer.getvalue()
 
 
 def uploaded(client: Any, data: bytes, filename: str) -> dict[str, Any]:
@@ -43,9 +38,9 @@ def layers_of(response: Any) -> dict[str, dict[str, Any]]:
 
 def test_hf_zip_preflight_halves_the_ffn(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client = make_client()
-    model = uploaded(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
+    model = uploaded(client, zip_folder(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
     assert model["format"] == "hf_dir"
-    response = client.post(f"/v1/models/{model['id']}/preflight", json={"config_list": FFN_HALF})
+    response = client.post(f"/v1/models/{model['id']}/preflight", json={"config_list": BERT_FFN_HALF})
     layers = layers_of(response)
     ffn = layers["bert.encoder.layer.0.intermediate.dense"]
     assert (ffn["channels"], ffn["channels_after"]) == (64, 32)
@@ -57,19 +52,18 @@ def test_hf_parts_preflight(make_client: Callable[..., Any], tmp_path: Path) -> 
     folder = tiny_bert_folder(tmp_path / "bert")
     response = client.post(
         "/v1/models",
-        files={
-            "file": ("model.safetensors", (folder / "model.safetensors").read_bytes()),
-            "config": ("config.json", (folder / "config.json").read_bytes()),
-        },
+        files=hf_parts(folder),
     )
     assert response.status_code == 201, response.text
-    response = client.post(f"/v1/models/{response.json()['id']}/preflight", json={"config_list": FFN_HALF})
+    response = client.post(
+        f"/v1/models/{response.json()['id']}/preflight", json={"config_list": BERT_FFN_HALF}
+    )
     assert layers_of(response)["bert.encoder.layer.1.intermediate.dense"]["channels_after"] == 32
 
 
 def test_hf_preflight_names_an_unknown_layer(make_client: Callable[..., Any], tmp_path: Path) -> None:
     client = make_client()
-    model = uploaded(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
+    model = uploaded(client, zip_folder(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
     response = client.post(
         f"/v1/models/{model['id']}/preflight",
         json={"config_list": [{"sparse_ratio": 0.5, "op_names": ["bert.encoder.layer.0.ffn"]}]},
@@ -79,14 +73,10 @@ def test_hf_preflight_names_an_unknown_layer(make_client: Callable[..., Any], tm
 
 
 def test_timm_folder_preflight(make_client: Callable[..., Any], tmp_path: Path) -> None:
-    import timm
-    from timm.models._hub import save_for_hf
-
-    torch.manual_seed(0)
     folder = tmp_path / "r18"
-    save_for_hf(timm.create_model("resnet18", num_classes=10), str(folder), safe_serialization=True)
+    timm_resnet18_folder(folder, num_classes=10)
     client = make_client()
-    model = uploaded(client, zipped(folder), "resnet18.zip")
+    model = uploaded(client, zip_folder(folder), "resnet18.zip")
     response = client.post(
         f"/v1/models/{model['id']}/preflight",
         json={
@@ -123,7 +113,7 @@ def test_preflight_above_the_parameter_limit_is_409_with_the_reason(
 ) -> None:
     client = make_client(make_settings(preflight_max_params=100))
     if kind == "hf_dir":
-        data, config = zipped(tiny_bert_folder(tmp_path / "bert")), FFN_HALF
+        data, config = zip_folder(tiny_bert_folder(tmp_path / "bert")), BERT_FFN_HALF
     else:
         folder = tmp_path / "export"
         folder.mkdir()

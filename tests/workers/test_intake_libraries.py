@@ -3,8 +3,6 @@ torchvision architecture by name with a custom head (real job processes, embedde
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from tests.app.model_files import tiny_bert_folder
+from tests.app.model_files import BERT_FFN_HALF, hf_parts, tiny_bert_folder, zip_folder
 from tests.workers.test_intake_formats import make_client, run_job, upload
 
 pytestmark = pytest.mark.slow  # each test runs a real job process
@@ -25,21 +23,20 @@ def client(tmp_path: Path, sqlite_url: str) -> Iterator[TestClient]:
         yield client
 
 
-def zipped(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, f"bert/{path.name}")
-    return buffer.getvalue()
-
-
-FFN_HALF = [
-    {"sparse_ratio": 0.5, "op_names_re": [r"bert\.encoder\.layer\.\d+\.intermediate\.dense"]},
-]
+def resnet18_job(model_id: str) -> dict[str, Any]:
+    """A job body halving every conv of a resnet18 but its stem, on 32×32 images."""
+    return {
+        "model_id": model_id,
+        "config_list": [
+            {"sparse_ratio": 0.5, "op_types": ["Conv2d"]},
+            {"exclude": True, "op_names": ["conv1"]},
+        ],
+        "input_shape": [1, 3, 32, 32],
+    }
 
 
 def test_hf_bert_zip_job_prunes_the_ffn(client: TestClient, tmp_path: Path) -> None:
-    model = upload(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
+    model = upload(client, zip_folder(tiny_bert_folder(tmp_path / "bert"), "bert/"), "bert.zip")
     assert model["format"] == "hf_dir" and model["architecture"] is None
     summary = model["summary"]
     assert summary["class_name"] == "BertForSequenceClassification"
@@ -55,7 +52,7 @@ def test_hf_bert_zip_job_prunes_the_ffn(client: TestClient, tmp_path: Path) -> N
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["code"] == "unknown_layer"
 
-    job = run_job(client, {"model_id": model["id"], "config_list": FFN_HALF})
+    job = run_job(client, {"model_id": model["id"], "config_list": BERT_FFN_HALF})
     assert job["status"] == "succeeded", job["error"]
     assert job["spec"]["input_dtype"] == "int64"
     assert job["metrics"]["after"]["params"] < job["metrics"]["before"]["params"]
@@ -65,15 +62,12 @@ def test_hf_bert_as_parts_weights_and_config(client: TestClient, tmp_path: Path)
     folder = tiny_bert_folder(tmp_path / "bert")
     response = client.post(
         "/v1/models",
-        files={
-            "file": ("model.safetensors", (folder / "model.safetensors").read_bytes()),
-            "config": ("config.json", (folder / "config.json").read_bytes()),
-        },
+        files=hf_parts(folder),
     )
     assert response.status_code == 201, response.text
     model: dict[str, Any] = response.json()
     assert model["format"] == "hf_dir"
-    job = run_job(client, {"model_id": model["id"], "config_list": FFN_HALF})
+    job = run_job(client, {"model_id": model["id"], "config_list": BERT_FFN_HALF})
     assert job["status"] == "succeeded", job["error"]
 
 
@@ -85,16 +79,6 @@ def test_torchvision_resnet18_with_a_10_class_head_by_name(client: TestClient) -
     data = save(resnet18(weights=None, num_classes=10).state_dict())
     model = upload(client, data, "resnet18.safetensors", architecture="torchvision/resnet18")
     assert model["summary"]["num_classes"] == 10 and model["summary"]["library"] == "torchvision"
-    job = run_job(
-        client,
-        {
-            "model_id": model["id"],
-            "config_list": [
-                {"sparse_ratio": 0.5, "op_types": ["Conv2d"]},
-                {"exclude": True, "op_names": ["conv1"]},
-            ],
-            "input_shape": [1, 3, 32, 32],
-        },
-    )
+    job = run_job(client, resnet18_job(model["id"]))
     assert job["status"] == "succeeded", job["error"]
     assert job["metrics"]["after"]["params"] < job["metrics"]["before"]["params"]

@@ -11,8 +11,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from nncompress.io import load_compressed
+from tests.app.model_files import BERT_FFN_HALF, timm_resnet18_folder, tiny_bert_folder, zip_folder
 from tests.workers.test_intake_formats import make_client, run_job, upload
-from tests.workers.test_intake_libraries import FFN_HALF, tiny_bert_folder, zipped
+from tests.workers.test_intake_libraries import resnet18_job
 
 pytestmark = pytest.mark.slow  # each test runs a real job process
 
@@ -33,8 +34,8 @@ def download(client: TestClient, job_id: str, names: tuple[str, ...], folder: Pa
 
 
 def test_hf_bert_job_artifact_reloads_with_the_pruned_ffn(client: TestClient, tmp_path: Path) -> None:
-    model = upload(client, zipped(tiny_bert_folder(tmp_path / "bert")), "bert.zip")
-    job = run_job(client, {"model_id": model["id"], "config_list": FFN_HALF})
+    model = upload(client, zip_folder(tiny_bert_folder(tmp_path / "bert"), "bert/"), "bert.zip")
+    job = run_job(client, {"model_id": model["id"], "config_list": BERT_FFN_HALF})
     assert job["status"] == "succeeded", job["error"]
     reload = job["result"]["checks"]["reload"]
     assert reload == {"max_abs_diff": 0.0, "architecture": "hf/BertForSequenceClassification"}
@@ -50,25 +51,11 @@ def test_hf_bert_job_artifact_reloads_with_the_pruned_ffn(client: TestClient, tm
 
 
 def test_timm_folder_job_artifact_reloads(client: TestClient, tmp_path: Path) -> None:
-    import timm
-    from timm.models._hub import save_for_hf
-
-    torch.manual_seed(0)
     folder = tmp_path / "r18"
-    save_for_hf(timm.create_model("resnet18", num_classes=10), str(folder), safe_serialization=True)
-    model = upload(client, zipped(folder), "resnet18.zip")
+    timm_resnet18_folder(folder, num_classes=10)
+    model = upload(client, zip_folder(folder, "bert/"), "resnet18.zip")
     assert model["format"] == "hf_dir"
-    job = run_job(
-        client,
-        {
-            "model_id": model["id"],
-            "config_list": [
-                {"sparse_ratio": 0.5, "op_types": ["Conv2d"]},
-                {"exclude": True, "op_names": ["conv1"]},
-            ],
-            "input_shape": [1, 3, 32, 32],
-        },
-    )
+    job = run_job(client, resnet18_job(model["id"]))
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["checks"]["reload"]["architecture"] == "timm/resnet18"
     reloaded = load_compressed(
