@@ -42,6 +42,20 @@ def uploaded_mnist(client: TestClient) -> str:
     return str(response.json()["id"])
 
 
+def uploaded_trained_mnist(client: TestClient) -> str:
+    """Uploads the packaged *trained* mnist_net weights (for jobs whose accuracy must mean something).
+
+    Returns:
+        The new model's id.
+    """
+    from nncompress.data import mnist_net_weights_path
+
+    data = mnist_net_weights_path().read_bytes()
+    response = upload(client, data, filename="mnist_net.safetensors", architecture="mnist_net")
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 def job_body(model_id: str, **overrides: Any) -> dict[str, Any]:
     return {"model_id": model_id, "pruner": "l1norm", "config_list": CONV_HALF, **overrides}
 

@@ -329,6 +329,30 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
+def object_store_settings(
+    pg_url: str, redis_url: str, s3_url: str, *, storage_dir: Path, cache_dir: Path, **extra: Any
+) -> Settings:
+    """The distributed mode on object storage (PostgreSQL, Redis, S3) with the fast lease timings.
+
+    Args:
+        storage_dir: the local storage folder, which the tests check stays unused.
+        cache_dir: this process's cache of downloaded objects.
+        **extra: further settings (tracking, part sizes).
+
+    Returns:
+        The settings for one API or worker process.
+    """
+    return Settings(
+        database_url=pg_url,
+        broker_url=redis_url,
+        storage_dir=storage_dir,
+        storage_url=s3_url,
+        cache_dir=cache_dir,
+        **FAST,
+        **extra,
+    )
+
+
 @pytest.fixture
 def celery_settings(pg_url: str, redis_server: RedisServer, tmp_path: Path) -> Settings:
     return Settings(

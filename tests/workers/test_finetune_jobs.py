@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from core.settings import Settings
-from tests.app.dataset_files import MNIST_NORMALIZE, mnist_arrays, npz_bytes, upload_dataset
+from tests.app.dataset_files import uploaded_mnist_npz
+from tests.app.factories import uploaded_trained_mnist
 from tests.conftest import bearer
 from tests.workers.conftest import FAST, Jobs, RedisServer, WorkerProcess, wait_for
 
@@ -44,26 +45,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings)) as client:
         yield client
-
-
-def _upload_model(client: TestClient) -> str:
-    from nncompress.data import mnist_net_weights_path
-
-    with mnist_net_weights_path().open("rb") as fh:
-        response = client.post(
-            "/v1/models",
-            files={"file": ("mnist_net.safetensors", fh, "application/octet-stream")},
-            data={"architecture": "mnist_net"},
-        )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def _upload_mnist(client: TestClient, n: int = 1000) -> str:
-    x, y = mnist_arrays(n)
-    response = upload_dataset(client, {"file": ("mnist.npz", npz_bytes(x=x, y=y))}, normalize=MNIST_NORMALIZE)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def _submit(client: TestClient, body: dict[str, Any]) -> str:
@@ -117,9 +98,9 @@ def test_prune_finetune_with_distillation_then_quantize(client: TestClient, tmp_
     # then quantizes to static int8, the recorded accuracy rises after fine-tuning, every epoch
     # shows while the job runs, and model.int8.onnx runs in onnxruntime.
     body = {
-        "model_id": _upload_model(client),
+        "model_id": uploaded_trained_mnist(client),
         "config_list": HARSH,
-        "dataset_id": _upload_mnist(client),
+        "dataset_id": uploaded_mnist_npz(client, 1000)["id"],
         "val_fraction": 0.3,
         "finetune": {
             "epochs": 2,
@@ -170,9 +151,9 @@ def test_prune_finetune_with_distillation_then_quantize(client: TestClient, tmp_
 
 def test_quantize_only_job(client: TestClient, tmp_path: Path) -> None:
     body = {
-        "model_id": _upload_model(client),
+        "model_id": uploaded_trained_mnist(client),
         "pruner": None,
-        "dataset_id": _upload_mnist(client, n=300),
+        "dataset_id": uploaded_mnist_npz(client, 300)["id"],
         "quantize": {"mode": "static", "config_list": [{"op_types": ["Conv2d", "Linear"]}]},
         "options": QUICK,
     }
@@ -200,9 +181,9 @@ def test_agp_job_records_its_steps_and_stops_at_the_accuracy_budget(client: Test
         {"exclude": True, "op_names": ["fc2"]},
     ]
     body = {
-        "model_id": _upload_model(client),
+        "model_id": uploaded_trained_mnist(client),
         "config_list": config,
-        "dataset_id": _upload_mnist(client, n=600),
+        "dataset_id": uploaded_mnist_npz(client, 600)["id"],
         "val_fraction": 0.25,
         "finetune": {"epochs": 1, "lr": 0.01},
         "schedule": {"kind": "agp", "steps": 3, "accuracy_budget": 10.0},
@@ -249,9 +230,9 @@ def test_killed_worker_mid_finetuning_resumes_from_the_last_epoch(
     submitted = time.monotonic()
     with TestClient(create_app(celery_settings), headers=bearer(key)) as client:
         body = {
-            "model_id": _upload_model(client),
+            "model_id": uploaded_trained_mnist(client),
             "config_list": HARSH,
-            "dataset_id": _upload_mnist(client),
+            "dataset_id": uploaded_mnist_npz(client, 1000)["id"],
             "finetune": {"epochs": RESUME_EPOCHS, "lr": 0.005, "batch_size": 8},
             "export_onnx": False,
             "options": QUICK,
@@ -282,9 +263,9 @@ def test_killed_worker_mid_finetuning_resumes_from_the_last_epoch(
 
 def test_progress_shows_epoch_step_loss_eta_and_cancel_stops_training(client: TestClient) -> None:
     body = {
-        "model_id": _upload_model(client),
+        "model_id": uploaded_trained_mnist(client),
         "config_list": HARSH,
-        "dataset_id": _upload_mnist(client),
+        "dataset_id": uploaded_mnist_npz(client, 1000)["id"],
         # Long enough (minutes) that it is still training when cancelled after the first message; 100 is
         # the deployment's default ceiling on epochs.
         "finetune": {"epochs": 100, "lr": 0.001, "batch_size": 8},

@@ -29,10 +29,11 @@ from fastapi.testclient import TestClient
 from app.auth.tenants import DEFAULT_TENANT
 from app.main import create_app
 from core.settings import Settings
-from tests.app.dataset_files import MNIST_NORMALIZE, mnist_arrays, npz_bytes, upload_dataset
+from tests.app.dataset_files import uploaded_mnist_npz
+from tests.app.factories import uploaded_trained_mnist
 from tests.conftest import bearer
 from tests.s3_server import S3Bucket
-from tests.workers.conftest import FAST, RedisServer, WorkerProcess, wait_for
+from tests.workers.conftest import FAST, RedisServer, WorkerProcess, object_store_settings, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -162,26 +163,6 @@ def _client(tmp_path: Path, **overrides: Any) -> TestClient:
     return TestClient(create_app(settings))
 
 
-def _upload_model(client: TestClient) -> str:
-    from nncompress.data import mnist_net_weights_path
-
-    with mnist_net_weights_path().open("rb") as fh:
-        response = client.post(
-            "/v1/models",
-            files={"file": ("mnist_net.safetensors", fh, "application/octet-stream")},
-            data={"architecture": "mnist_net"},
-        )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def _upload_mnist(client: TestClient, n: int) -> str:
-    x, y = mnist_arrays(n)
-    response = upload_dataset(client, {"file": ("mnist.npz", npz_bytes(x=x, y=y))}, normalize=MNIST_NORMALIZE)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
 def _finished(client: TestClient, body: dict[str, Any], timeout: float) -> dict[str, Any]:
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -212,9 +193,9 @@ def test_a_finetuned_job_is_one_mlflow_run_with_its_metrics_artifacts_and_model_
     experiment, registered = f"mnist-{tag}", f"mnist-net-{tag}"
     with _client(tmp_path, mlflow_tracking_uri=mlflow_server.url) as client:
         body = {
-            "model_id": _upload_model(client),
+            "model_id": uploaded_trained_mnist(client),
             "config_list": CONFIG,
-            "dataset_id": _upload_mnist(client, 400),
+            "dataset_id": uploaded_mnist_npz(client, 400)["id"],
             "val_fraction": 0.25,
             "finetune": {"epochs": 2, "lr": 0.01, "batch_size": 32},
             "quantize": {"mode": "static", "calibration_batches": 2},
@@ -294,7 +275,7 @@ def test_with_mlflow_unreachable_the_job_succeeds_and_shows_the_failed_attempt(t
     closed = f"http://127.0.0.1:{_free_port()}"
     with _client(tmp_path, mlflow_tracking_uri=closed, mlflow_backoff_seconds=600) as client:
         body = {
-            "model_id": _upload_model(client),
+            "model_id": uploaded_trained_mnist(client),
             "config_list": CONFIG,
             "options": QUICK,
             "mlflow": {"registered_model": "never"},
@@ -330,7 +311,7 @@ def test_a_job_logged_while_mlflow_was_down_is_logged_once_it_is_back(
     settings = {"mlflow_tracking_uri": forwarder.url, "mlflow_backoff_seconds": 1.0, "mlflow_max_attempts": 6}
     try:
         with _client(tmp_path, **settings) as client:
-            body = {"model_id": _upload_model(client), "config_list": CONFIG, "options": QUICK}
+            body = {"model_id": uploaded_trained_mnist(client), "config_list": CONFIG, "options": QUICK}
             job = _finished(client, {**body, "mlflow": {"experiment": experiment}}, timeout=180)
             assert job["status"] == "succeeded", job["error"]
 
@@ -372,15 +353,14 @@ def test_a_celery_worker_logs_its_jobs_with_artifacts_read_from_the_object_store
 ) -> None:
     # Given the distributed mode on the S3 store, with tracking set on the API and the worker alike,
     def settings(cache: str) -> Settings:
-        return Settings(
-            database_url=pg_url,
-            broker_url=redis_server.url,
+        return object_store_settings(
+            pg_url,
+            redis_server.url,
+            s3_bucket.url,
             storage_dir=tmp_path / "unused-storage",
-            storage_url=s3_bucket.url,
             cache_dir=tmp_path / cache,
             mlflow_tracking_uri=mlflow_server.url,
             mlflow_poll_seconds=0.2,
-            **FAST,
         )
 
     experiment = f"distributed-{uuid.uuid4().hex[:8]}"
@@ -388,7 +368,7 @@ def test_a_celery_worker_logs_its_jobs_with_artifacts_read_from_the_object_store
     api = settings("api-cache")
     with TestClient(create_app(api)) as client:
         client.headers.update(bearer(make_api_key(api, "ci-pipeline")))
-        body = {"model_id": _upload_model(client), "config_list": CONFIG, "options": QUICK}
+        body = {"model_id": uploaded_trained_mnist(client), "config_list": CONFIG, "options": QUICK}
         # when a worker runs a job,
         job = _finished(client, {**body, "mlflow": {"experiment": experiment}}, timeout=240)
         assert job["status"] == "succeeded", job["error"]

@@ -22,7 +22,7 @@ from app.main import create_app
 from core.settings import Settings
 from tests.conftest import bearer
 from tests.s3_server import S3Bucket
-from tests.workers.conftest import FAST, SEED_SPEC, RedisServer, WorkerProcess
+from tests.workers.conftest import SEED_SPEC, RedisServer, WorkerProcess, object_store_settings
 
 pytestmark = pytest.mark.slow
 
@@ -73,14 +73,13 @@ def test_distributed_job_flow_on_s3_writes_nothing_to_the_storage_folder(
     shared = tmp_path / "shared-storage"  # what API and workers would share without object storage
 
     def settings(cache: str, **extra: Any) -> Settings:
-        return Settings(
-            database_url=pg_url,
-            broker_url=redis_server.url,
+        return object_store_settings(
+            pg_url,
+            redis_server.url,
+            s3_bucket.url,
             storage_dir=shared,
-            storage_url=s3_bucket.url,
             cache_dir=tmp_path / cache,
             s3_part_bytes=5 << 20,
-            **FAST,
             **extra,
         )
 
