@@ -98,6 +98,14 @@ def page(browser: Any) -> Iterator[Any]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
+def _upload_model(page: Any, weights: Path = WEIGHTS, architecture: str = "mnist_net") -> None:
+    """Uploads ``weights`` onto ``architecture`` through the new-job form and waits for the model's facts."""
+    page.get_by_label("Model file").set_input_files(str(weights))
+    page.get_by_label("Architecture").select_option(architecture)
+    page.get_by_role("button", name="Upload model").click()
+    page.wait_for_selector("#model-facts")
+
+
 def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: Path) -> None:
     t0 = time.monotonic()
     page.goto(f"{server.base_url}/ui/")
@@ -106,10 +114,7 @@ def test_upload_compose_watch_and_download(page: Any, server: Client, tmp_path: 
 
     # Upload the shipped weights onto their registry architecture.
     page.get_by_role("link", name="New job").first.click()
-    page.get_by_label("Model file").set_input_files(str(WEIGHTS))
-    page.get_by_label("Architecture").select_option("mnist_net")
-    page.get_by_role("button", name="Upload model").click()
-    page.wait_for_selector("#model-facts")
+    _upload_model(page)
     model_id = page.inner_text("[data-field=model-id]")
     model = server.get_model(model_id)
     assert model["sha256"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
@@ -382,10 +387,7 @@ def test_preflight_lists_the_coupled_channel_groups_of_a_residual_network(
     config = [{"sparse_ratio": 0.5, "op_types": ["Conv2d"]}]
 
     page.goto(f"{server.base_url}/ui/#/new")
-    page.get_by_label("Model file").set_input_files(str(weights))
-    page.get_by_label("Architecture").select_option("resnet18_cifar")
-    page.get_by_role("button", name="Upload model").click()
-    page.wait_for_selector("#model-facts")
+    _upload_model(page, weights, "resnet18_cifar")
     page.get_by_label("config_list (JSON)").fill(json.dumps(config))
     page.wait_for_selector("#preflight-groups")
 
@@ -403,10 +405,7 @@ def test_preflight_lists_the_coupled_channel_groups_of_a_residual_network(
 
 def test_a_scheduled_job_plots_accuracy_per_pruning_step(page: Any, server: Client) -> None:
     page.goto(f"{server.base_url}/ui/#/new")
-    page.get_by_label("Model file").set_input_files(str(WEIGHTS))
-    page.get_by_label("Architecture").select_option("mnist_net")
-    page.get_by_role("button", name="Upload model").click()
-    page.wait_for_selector("#model-facts")
+    _upload_model(page)
     page.get_by_label("config_list (JSON)").fill(SEED_CONFIG)
     page.get_by_label("Data set").select_option("mnist_subset")
     page.get_by_label("More settings (JSON object, optional)").fill(
@@ -477,10 +476,7 @@ def test_job_page_shows_its_webhook_deliveries(
     try:
         with embedded_server(tmp_path / "server") as server:
             page.goto(f"{server.base_url}/ui/#/new")
-            page.get_by_label("Model file").set_input_files(str(WEIGHTS))
-            page.get_by_label("Architecture").select_option("mnist_net")
-            page.get_by_role("button", name="Upload model").click()
-            page.wait_for_selector("#model-facts")
+            _upload_model(page)
             page.get_by_label("config_list (JSON)").fill(SEED_CONFIG)
             settings = {"webhook": {"url": hook, "events": ["started", "succeeded"]}, "latency_runs": 3}
             page.get_by_label("More settings (JSON object, optional)").fill(json.dumps(settings))
@@ -564,10 +560,7 @@ def test_an_uploaded_data_set_can_be_chosen_for_a_job(page: Any, server: Client,
     dataset = uploaded.json()
 
     page.goto(f"{server.base_url}/ui/#/new")
-    page.get_by_label("Model file").set_input_files(str(WEIGHTS))
-    page.get_by_label("Architecture").select_option("mnist_net")
-    page.get_by_role("button", name="Upload model").click()
-    page.wait_for_selector("#model-facts")
+    _upload_model(page)
     page.get_by_label("config_list (JSON)").fill(SEED_CONFIG)
     option = page.locator(f'#dataset option[value="upload:{dataset["id"]}"]')
     assert "mnist-300.npz — 300 samples, 10 classes, [1×28×28]" in option.inner_text()
