@@ -7,12 +7,28 @@ their own generators.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 Family = tuple[nn.Module, torch.Tensor, str]
+
+
+def built(make: Callable[[], Family], prepare: Callable[[nn.Module], None] | None = None) -> Family:
+    """The family ``make`` builds from seed 0, passed to ``prepare``, on eager attention, in eval mode.
+
+    Returns:
+        The model, its example input and its head's name.
+    """
+    torch.manual_seed(0)
+    model, x, head = make()
+    if prepare is not None:
+        prepare(model)
+    if hasattr(model, "config"):  # transformers' models: the attention the engine traces
+        model.config._attn_implementation = "eager"
+    return model.eval(), x, head
 
 
 def tokens(vocab_size: int) -> torch.Tensor:

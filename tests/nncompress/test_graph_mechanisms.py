@@ -22,8 +22,7 @@ from nncompress.graph.window_attention import WINDOW_ATTENTION_REASON
 from nncompress.grouped import GroupedConvPruner, grouped_segments
 from nncompress.inspection.report import PreflightReport
 from nncompress.speedup.result import SpeedupResult
-
-Family = tuple[nn.Module, torch.Tensor, str]
+from tests.nncompress.families import Family, built
 
 
 def _image(size: int = 32) -> torch.Tensor:
@@ -117,9 +116,7 @@ def _grouped(model: nn.Module) -> dict[str, tuple[int, int, int]]:
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in FAMILIES]
 )
 def test_grouped_convs_prune_evenly_per_group_and_exactly(name: str) -> None:
-    torch.manual_seed(0)
-    model, x, head = FAMILIES[name]()
-    model.eval()
+    model, x, head = built(FAMILIES[name])
     before = _grouped(model)
     assert before
 
@@ -207,9 +204,7 @@ SHUFFLES: dict[str, Callable[[], Family]] = {
     "name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("shufflenet") else n for n in SHUFFLES]
 )
 def test_channel_shuffle_keeps_its_channels_by_name_and_branches_prune_exactly(name: str) -> None:
-    torch.manual_seed(0)
-    model, x, head = SHUFFLES[name]()
-    model.eval()
+    model, x, head = built(SHUFFLES[name])
 
     report, shrunk = _shrink_exactly(model, x, head)
 
@@ -239,9 +234,7 @@ SWINS: dict[str, Callable[[], Family]] = {"torchvision_swin": tv_swin, "timm_swi
 
 @pytest.mark.parametrize("name", list(SWINS))
 def test_swin_mlps_prune_exactly_and_the_residual_width_is_kept_by_name(name: str) -> None:
-    torch.manual_seed(0)
-    model, x, head = SWINS[name]()
-    model.eval()
+    model, x, head = built(SWINS[name])
 
     report, _ = _shrink_exactly(model, x, head)
 

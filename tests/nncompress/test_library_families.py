@@ -15,7 +15,7 @@ from torch import nn
 from nncompress import preflight, prune, speedup
 from nncompress.layers import fused_attentions, head_size, out_width
 from tests.nncompress import families
-from tests.nncompress.families import Family, half_but_head, tokens
+from tests.nncompress.families import Family, built, half_but_head, tokens
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("timm")
@@ -41,11 +41,7 @@ FAMILIES: dict[str, Callable[[], Family]] = {
 
 
 def _build(name: str) -> Family:
-    torch.manual_seed(0)
-    model, x, head = FAMILIES[name]()
-    if hasattr(model, "config"):
-        model.config._attn_implementation = "eager"
-    return model.eval(), x, head
+    return built(FAMILIES[name])
 
 
 def _out_channels(module: nn.Module) -> int | None:

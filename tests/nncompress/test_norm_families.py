@@ -21,7 +21,7 @@ from nncompress.norms import WholeGroupNormPruner
 from nncompress.pruners import L1NormPruner
 from nncompress.speedup import ModelSpeedup
 from tests.nncompress import families
-from tests.nncompress.families import Family, half_but_head, image, tokens
+from tests.nncompress.families import Family, built, half_but_head, image, tokens
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
@@ -162,12 +162,7 @@ def _randomise_norms(model: nn.Module) -> None:
 
 
 def _build(name: str) -> Family:
-    torch.manual_seed(0)
-    model, x, head = FAMILIES[name]()
-    _randomise_norms(model)
-    if hasattr(model, "config"):
-        model.config._attn_implementation = "eager"
-    return model.eval(), x, head
+    return built(FAMILIES[name], _randomise_norms)
 
 
 def _out_channels(module: nn.Module) -> int:
