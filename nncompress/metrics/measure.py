@@ -228,7 +228,8 @@ def _time_batches(
                 # Pass time in proportion to the batch overestimates a small or launch-bound model
                 # (and any GPU), so only a figure that could not fit the whole budget is left out.
                 base = max(smaller, key=lambda s: s.batch_size)
-                base_s = base.median_ms / 1000.0
+                # The first quartile: one stalled pass of a loaded machine does not skip a figure.
+                base_s = base.q1_ms / 1000.0
                 predicted = base_s * bs / base.batch_size
                 if predicted > budget_s:
                     skipped.append(

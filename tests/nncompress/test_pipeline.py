@@ -102,7 +102,12 @@ def test_job_shrinks_the_seed_net_as_nni_does(finished: tuple[JobResult, _Record
     assert result.metrics_before.params == 431_080 and result.metrics_after.params == 109_295
     assert result.metrics_after.macs < result.metrics_before.macs
     assert result.metrics_after.state_dict_bytes < result.metrics_before.state_dict_bytes
-    assert [s.batch_size for s in result.metrics_after.latency] == [1, 8]
+    # Under the default budget a batch size may be left out (named in latency_budget.skipped) when a
+    # loaded machine stalls the first pass; before and after are timed at the same sizes either way.
+    timed = [s.batch_size for s in result.metrics_after.latency]
+    assert timed == [s.batch_size for s in result.metrics_before.latency] and timed[0] == 1
+    skipped = json.loads(json.dumps(result.to_dict()))["latency_budget"]["skipped"]
+    assert all(any(s.startswith(f"batch {bs}:") for s in skipped) for bs in {1, 8} - set(timed))
     assert result.speedup_applied and len(result.kept["conv1"]["out"]) == 10
     assert (
         result.checks["equivalence"]["max_abs_diff"]
