@@ -50,11 +50,16 @@ def attempt_timings(session: Session, job_id: str) -> dict[str, float]:
     rows = session.scalars(select(JobEvent.data).where(since_claim).order_by(JobEvent.id))
     timings: dict[str, float] = {}
     for data in rows:
-        timed = (data or {}).get("stage_seconds")
-        if timed:
-            stage = str(timed["stage"])
-            timings[stage] = round(timings.get(stage, 0.0) + float(timed["seconds"]), 3)
+        _add(timings, data)
     return timings
+
+
+def _add(timings: dict[str, float], data: dict[str, Any] | None) -> None:
+    """Adds an event's ``stage_seconds``, if it has one, to ``timings``."""
+    timed = (data or {}).get("stage_seconds")
+    if timed:
+        stage = str(timed["stage"])
+        timings[stage] = round(timings.get(stage, 0.0) + float(timed["seconds"]), 3)
 
 
 def keep_timings(session: Session, job: Job, last: dict[str, Any] | None) -> None:
@@ -62,8 +67,6 @@ def keep_timings(session: Session, job: Job, last: dict[str, Any] | None) -> Non
     if job.result is not None:
         return
     timings = attempt_timings(session, job.id)
-    if last:
-        stage = str(last["stage_seconds"]["stage"])
-        timings[stage] = round(timings.get(stage, 0.0) + float(last["stage_seconds"]["seconds"]), 3)
+    _add(timings, last)  # the stage that ends with the job: its event is not written yet
     if timings:
         job.result = {"timings": timings}
