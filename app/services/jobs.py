@@ -7,15 +7,17 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
 from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits
+from app.services.job_reads import JobRecord
+from app.services.model_views import ModelViews
 from app.services.validation import validate_job
-from core.db.events import record_event
+from core.db.events import event_values, record_event
 from core.db.models import (
     Dataset,
     EventType,
@@ -32,6 +34,13 @@ from core.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFou
 from core.webhooks.urls import check_webhook_url
 
 UNFINISHED_STATUSES = ("queued", "running", "cancelling")
+# The job columns a new job's INSERT takes from its JobRecord (the rest are the request's or defaults).
+_INSERTED_FIELDS = (
+    "id", "status", "progress", "model_id", "spec", "device", "queue", "attempt", "max_attempts",
+    "cancel_requested", "webhook", "mlflow", "created_at", "updated_at",
+)  # fmt: skip
+# Descriptions of the models jobs were submitted for, shared by the API's threads (see model_views).
+MODEL_VIEWS = ModelViews()
 
 
 def request_hash(body: JobIn) -> str:
@@ -52,7 +61,23 @@ def _replay(session: Session, tenant_id: str, key: str, digest: str) -> Job | No
     return job
 
 
-def _check_unfinished_limit(session: Session, tenant_id: str, limit: int, new_job_id: str) -> None:
+_JOBS = Job.__table__
+_UNFINISHED = select(_JOBS.c.id).where(
+    _JOBS.c.tenant_id == bindparam("tenant_id"),
+    _JOBS.c.status.in_(UNFINISHED_STATUSES),
+    _JOBS.c.id != bindparam("job_id"),
+)
+# Built once, like the polled reads (app.services.job_reads): a submit runs each of them.
+_LOCK_TENANT = select(Tenant.id).where(Tenant.id == bindparam("tenant_id")).with_for_update(key_share=True)
+# Counts no further than the limit: a tenant allowed thousands of jobs would otherwise pay a scan of
+# all of them on every submit. Only a refusal counts them all, for its message.
+_COUNT_UP_TO_LIMIT = select(func.count()).select_from(_UNFINISHED.limit(bindparam("limit")).subquery())
+_COUNT_ALL = select(func.count()).select_from(_UNFINISHED.subquery())
+_INSERT_JOB = insert(Job)
+_INSERT_EVENT = insert(JobEvent)
+
+
+def _check_unfinished_limit(connection: Connection, tenant_id: str, limit: int, new_job_id: str) -> None:
     """Refuses the job ``new_job_id`` if the tenant's other unfinished jobs are already at ``limit``.
 
     On PostgreSQL called after the job's INSERT, just before the commit, so the tenant row is locked
@@ -62,15 +87,11 @@ def _check_unfinished_limit(session: Session, tenant_id: str, limit: int, new_jo
     two submissions against each other's). Each count runs after the lock in a fresh snapshot (READ
     COMMITTED), so it sees every job committed before. On SQLite called before the INSERT, as it was.
     """
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
-    unfinished_jobs = select(Job.id).where(
-        Job.tenant_id == tenant_id, Job.status.in_(UNFINISHED_STATUSES), Job.id != new_job_id
-    )
-    # Counts no further than the limit: a tenant allowed thousands of jobs would otherwise pay a scan
-    # of all of them on every submit. Only a refusal counts them all, for its message.
-    at_most = session.scalar(select(func.count()).select_from(unfinished_jobs.limit(limit).subquery()))
+    connection.execute(_LOCK_TENANT, {"tenant_id": tenant_id})
+    bound = {"tenant_id": tenant_id, "job_id": new_job_id}
+    at_most = connection.execute(_COUNT_UP_TO_LIMIT, {**bound, "limit": limit}).scalar()
     if int(at_most or 0) >= limit:
-        unfinished = session.scalar(select(func.count()).select_from(unfinished_jobs.subquery()))
+        unfinished = connection.execute(_COUNT_ALL, bound).scalar()
         raise TooManyJobs(
             f"this tenant has {unfinished} queued or running jobs, its limit is {limit}; "
             "wait for one to finish or cancel one",
@@ -108,11 +129,13 @@ def create_job(
     limits: JobLimits | None = None,
     cuda_available: bool = True,
     mlflow_experiment: str | None = None,
-) -> tuple[Job, bool]:
+    models: ModelViews = MODEL_VIEWS,
+) -> tuple[Job | JobRecord, bool]:
     """Validates and inserts a queued job with its ``created`` event, within the tenant's limits.
 
     Returns:
-        The job and whether it was created now (False: an earlier request with the same key made it).
+        The job (the values inserted, or an earlier request's row) and whether it was created now
+        (False: an earlier request with the same key made it).
 
     Raises:
         NotFound: the model is not the tenant's. TooManyJobs: the tenant's unfinished jobs are at
@@ -125,8 +148,9 @@ def create_job(
     tenant_id = principal.tenant_id
     if idempotency_key and (existing := _replay(session, tenant_id, idempotency_key, digest)):
         return existing, False
-    model = session.get(Model, body.model_id) if is_id(body.model_id) else None
-    if model is None or model.tenant_id != tenant_id:
+    connection = session.connection()
+    model = models.get(connection, body.model_id, tenant_id) if is_id(body.model_id) else None
+    if model is None:
         raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}])
     webhook = _webhook_of(body, webhook_allow_private)
     mlflow = _mlflow_of(body, mlflow_experiment)
@@ -140,45 +164,64 @@ def create_job(
             errors=[{"field": "device", "value": "cuda", "expected": ["cpu", "auto"]}],
         )
     spec = validate_job(model=model, body=body, dataset=dataset, limits=limits)
-    job_id = new_id()
-    # SQLite takes its one write lock at the INSERT; counting before it keeps that lock short, as it
-    # was (benchmarks/api_load.py, embedded, 8 connections: p99 445 ms counting inside, 294 first).
-    count_first = session.get_bind().dialect.name == "sqlite"
-    if count_first:
-        _check_unfinished_limit(session, tenant_id, principal.max_concurrent_jobs, job_id)
-    job = Job(
-        id=job_id,
-        tenant_id=tenant_id,
-        webhook=webhook,
-        mlflow=mlflow,
-        model_id=model.id,
+    now = utcnow()
+    job = JobRecord(
+        id=new_id(),
         status=JobStatus.QUEUED.value,
+        stage=None,
         progress=0.0,
+        model_id=model.id,
         spec=spec,
         device=body.device,
         queue="gpu" if body.device == "cuda" else "cpu",
-        idempotency_key=idempotency_key,
-        request_hash=digest,
+        error_type=None,
+        error_message=None,
+        metrics=None,
+        result=None,
+        attempt=0,
         max_attempts=max_attempts,
-        artifacts=[],  # a new job has none: the response must not lazy-load them (a query)
+        cancel_requested=False,
+        webhook=webhook,
+        mlflow=mlflow,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        updated_at=now,
     )
+    # SQLite takes its one write lock at the INSERT; counting before it keeps that lock short, as it
+    # was (benchmarks/api_load.py, embedded, 8 connections: p99 445 ms counting inside, 294 first).
+    count_first = connection.dialect.name == "sqlite"
     try:
-        session.add(job)
-        session.flush()
-        record_event(session, job, EventType.CREATED, "job queued")
+        if count_first:
+            _check_unfinished_limit(connection, tenant_id, principal.max_concurrent_jobs, job.id)
+        # Core INSERTs, not the ORM: its unit of work was a third of a submit's CPU. A new job has
+        # no webhook or MLflow message to queue ("created" is not an event either outbox sends).
+        connection.execute(
+            _INSERT_JOB,
+            {
+                **{f: getattr(job, f) for f in _INSERTED_FIELDS},
+                "tenant_id": tenant_id,
+                "idempotency_key": idempotency_key,
+                "request_hash": digest,
+            },
+        )
+        connection.execute(_INSERT_EVENT, {**event_values(job, EventType.CREATED, "job queued"), "at": now})
         if not count_first:
-            _check_unfinished_limit(session, tenant_id, principal.max_concurrent_jobs, job.id)
+            _check_unfinished_limit(connection, tenant_id, principal.max_concurrent_jobs, job.id)
         session.commit()
     except TooManyJobs:
         session.rollback()  # the job goes, and the tenant's lock with it, before the 429 is written
         raise
     except IntegrityError:
-        # Lost a race with a concurrent request carrying the same key: answer with its job.
         session.rollback()
+        # Lost a race with a concurrent request carrying the same key: answer with its job.
         winner = _replay(session, tenant_id, idempotency_key, digest) if idempotency_key else None
-        if winner is None:
-            raise
-        return winner, False
+        if winner is not None:
+            return winner, False
+        if session.get(Model, model.id) is None:  # removed after this process cached it
+            models.forget(model.id)
+            raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}]) from None
+        raise
     return job, True
 
 

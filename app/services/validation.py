@@ -16,6 +16,7 @@ import functools
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits, check_job_limits, check_numbers
 from app.services.datasets import check_job_dataset
 from app.services.model_summary import build_meta, meta_output_shape, skeleton
+from app.services.model_views import ModelView
 from core.db.models import Dataset, Model
 from core.errors import InvalidInputShape, InvalidJobSpec
 from nncompress.config import parse_config_list, resolve_config
@@ -34,9 +36,11 @@ from nncompress.pipeline.spec import DATA_DRIVEN_PRUNERS
 from nncompress.quantize import QuantSpec, plan_quantization
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.long}
+# A model row, or the cached view of one that a submit validates against (app.services.model_views).
+ModelLike = Model | ModelView
 
 
-def default_input_shape(model: Model, requested: list[int] | None) -> list[int]:
+def default_input_shape(model: ModelLike, requested: list[int] | None) -> list[int]:
     """The shape the job will trace with: the request's, else the architecture's, else the one
     intake read from the file (ONNX input, Hugging Face config)."""
     if requested is not None:
@@ -58,7 +62,7 @@ def default_input_shape(model: Model, requested: list[int] | None) -> list[int]:
     )
 
 
-def default_input_dtype(model: Model, requested: str | None) -> str:
+def default_input_dtype(model: ModelLike, requested: str | None) -> str:
     """The example input's dtype: the request's, else the model's (int64 for token ids), else float32."""
     if requested is not None:
         return requested
@@ -117,14 +121,17 @@ def _width(output_shape: list[int] | None) -> int | None:
     return int(output_shape[1]) if output_shape is not None and len(output_shape) == 2 else None
 
 
-def has_stored_layers(model: Model) -> bool:
+def has_stored_layers(model: ModelLike) -> bool:
     """Whether intake stored what :func:`check_on_stored_layers` needs (uploads since issue 10)."""
     details = model.details or {}
     return model.architecture is not None and "layers" in details and "output_shape" in details
 
 
 def check_on_stored_layers(
-    model: Model, config_list: list[Any] | None, input_shape: list[int], input_dtype: str
+    model: ModelLike,
+    config_list: Sequence[Any] | None,
+    input_shape: list[int],
+    input_dtype: str,
 ) -> int | None:
     """:func:`check_on_architecture` (without a quantize config) from the stored description.
 
@@ -161,7 +168,7 @@ _SKELETONS_MAX = 64
 _SKELETONS_LOCK = threading.Lock()
 
 
-def _skeleton_of(model: Model) -> nn.Module:
+def _skeleton_of(model: ModelLike) -> nn.Module:
     """The model's weightless skeleton, built once per process (a model's layers never change)."""
     with _SKELETONS_LOCK:
         net = _SKELETONS.get(model.id)
@@ -176,7 +183,7 @@ def _skeleton_of(model: Model) -> nn.Module:
     return net
 
 
-def check_on_summary(model: Model, config_list: list[Any] | None) -> None:
+def check_on_summary(model: ModelLike, config_list: list[Any] | None) -> None:
     """Resolves the config against the layers intake read from a model without a registry
     architecture (ONNX, Hugging Face): a layer name that is not there is a 422 now, not a failed job.
 
@@ -190,7 +197,7 @@ def check_on_summary(model: Model, config_list: list[Any] | None) -> None:
 
 
 def validate_job(
-    *, model: Model, body: JobIn, dataset: Dataset | None = None, limits: JobLimits | None = None
+    *, model: ModelLike, body: JobIn, dataset: Dataset | None = None, limits: JobLimits | None = None
 ) -> dict[str, Any]:
     """Returns the spec stored on the job (``JobSpec.to_dict()``, what the worker runs).
 
@@ -218,11 +225,11 @@ def validate_job(
     raw["input_dtype"] = default_input_dtype(model, body.input_dtype)
     spec = JobSpec.from_dict({**raw, **body.options.to_dict()})
     check_job_limits(spec, limits or JobLimits())  # before a meta forward pass of a huge shape
-    if body.config_list is not None:
-        parse_config_list(body.config_list)
+    # Parsed once here (its errors come first, whatever the model); the layer checks take the entries.
+    entries = None if body.config_list is None else parse_config_list(body.config_list)
     classes = None
     if spec.quantize is None and has_stored_layers(model):
-        classes = check_on_stored_layers(model, body.config_list, raw["input_shape"], raw["input_dtype"])
+        classes = check_on_stored_layers(model, entries, raw["input_shape"], raw["input_dtype"])
     elif model.architecture is not None:
         classes = check_on_architecture(
             model.architecture,

@@ -1,0 +1,62 @@
+"""Submitting writes the job and its event with Core statements and a cached model description:
+what a submit answers is what the job's row holds, and a cached model cannot outlive its row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select
+
+from app.services.jobs import MODEL_VIEWS
+from core.db.models import Job, JobEvent, Model
+from core.tracking.outbox import FINAL_EVENTS
+from core.webhooks.outbox import WEBHOOK_EVENT_OF
+from tests.app.factories import job_body, uploaded_mnist
+
+NOT_FOUND = "urn:nncompress:problem:not_found"
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Any], make_settings: Any, db_url: str) -> Any:
+    return make_client(make_settings(database_url=db_url))
+
+
+def test_the_submit_answer_is_the_stored_job(client: Any) -> None:
+    model_id = uploaded_mnist(client)
+    submitted = client.post("/v1/jobs", json=job_body(model_id, options={"latency_runs": 3}))
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()
+    polled = client.get(f"/v1/jobs/{job['id']}").json()
+    assert polled == job  # timestamps included: the answer is the inserted values, not a guess
+    with client.app.state.session_factory() as session:
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id == job["id"])).all()
+        row = session.get(Job, job["id"])
+        assert row is not None
+        assert (row.request_hash, row.idempotency_key, row.tenant_id) != (None, None, None)
+    assert [(e.type, e.status, e.stage, e.progress, e.message) for e in events] == [
+        ("created", "queued", None, 0.0, "job queued")
+    ]
+
+
+def test_a_new_job_queues_no_webhook_or_mlflow_message() -> None:
+    # The Core INSERT of a new job writes its "created" event and nothing else: if either outbox
+    # ever sends on "created", the submit must queue that message too.
+    assert "created" not in WEBHOOK_EVENT_OF
+    assert "created" not in FINAL_EVENTS
+
+
+def test_a_cached_model_whose_row_is_gone_is_not_found(client: Any) -> None:
+    model_id = uploaded_mnist(client)
+    # A refused submit still reads (and caches) the model's description.
+    refused = client.post("/v1/jobs", json=job_body(model_id, config_list=[{"op_names": ["nope"]}]))
+    assert refused.status_code == 422, refused.text
+    assert model_id in MODEL_VIEWS._entries
+    with client.app.state.session_factory() as session:
+        session.execute(delete(Model).where(Model.id == model_id))
+        session.commit()
+    response = client.post("/v1/jobs", json=job_body(model_id))
+    assert (response.status_code, response.json()["type"]) == (404, NOT_FOUND), response.text
+    assert response.json()["errors"] == [{"field": "model_id"}]
+    assert model_id not in MODEL_VIEWS._entries
