@@ -1,7 +1,8 @@
 """What the API needs from the job queue, and how it finds the implementation without importing it.
 
-The implementations live with the workers (``workers.dispatch``): Celery publishing in distributed
-mode, a thread pool running jobs beside the API in embedded mode. The web layer must not import the
+The implementations live with the workers (``workers.dispatch``): Celery in distributed mode (where
+the workers themselves publish new jobs from the database), a thread pool running jobs beside the
+API in embedded mode. The web layer must not import the
 workers package (``import-contracts.toml``), so it asks for a dispatcher by name through the entry
 point group ``nncompress.dispatchers`` that ``pyproject.toml`` declares; a deployment could register
 another queue the same way.
@@ -27,10 +28,12 @@ class Dispatcher(Protocol):
     """Hands queued job ids to workers (embedded thread pool or Celery); workers own the rest."""
 
     def enqueue(self, job_id: str, queue: str | None = None) -> None:
-        """Wakes a worker for a job just inserted as ``queued``; never raises for a broker outage.
+        """Wakes a worker for a job just committed as ``queued``; never raises for a broker outage.
 
-        ``queue`` is the job's ``queue`` column where the caller has the row (the API, just after
-        inserting it); without it a dispatcher that routes by queue reads it from the database.
+        Embedded, it hands the id to the worker threads. Distributed (Celery), it does nothing: the
+        committed row is enough, since the relay thread of every worker publishes new jobs to the
+        broker (``workers.relay``). ``queue`` is the job's ``queue`` column where the caller has the
+        row (the API, just after inserting it).
         """
 
     def start(self) -> None:

@@ -20,6 +20,8 @@ Choices, each against a pitfall of Celery on Redis (design §6):
   (``workers.reconciler``, started by a worker bootstep in the worker's main process): it recovers
   jobs whose lease expired and re-publishes queued jobs the broker no longer holds. No beat process
   is needed; several workers reconciling at once is safe (every write is conditional).
+- The API never publishes: it commits the job row, and a relay thread in every worker's main process
+  (``workers.relay``, woken by a PostgreSQL NOTIFY) sends the message, once, whichever relay wins.
 - The task never runs the job itself: ``workers.runner`` starts a fresh ``python -m workers.child``
   in its own process group. The worker's processes never import torch, so there is no CUDA context
   to break a forked pool process, and the job process is no daemon, so DataLoader workers work.
@@ -48,8 +50,12 @@ from core.webhooks.deliverer import WebhookDeliverer
 from workers import runner
 from workers.no_worker import queue_beat_key
 from workers.reconciler import Reconciler
+from workers.relay import Relay, listen_conninfo
 
 RUN_JOB_TASK = "nncompress.run_job"
+# The relay's pass between notifications (and its only wake-up without PostgreSQL): one indexed
+# query that finds nothing, every 2 s per worker.
+RELAY_POLL_SECONDS = 2.0
 
 
 def worker_id() -> str:
@@ -111,8 +117,8 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_transport_options=transport_options(settings),
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue="cpu",
-        # The API publishes while handling a request: fail fast when the broker is down (the job row is
-        # already queued and the reconciler publishes it once the broker is back).
+        # The relay and the reconciler publish from a worker's threads: fail fast when the broker is down
+        # (the job row is the truth, and the next pass publishes it once the broker is back).
         task_publish_retry_policy={
             "max_retries": 2,
             "interval_start": 0,
@@ -141,7 +147,7 @@ def create_celery_app(settings: Settings) -> Celery:
         return "not_claimed" if outcome is None else outcome.value
 
     class ReconcilerStep(bootsteps.StartStopStep):
-        """Runs the reconciler thread in the worker's main process for as long as the worker runs."""
+        """Runs the reconciler and relay threads in the worker's main process while the worker runs."""
 
         # After the pool, so the pool's processes are forked before this thread and its engine exist.
         requires = ("celery.worker.components:Pool",)
@@ -149,6 +155,7 @@ def create_celery_app(settings: Settings) -> Celery:
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             self.reconciler: Reconciler | None = None
+            self.relay: Relay | None = None
             self.deliverer: WebhookDeliverer | None = None
             self.mlflow_logger: MlflowLogger | None = None
 
@@ -175,8 +182,17 @@ def create_celery_app(settings: Settings) -> Celery:
                 no_worker_seconds=settings.no_worker_seconds,
             )
             self.reconciler.start()
+            self.relay = Relay(
+                session_factory=session_factory,
+                publish=lambda job_id, queue: publish(app, job_id, queue),
+                poll_seconds=RELAY_POLL_SECONDS,
+                conninfo=listen_conninfo(settings.database_url),
+            )
+            self.relay.start()
 
         def stop(self, parent: Any) -> None:
+            if self.relay is not None:
+                self.relay.stop()
             if self.reconciler is not None:
                 self.reconciler.stop()
             if self.deliverer is not None:
@@ -189,7 +205,7 @@ def create_celery_app(settings: Settings) -> Celery:
 
 
 def publish(app: Celery, job_id: str, queue: str) -> None:
-    """Sends the job id to ``queue``; the only message this service ever sends."""
+    """Sends the job id to ``queue``; the only message this service ever sends (from the workers)."""
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, routing_key=queue)
 
 

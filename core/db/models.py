@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -175,6 +176,9 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+_UNPUBLISHED = "published_at IS NULL AND status = 'queued'"
+
+
 class Job(Base):
     """One compression job; ``status``/``lease_*`` are the claim protocol's fields."""
 
@@ -189,6 +193,13 @@ class Job(Base):
         # Idempotency keys are per tenant: one tenant's key must neither collide with nor reveal another's.
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_jobs_tenant_id_status", "tenant_id", "status"),
+        # The relay's lookup (workers.relay): only the few queued jobs whose message is not sent yet.
+        Index(
+            "ix_jobs_unpublished_created_at",
+            "created_at",
+            postgresql_where=text(_UNPUBLISHED),
+            sqlite_where=text(_UNPUBLISHED),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -221,6 +232,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # When a worker's relay sent the job's message to the broker (workers.relay); NULL while queued
+    # and not yet sent. Retries and re-publications by the reconciler leave it as it is.
+    published_at: Mapped[datetime | None] = mapped_column()
 
     model: Mapped[Model] = relationship()
     artifacts: Mapped[list[Artifact]] = relationship(

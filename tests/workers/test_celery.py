@@ -22,7 +22,9 @@ from tests.workers.conftest import (
     pid_alive,
     wait_for,
 )
+from workers.celery_app import create_celery_app, publish
 from workers.dispatch import CeleryDispatcher
+from workers.relay import Relay
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -33,12 +35,21 @@ def _dispatcher(settings: Settings, jobs: Jobs) -> CeleryDispatcher:
     return CeleryDispatcher(settings, jobs.session_factory)
 
 
+def _relay_once(settings: Settings, jobs: Jobs) -> int:
+    """One relay pass, as a worker's relay thread makes it, where no worker runs yet."""
+    app = create_celery_app(settings)
+    try:
+        relay = Relay(jobs.session_factory, lambda job_id, queue: publish(app, job_id, queue), poll_seconds=1)
+        return relay.run_once()
+    finally:
+        app.pool.force_close_all()
+
+
 def test_job_runs_on_a_worker(celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker) -> None:
     start_worker(celery_settings)
     dispatcher = _dispatcher(celery_settings, pg_jobs)
     dispatcher.check()
-    job_id = pg_jobs.create(workload="sleep", seconds=0.5)
-    dispatcher.enqueue(job_id)
+    job_id = pg_jobs.create(workload="sleep", seconds=0.5)  # the worker's relay publishes it
     job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
     assert job.status == "succeeded", job.error_message
     dispatcher.stop()
@@ -52,7 +63,7 @@ def test_check_raises_when_the_broker_is_down(pg_jobs: Jobs, tmp_path: Path) -> 
     with pytest.raises(Exception):  # noqa: B017 - kombu raises OperationalError or a socket error
         dispatcher.check()
     job_id = pg_jobs.create()
-    dispatcher.enqueue(job_id)  # logs, does not raise: the job stays queued for the reconciler
+    dispatcher.enqueue(job_id)  # publishes nothing (the workers' relays do), so a broker outage is moot
     assert pg_jobs.get(job_id).status == "queued"
 
 
@@ -62,7 +73,6 @@ def test_sigkilled_worker_group_job_finishes_on_a_restarted_worker(
     marker = tmp_path / "runs"
     worker = start_worker(celery_settings)
     job_id = pg_jobs.create(workload="sleep", seconds=4, marker=str(marker))
-    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
     ((pid, _),) = wait_for(lambda: marker_lines(marker), 60, "the job to start")
     wait_for(lambda: pg_jobs.get(job_id).last_finished_stage, 30, "the job to finish its first stage")
     worker.kill_group()
@@ -84,7 +94,6 @@ def test_sigkilled_worker_at_the_last_attempt_fails_worker_lost(
     marker = tmp_path / "runs"
     worker = start_worker(celery_settings)
     job_id = pg_jobs.create(workload="sleep", seconds=60, marker=str(marker), max_attempts=1)
-    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
     wait_for(lambda: marker_lines(marker), 60, "the job to start")
     worker.kill_group()
     start_worker(celery_settings)  # its reconciler finds the expired lease
@@ -102,7 +111,6 @@ def test_redelivery_after_visibility_timeout_does_not_run_the_job_twice(
     marker = tmp_path / "runs"
     workers = [start_worker(settings, name="a"), start_worker(settings, name="b")]
     job_id = pg_jobs.create(workload="sleep", seconds=8, marker=str(marker))
-    _dispatcher(settings, pg_jobs).enqueue(job_id)
     wait_for(lambda: any("not claimable" in w.log_text() for w in workers), 60, "a duplicate delivery")
     job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
     assert job.status == "succeeded", job.error_message
@@ -116,7 +124,7 @@ def test_queued_job_survives_a_redis_restart_without_persistence(
     import redis
 
     job_id = pg_jobs.create(workload="sleep", seconds=0.2)
-    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
+    assert _relay_once(celery_settings, pg_jobs) == 1
     client = redis.Redis.from_url(redis_server.url)
     assert client.llen("cpu") == 1
     redis_server.stop()
@@ -125,6 +133,7 @@ def test_queued_job_survives_a_redis_restart_without_persistence(
     start_worker(celery_settings, celery_cli=True)  # a plain `celery -A workers.celery_app worker -Q cpu`
     job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
     assert job.status == "succeeded", job.error_message
+    # The reconciler re-published it: the relay had already marked it published.
     assert "requeued" in [e.type for e in pg_jobs.events(job_id)]
 
 
@@ -134,7 +143,6 @@ def test_cancel_a_running_job_kills_its_process(
     marker = tmp_path / "runs"
     worker = start_worker(celery_settings)
     job_id = pg_jobs.create(workload="sleep", seconds=60, marker=str(marker))
-    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
     ((pid, _),) = wait_for(lambda: marker_lines(marker), 60, "the job to start")
     pg_jobs.cancel(job_id)
     assert pg_jobs.wait_status(job_id, {"cancelled", "failed", "succeeded"}, 30).status == "cancelled"
@@ -142,7 +150,6 @@ def test_cancel_a_running_job_kills_its_process(
     assert worker.proc.poll() is None  # the worker itself lives on
     # ... and takes the next job.
     next_id = pg_jobs.create(workload="sleep", seconds=0.2)
-    _dispatcher(celery_settings, pg_jobs).enqueue(next_id)
     assert pg_jobs.wait_status(next_id, {"succeeded", "failed"}, 60).status == "succeeded"
 
 
@@ -156,13 +163,14 @@ def test_queued_job_survives_a_redis_restart_while_the_worker_is_busy(
     # Given a worker busy with one job and a second job waiting in Redis, when Redis restarts empty,
     # then the worker reconnects, finishes the first job, and the reconciler re-publishes the second.
     marker = tmp_path / "runs"
+    import redis
+
     start_worker(celery_settings)
-    dispatcher = _dispatcher(celery_settings, pg_jobs)
     busy = pg_jobs.create(workload="sleep", seconds=3, marker=str(marker))
-    dispatcher.enqueue(busy)
     wait_for(lambda: marker_lines(marker), 60, "the first job to start")
     waiting = pg_jobs.create(workload="sleep", seconds=0.2)
-    dispatcher.enqueue(waiting)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for(lambda: client.llen("cpu") == 1, 30, "the worker's relay to publish the second job")
     redis_server.stop()
     redis_server.start()
     for job_id in (busy, waiting):
@@ -177,9 +185,9 @@ def test_cuda_jobs_go_to_the_gpu_queue(
 ) -> None:
     import redis
 
-    dispatcher = _dispatcher(celery_settings, pg_jobs)
-    dispatcher.enqueue(pg_jobs.create(queue="gpu"))
-    dispatcher.enqueue(pg_jobs.create(queue="cpu"))
+    pg_jobs.create(queue="gpu")
+    pg_jobs.create(queue="cpu")
+    assert _relay_once(celery_settings, pg_jobs) == 2
     client = redis.Redis.from_url(redis_server.url)
     assert (client.llen("gpu"), client.llen("cpu")) == (1, 1)
 
@@ -195,7 +203,6 @@ def test_killed_worker_resumes_the_real_pipeline_from_its_saved_masks(
     model_id = pg_jobs.upload_seed_model()
     spec = JobSpec.from_dict({**SEED_SPEC, "latency_runs": 20}).to_dict()
     job_id = pg_jobs.create(model_id=model_id, **spec)
-    _dispatcher(celery_settings, pg_jobs).enqueue(job_id)
 
     def pruned() -> bool:
         job = pg_jobs.get(job_id)
