@@ -21,7 +21,9 @@ from app.schemas.jobs import (
     MlflowDeliveryPage,
     WebhookDeliveryOut,
     WebhookDeliveryPage,
+    job_json,
     job_out,
+    job_page_json,
 )
 from app.services.bounds import JobLimits, cuda_present
 from app.services.event_stream import job_event_stream
@@ -113,8 +115,7 @@ def get_jobs(
         jobs, next_cursor = list_jobs(
             connection, tenant_id=principal.tenant_id, statuses=statuses, limit=limit, cursor=cursor
         )
-        page = JobPage(items=[job_out(j) for j in jobs], next_cursor=next_cursor)
-    return json_or_not_modified(page.model_dump_json().encode(), if_none_match)
+    return json_or_not_modified(job_page_json(jobs, next_cursor), if_none_match)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={**problems(NotFound), **NOT_MODIFIED})
@@ -130,7 +131,7 @@ def get_job(
     """
     with request.app.state.read_engine.connect() as connection:
         job = read_job(connection, tenant_id=principal.tenant_id, job_id=job_id)
-    return json_or_not_modified(job_out(job).model_dump_json().encode(), if_none_match)
+    return json_or_not_modified(job_json(job), if_none_match)
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=problems(NotFound))

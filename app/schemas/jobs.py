@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from core.db.models import Job
 from nncompress.finetune import FinetuneSpec
@@ -262,6 +263,62 @@ def job_out(job: Job | JobRecord) -> JobOut:
         finished_at=job.finished_at,
         updated_at=job.updated_at,
     )
+
+
+# The polled routes serialise what they read straight to JSON: the values come from our own rows, so
+# validating them into a JobOut first (what job_out does) only spent CPU. The bytes are the ones
+# JobOut.model_dump_json writes (tests/app/test_job_json.py compares them): the keys in the model's
+# field order, and NaN or infinity written as null, as pydantic does for a model by default.
+_STAGES = list(STAGES)
+
+
+def job_dict(job: Job | JobRecord) -> dict[str, Any]:
+    """The API view of a job as plain values, keyed and ordered like :class:`JobOut`'s fields."""
+    id = job.id
+    webhook = job.webhook
+    return {
+        "id": id,
+        "status": job.status,
+        "stage": job.stage,
+        "stages": _STAGES,
+        "progress": float(job.progress),
+        "model_id": job.model_id,
+        "spec": job.spec,
+        "device": job.device,
+        "queue": job.queue,
+        "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None,
+        "metrics": job.metrics,
+        "result": job.result,
+        "artifacts": [
+            {
+                "name": a.name,
+                "size_bytes": a.size_bytes,
+                "sha256": a.sha256,
+                "media_type": a.media_type,
+                "url": f"/v1/jobs/{id}/artifacts/{a.name}",
+            }
+            for a in job.artifacts
+        ],
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "cancel_requested": job.cancel_requested,
+        "webhook": {"url": webhook["url"], "events": webhook["events"]} if webhook else None,
+        "mlflow": job.mlflow,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def job_json(job: Job | JobRecord) -> bytes:
+    """``job_out(job).model_dump_json()``, byte for byte, without building the models."""
+    return to_json(job_dict(job), inf_nan_mode="null")
+
+
+def job_page_json(jobs: list[JobRecord], next_cursor: str | None) -> bytes:
+    """A :class:`JobPage` of ``jobs`` as JSON, the bytes ``JobPage.model_dump_json`` writes."""
+    return to_json({"items": [job_dict(j) for j in jobs], "next_cursor": next_cursor}, inf_nan_mode="null")
 
 
 class WebhookDeliveryOut(BaseModel):

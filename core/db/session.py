@@ -104,3 +104,43 @@ def read_rows(
             raise
     connection.rollback()  # ends the invalidated connection's (empty) transaction, so it may reconnect
     return connection.execute(statement, params).all()
+
+
+def read_tuples(connection: Connection, sql: str, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+    """PostgreSQL only: the rows of a read as psycopg's plain tuples, bypassing SQLAlchemy's execute.
+
+    For the polled reads: SQLAlchemy reads ``cursor.description`` on every execute (psycopg builds a
+    column object per column for it) and wraps each row in a ``Row``; here psycopg only loads the
+    values. So nothing is converted beyond what psycopg does: ``sql`` selects plain columns
+    (``pyformat`` parameters) and the caller converts what a column type would have (time zones).
+
+    Like :func:`read_rows`, a connection the server dropped is noticed and the read runs once more:
+    the statement then goes through SQLAlchemy, which finds the lost connection as it does for any
+    statement (invalidating it and the pool's older ones), and runs it again on a new one. Where
+    the engine has event listeners (tracing, a test counting statements) SQLAlchemy runs it too,
+    so that they see it.
+
+    Args:
+        connection: a connection of the read engine (:func:`make_read_engine`), in autocommit.
+        sql: a SELECT in the driver's own dialect.
+        params: its bound parameters.
+
+    Returns:
+        All its rows, as tuples.
+    """
+    if not (connection._has_events or connection.engine._has_events):
+        driver = connection.connection.driver_connection
+        try:
+            with driver.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(sql, params)
+                return cursor.fetchall()  # type: ignore[no-any-return]
+        except Exception:
+            if not driver.closed:  # type: ignore[union-attr]
+                raise
+    try:
+        return connection.exec_driver_sql(sql, params).all()  # type: ignore[arg-type]
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    connection.rollback()
+    return connection.exec_driver_sql(sql, params).all()  # type: ignore[arg-type]
