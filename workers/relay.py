@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
@@ -44,6 +44,9 @@ from core.db.models import Job
 from core.db.types import utcnow
 from core.periodic import PeriodicThread
 from core.queues import JOBS_CHANNEL
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class Relay:
     name: str = "nncompress-relay"
 
     def __post_init__(self) -> None:
-        self._listener: Any = None  # a psycopg connection, opened by the thread
+        self._listener: psycopg.Connection[Any] | None = None  # opened by the thread
         self._stopping = threading.Event()
         self._thread = PeriodicThread(self.name, self._tick, lambda: self.poll_seconds)
 
@@ -122,27 +125,28 @@ class Relay:
             session.commit()
 
     def _tick(self) -> float:
-        if self.conninfo is not None:
-            # Listen before the pass: a job committed during the pass then wakes the next one.
-            self._listen()
+        # Listen before the pass: a job committed during the pass then wakes the next one.
+        listener = self._listen() if self.conninfo is not None else None
         if self.run_once() >= self.batch:
             return 0.0
-        if self.conninfo is None:
+        if listener is None:
             return self.poll_seconds
-        self._wait_for_notification(self.poll_seconds)
+        self._wait_for_notification(listener, self.poll_seconds)
         return 0.0
 
-    def _listen(self) -> None:
-        if self.conninfo is None or (self._listener is not None and not self._listener.closed):
-            return
+    def _listen(self) -> psycopg.Connection[Any]:
+        """The connection listening on the jobs channel, opened (again) if there is none."""
+        if self._listener is not None and not self._listener.closed:
+            return self._listener
         import psycopg
         from psycopg import sql
 
-        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(str(self.conninfo), autocommit=True, connect_timeout=5)
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(JOBS_CHANNEL)))
         self._listener = conn
+        return conn
 
-    def _wait_for_notification(self, timeout: float) -> bool:
+    def _wait_for_notification(self, listener: psycopg.Connection[Any], timeout: float) -> bool:
         """Blocks until a job is announced or ``timeout`` passes; True when one was announced."""
         deadline = time.monotonic() + timeout
         try:
@@ -151,10 +155,10 @@ class Relay:
                 if remaining <= 0:
                     return False
                 slice_ = min(remaining, _WAIT_SLICE_SECONDS)
-                if any(True for _ in self._listener.notifies(timeout=slice_, stop_after=1)):
+                # Consumed to the end: the generator holds the connection's lock until it finishes.
+                if list(listener.notifies(timeout=slice_, stop_after=1)):
                     # One pass serves every job announced so far: drop the queued-up notifications.
-                    for _ in self._listener.notifies(timeout=0):
-                        pass
+                    list(listener.notifies(timeout=0))
                     return True
             return False
         except Exception:

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from core.db.models import Job
 from core.settings import Settings
 from tests.app.factories import job_body, uploaded_mnist
 from tests.conftest import bearer
-from tests.workers.conftest import Jobs, RedisServer
+from tests.workers.conftest import Jobs, RedisServer, wait_for
 from workers.relay import Relay, listen_conninfo
 
 pytestmark = pytest.mark.service
@@ -76,8 +78,6 @@ def test_a_pass_publishes_each_queued_job_once_to_its_queue(db_jobs: Jobs) -> No
 def test_jobs_that_left_the_queue_are_not_published(db_jobs: Jobs) -> None:
     job_id = db_jobs.create()
     with db_jobs.session_factory() as session:
-        from core.db.models import Job
-
         job = session.get(Job, job_id)
         assert job is not None
         job.status = "cancelled"
@@ -157,6 +157,32 @@ def test_a_notification_wakes_the_relay_before_its_poll(pg_jobs: Jobs, running: 
     job_id = pg_jobs.create()
     # Only the NOTIFY can wake it this early: the next poll is poll_seconds after the first pass.
     assert recorder.wait_for(job_id, poll_seconds / 2), "the relay did not wake on the new job"
+
+
+# The relay's connection in this test's database: its last statement was its LISTEN.
+_LISTENER = "datname = current_database() AND query LIKE 'LISTEN%'"
+
+
+def test_a_lost_listening_connection_is_opened_again(pg_jobs: Jobs, running: list[Relay]) -> None:
+    recorder = Recorder()
+    relay = _relay(pg_jobs, recorder, poll_seconds=0.5, conninfo=listen_conninfo(pg_jobs.url))
+    first = pg_jobs.create()
+    relay.start()
+    running.append(relay)
+    assert recorder.wait_for(first, 30)
+    with pg_jobs.engine.begin() as conn:  # what a PostgreSQL restart or an idle timeout does to it
+        killed = conn.execute(
+            text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {_LISTENER}")
+        )
+        assert list(killed.scalars()) == [True]
+    job_id = pg_jobs.create()
+    assert recorder.wait_for(job_id, 30)
+    wait_for(lambda: _listening(pg_jobs), 30, "the relay to LISTEN again")
+
+
+def _listening(jobs: Jobs) -> bool:
+    with jobs.engine.connect() as conn:
+        return bool(conn.execute(text(f"SELECT count(*) FROM pg_stat_activity WHERE {_LISTENER}")).scalar())
 
 
 def test_without_postgresql_the_relay_polls(sqlite_url: str, tmp_path: Path, running: list[Relay]) -> None:
