@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.conditional import JSON, NOT_MODIFIED, json_or_not_modified
-from app.deps import CurrentJob, CurrentPrincipal, DispatcherDep, SessionDep, SettingsDep
+from app.deps import CurrentJob, CurrentPrincipal, SessionDep
 from app.openapi import engine_errors, problems
 from app.schemas.jobs import (
     EventOut,
@@ -31,6 +31,7 @@ from app.services.job_reads import list_jobs, read_job
 from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_mlflow_deliveries
 from app.services.pagination import CURSOR_PATTERN
 from core.db.models import JobStatus
+from core.dispatch import Dispatcher
 from core.errors import (
     IdempotencyConflict,
     InvalidCursor,
@@ -41,6 +42,7 @@ from core.errors import (
     NotFound,
     TooManyJobs,
 )
+from core.settings import Settings
 from nncompress.datasets import DatasetError
 from nncompress.errors import ConfigError
 
@@ -61,27 +63,34 @@ log = logging.getLogger(__name__)
 
 @router.post("", status_code=202, response_model=JobOut, responses=SUBMIT_PROBLEMS)
 def submit_job(
+    request: Request,
     body: JobIn,
-    session: SessionDep,
-    settings: SettingsDep,
-    dispatcher: DispatcherDep,
     principal: CurrentPrincipal,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
     """Queue a compression job; the same Idempotency-Key with the same body returns the same job."""
-    job, created = create_job(
-        session=session,
-        principal=principal,
-        body=body,
-        idempotency_key=idempotency_key,
-        max_attempts=settings.max_attempts,
-        webhook_allow_private=settings.webhook_allow_private,
-        limits=JobLimits.from_settings(settings),
-        # Only a server that runs jobs itself knows no worker can take a cuda job; elsewhere the
-        # reconciler fails it (no_worker) if no gpu worker shows up.
-        cuda_available=not getattr(dispatcher, "runs_in_process", False) or cuda_present(),
-        mlflow_experiment=settings.mlflow_experiment if settings.mlflow_tracking_uri else None,
-    )
+    # The session, settings and dispatcher come from the app here rather than as dependencies: the
+    # session dependency closed its session in a second threadpool hop, this one closes in the route's.
+    state = request.app.state
+    settings: Settings = state.settings
+    dispatcher: Dispatcher = state.dispatcher
+    with state.session_factory() as session:
+        job, created = create_job(
+            session=session,
+            principal=principal,
+            body=body,
+            idempotency_key=idempotency_key,
+            max_attempts=settings.max_attempts,
+            webhook_allow_private=settings.webhook_allow_private,
+            limits=JobLimits.from_settings(settings),
+            # Only a server that runs jobs itself knows no worker can take a cuda job; elsewhere the
+            # reconciler fails it (no_worker) if no gpu worker shows up.
+            cuda_available=not getattr(dispatcher, "runs_in_process", False) or cuda_present(),
+            mlflow_experiment=settings.mlflow_experiment if settings.mlflow_tracking_uri else None,
+        )
+        # The JSON bytes directly, as the polled routes do: FastAPI would validate the model again.
+        # Written before the session closes: a replayed job is a row that may still load artifacts.
+        content = job_json(job)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if created:
         log.info("job queued", extra={"job_id": job.id, "tenant": principal.tenant_name})
@@ -91,8 +100,7 @@ def submit_job(
             log.warning("could not enqueue job %s now; the reconciler will", job.id, exc_info=True)
     else:
         headers["Idempotent-Replayed"] = "true"
-    # The JSON bytes directly, as the polled routes do: FastAPI would validate the model again.
-    return Response(job_out(job).model_dump_json(), status_code=202, media_type=JSON, headers=headers)
+    return Response(content, status_code=202, media_type=JSON, headers=headers)
 
 
 # The two polled routes below are plain sync functions with only async dependencies: one threadpool
