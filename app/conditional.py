@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import Response
+from fastapi import Request, Response
 
 JSON = "application/json"
 # Per-tenant answers that change as the job runs: caches may keep them but must ask again each time.
@@ -18,6 +18,20 @@ CACHE_CONTROL = "private, no-cache"
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not Modified: the ETag sent in If-None-Match is still current"}
 }
+# The polled routes read If-None-Match from the request (:func:`if_none_match`) instead of declaring
+# a Header parameter FastAPI would look up and validate on every poll; their OpenAPI operations
+# declare it with this (``openapi_extra``), as FastAPI did for the parameter.
+IF_NONE_MATCH_PARAMETER: dict[str, Any] = {
+    "name": "if-none-match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "title": "If-None-Match"},
+}
+
+
+def if_none_match(request: Request) -> str | None:
+    """The request's If-None-Match header (the first, if sent more than once, as FastAPI's ``Header``)."""
+    return request.headers.get("if-none-match")
 
 
 def etag_of(body: bytes) -> str:

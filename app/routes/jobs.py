@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import Field, TypeAdapter, ValidationError
 
-from app.conditional import JSON, NOT_MODIFIED, json_or_not_modified
+from app.conditional import IF_NONE_MATCH_PARAMETER, JSON, NOT_MODIFIED, if_none_match, json_or_not_modified
 from app.deps import CurrentJob, CurrentPrincipal, SessionDep
 from app.openapi import engine_errors, problems
 from app.schemas.jobs import (
@@ -105,17 +107,23 @@ def submit_job(
 
 # The two polled routes below are plain sync functions with only async dependencies: one threadpool
 # hop for the whole request, like /healthz. They return the JSON bytes themselves (serialised once,
-# hashed for the ETag) instead of a model FastAPI would validate and serialise again.
+# hashed for the ETag) instead of a model FastAPI would validate and serialise again. They read
+# If-None-Match (and the poll its job id) from the request rather than as parameters FastAPI looks
+# up and validates on every request; ``openapi_extra`` declares them as FastAPI did.
 
 
-@router.get("", response_model=JobPage, responses={**problems(InvalidCursor), **NOT_MODIFIED})
+@router.get(
+    "",
+    response_model=JobPage,
+    responses={**problems(InvalidCursor), **NOT_MODIFIED},
+    openapi_extra={"parameters": [IF_NONE_MATCH_PARAMETER]},
+)
 def get_jobs(
     request: Request,
     principal: CurrentPrincipal,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="opaque: a next_cursor")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """List jobs, newest first, optionally filtered by status (repeatable); cursor-paginated."""
     statuses = [s.value for s in status] if status else None
@@ -123,23 +131,46 @@ def get_jobs(
         jobs, next_cursor = list_jobs(
             connection, tenant_id=principal.tenant_id, statuses=statuses, limit=limit, cursor=cursor
         )
-    return json_or_not_modified(job_page_json(jobs, next_cursor), if_none_match)
+    return json_or_not_modified(job_page_json(jobs, next_cursor), if_none_match(request))
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={**problems(NotFound), **NOT_MODIFIED})
-def get_job(
-    request: Request,
-    principal: CurrentPrincipal,
-    job_id: Annotated[str, Path(max_length=64)],
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
+JOB_ID_MAX_LENGTH = 64
+_JOB_ID_PARAMETER = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": JOB_ID_MAX_LENGTH, "title": "Job Id"},
+}
+_JOB_ID = TypeAdapter[str](Annotated[str, Field(max_length=JOB_ID_MAX_LENGTH)])
+
+
+def _job_id(request: Request) -> str:
+    """The path's job id; one too long is refused (422) as FastAPI refuses a ``Path(max_length=64)``."""
+    job_id: str = request.path_params["job_id"]
+    if len(job_id) > JOB_ID_MAX_LENGTH:
+        try:
+            _JOB_ID.validate_python(job_id)
+        except ValidationError as error:
+            errors = [{**e, "loc": ("path", "job_id", *e["loc"])} for e in error.errors(include_url=False)]
+            raise RequestValidationError(errors) from None
+    return job_id
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={**problems(NotFound), **NOT_MODIFIED},
+    openapi_extra={"parameters": [_JOB_ID_PARAMETER, IF_NONE_MATCH_PARAMETER]},
+)
+def get_job(request: Request, principal: CurrentPrincipal) -> Response:
     """A job's status, stage, progress, error, metrics before/after and artifacts.
 
     Carries an ``ETag``; send it back in ``If-None-Match`` to get an empty 304 while nothing changed.
     """
+    job_id = _job_id(request)
     with request.app.state.read_engine.connect() as connection:
         job = read_job(connection, tenant_id=principal.tenant_id, job_id=job_id)
-    return json_or_not_modified(job_json(job), if_none_match)
+    return json_or_not_modified(job_json(job), if_none_match(request))
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=problems(NotFound))

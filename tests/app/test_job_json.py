@@ -132,3 +132,39 @@ def test_a_driver_read_on_a_connection_postgresql_dropped_is_answered(
     _terminate_other_sessions(pg_url)
     page = client.get("/v1/jobs")
     assert page.status_code == 200 and [j["id"] for j in page.json()["items"]] == [job["id"]]
+
+
+def test_the_poll_reads_its_parameters_itself_as_fastapi_did(
+    make_client: Callable[..., Any], make_settings: Any
+) -> None:
+    # GET /v1/jobs[/{id}] read If-None-Match and the job id from the request (app.routes.jobs): the
+    # answers and the OpenAPI document are those of the Path(max_length=64) and Header they replace.
+    client = make_client(make_settings())
+    too_long = client.get("/v1/jobs/" + "a" * 65, headers={"If-None-Match": "*"})
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"] == [
+        {
+            "loc": ["path", "job_id"],
+            "message": "String should have at most 64 characters",
+            "code": "string_too_long",
+        }
+    ]
+    assert client.get("/v1/jobs/" + "a" * 64).status_code == 404
+    paths = client.get("/openapi.json").json()["paths"]
+    header = {
+        "name": "if-none-match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "title": "If-None-Match"},
+    }
+    assert paths["/v1/jobs/{job_id}"]["get"]["parameters"] == [
+        {
+            "name": "job_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 64, "title": "Job Id"},
+        },
+        header,
+    ]
+    assert paths["/v1/jobs"]["get"]["parameters"][-1] == header
+    assert "422" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
