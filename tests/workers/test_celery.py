@@ -137,6 +137,26 @@ def test_queued_job_survives_a_redis_restart_without_persistence(
     assert "requeued" in [e.type for e in pg_jobs.events(job_id)]
 
 
+def test_a_relay_that_died_before_publishing_leaves_the_job_to_the_reconciler(
+    celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker
+) -> None:
+    # Given a job a relay marked published and died before sending (no message anywhere), a worker's
+    # relay skips it, and its reconciler publishes it once it is stale and missing from the queue.
+    from sqlalchemy import update
+
+    from core.db.models import Job
+    from core.db.types import utcnow
+
+    job_id = pg_jobs.create(workload="sleep", seconds=0.2)
+    with pg_jobs.session_factory() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(published_at=utcnow()))
+        session.commit()
+    start_worker(celery_settings)
+    job = pg_jobs.wait_status(job_id, {"succeeded", "failed"}, 60)
+    assert job.status == "succeeded", job.error_message
+    assert "requeued" in [e.type for e in pg_jobs.events(job_id)]
+
+
 def test_cancel_a_running_job_kills_its_process(
     celery_settings: Settings, pg_jobs: Jobs, start_worker: StartWorker, tmp_path: Path
 ) -> None:
