@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -61,6 +63,10 @@ def make_read_engine(engine: Engine, **kwargs: Any) -> Engine:
     SQLite's driver begins no transaction for a SELECT and has no server to lose, and an in-memory
     database lives on one connection, so ``engine`` itself is returned there.
 
+    Its connections parse ``json`` columns with :func:`_loads` (pydantic's parser) instead of
+    psycopg's ``json.loads``: a page of jobs parses three documents a job, and that was the largest
+    part of listing them.
+
     Args:
         engine: the application's engine, from :func:`make_engine`.
         kwargs: passed to ``create_engine`` (the pool's size).
@@ -70,12 +76,34 @@ def make_read_engine(engine: Engine, **kwargs: Any) -> Engine:
     """
     if engine.dialect.name == "sqlite":
         return engine
-    return make_engine(
+    read_engine = make_engine(
         engine.url.render_as_string(hide_password=False),
         pool_pre_ping=False,
         isolation_level="AUTOCOMMIT",
         **kwargs,
     )
+    if read_engine.dialect.driver == "psycopg":
+        event.listen(read_engine, "connect", _parse_json_fast)
+    return read_engine
+
+
+def _parse_json_fast(dbapi_connection: Any, _record: Any) -> None:
+    from psycopg.types.json import set_json_loads  # only a PostgreSQL deployment has psycopg
+
+    set_json_loads(_loads, dbapi_connection)
+
+
+def _loads(data: str | bytes) -> Any:
+    """A JSON document as ``json.loads`` reads it, 2-8 times faster (pydantic-core's parser).
+
+    Both read JSON to the same values (big integers, NaN and infinity included); a document the
+    faster parser refuses (a lone surrogate escape, which ``json.loads`` accepts) is read by
+    ``json.loads``, so no stored value stops being readable.
+    """
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data)
 
 
 def read_rows(
