@@ -233,7 +233,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     # When a worker's relay sent the job's message to the broker (workers.relay); NULL while queued
-    # and not yet sent. Retries and re-publications by the reconciler leave it as it is.
+    # and not yet sent (and for jobs that ended before migration 0006). Retries and re-publications
+    # by the reconciler leave it as it is.
     published_at: Mapped[datetime | None] = mapped_column()
 
     model: Mapped[Model] = relationship()

@@ -29,8 +29,9 @@ CHANNEL = "nncompress_jobs"
 
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("published_at", UTC_DATETIME, nullable=True))
-    # Before this revision the API published every job as it inserted it: none waits for the relay.
-    op.execute("UPDATE jobs SET published_at = created_at")
+    # Before this revision the API published every job as it inserted it: no queued job waits for the
+    # relay. Only queued rows are touched (the relay looks at no other), so a long history costs nothing.
+    op.execute("UPDATE jobs SET published_at = created_at WHERE status = 'queued'")
     op.create_index(
         "ix_jobs_unpublished_created_at",
         "jobs",
