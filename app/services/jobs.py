@@ -7,17 +7,18 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.principal import Principal
 from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits
+from app.services.job_insert import JOB_COLUMNS, insert_queued_job
 from app.services.job_reads import JobRecord
 from app.services.model_views import ModelViews
 from app.services.validation import validate_job
-from core.db.events import event_values, record_event
+from core.db.events import record_event
 from core.db.models import (
     Dataset,
     EventType,
@@ -26,19 +27,12 @@ from core.db.models import (
     JobStatus,
     MlflowDelivery,
     Model,
-    Tenant,
     WebhookDelivery,
 )
 from core.db.types import is_id, new_id, utcnow
 from core.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
 from core.webhooks.urls import check_webhook_url
 
-UNFINISHED_STATUSES = ("queued", "running", "cancelling")
-# The job columns a new job's INSERT takes from its JobRecord (the rest are the request's or defaults).
-_INSERTED_FIELDS = (
-    "id", "status", "progress", "model_id", "spec", "device", "queue", "attempt", "max_attempts",
-    "cancel_requested", "webhook", "mlflow", "created_at", "updated_at",
-)  # fmt: skip
 # Descriptions of the models jobs were submitted for, shared by the API's threads (see model_views).
 MODEL_VIEWS = ModelViews()
 
@@ -59,44 +53,6 @@ def _replay(session: Session, tenant_id: str, key: str, digest: str) -> Job | No
             errors=[{"header": "Idempotency-Key", "job_id": job.id}],
         )
     return job
-
-
-_JOBS = Job.__table__
-_UNFINISHED = select(_JOBS.c.id).where(
-    _JOBS.c.tenant_id == bindparam("tenant_id"),
-    _JOBS.c.status.in_(UNFINISHED_STATUSES),
-    _JOBS.c.id != bindparam("job_id"),
-)
-# Built once, like the polled reads (app.services.job_reads): a submit runs each of them.
-_LOCK_TENANT = select(Tenant.id).where(Tenant.id == bindparam("tenant_id")).with_for_update(key_share=True)
-# Counts no further than the limit: a tenant allowed thousands of jobs would otherwise pay a scan of
-# all of them on every submit. Only a refusal counts them all, for its message.
-_COUNT_UP_TO_LIMIT = select(func.count()).select_from(_UNFINISHED.limit(bindparam("limit")).subquery())
-_COUNT_ALL = select(func.count()).select_from(_UNFINISHED.subquery())
-_INSERT_JOB = insert(Job)
-_INSERT_EVENT = insert(JobEvent)
-
-
-def _check_unfinished_limit(connection: Connection, tenant_id: str, limit: int, new_job_id: str) -> None:
-    """Refuses the job ``new_job_id`` if the tenant's other unfinished jobs are already at ``limit``.
-
-    On PostgreSQL called after the job's INSERT, just before the commit, so the tenant row is locked
-    for two round trips rather than for the inserts too: concurrent submissions of one tenant queue
-    on that lock, and 8 of them at once spent most of their time waiting there. FOR NO KEY UPDATE,
-    since the job's foreign key already holds a KEY SHARE lock on the row (FOR UPDATE would deadlock
-    two submissions against each other's). Each count runs after the lock in a fresh snapshot (READ
-    COMMITTED), so it sees every job committed before. On SQLite called before the INSERT, as it was.
-    """
-    connection.execute(_LOCK_TENANT, {"tenant_id": tenant_id})
-    bound = {"tenant_id": tenant_id, "job_id": new_job_id}
-    at_most = connection.execute(_COUNT_UP_TO_LIMIT, {**bound, "limit": limit}).scalar()
-    if int(at_most or 0) >= limit:
-        unfinished = connection.execute(_COUNT_ALL, bound).scalar()
-        raise TooManyJobs(
-            f"this tenant has {unfinished} queued or running jobs, its limit is {limit}; "
-            "wait for one to finish or cancel one",
-            errors=[{"unfinished": int(unfinished or 0), "limit": limit}],
-        )
 
 
 def _webhook_of(body: JobIn, allow_private: bool) -> dict[str, Any] | None:
@@ -188,26 +144,10 @@ def create_job(
         finished_at=None,
         updated_at=now,
     )
-    # SQLite takes its one write lock at the INSERT; counting before it keeps that lock short, as it
-    # was (benchmarks/api_load.py, embedded, 8 connections: p99 445 ms counting inside, 294 first).
-    count_first = connection.dialect.name == "sqlite"
+    asked = {"tenant_id": tenant_id, "idempotency_key": idempotency_key, "request_hash": digest}
+    row = {name: asked[name] if name in asked else getattr(job, name) for name in JOB_COLUMNS}
     try:
-        if count_first:
-            _check_unfinished_limit(connection, tenant_id, principal.max_concurrent_jobs, job.id)
-        # Core INSERTs, not the ORM: its unit of work was a third of a submit's CPU. A new job has
-        # no webhook or MLflow message to queue ("created" is not an event either outbox sends).
-        connection.execute(
-            _INSERT_JOB,
-            {
-                **{f: getattr(job, f) for f in _INSERTED_FIELDS},
-                "tenant_id": tenant_id,
-                "idempotency_key": idempotency_key,
-                "request_hash": digest,
-            },
-        )
-        connection.execute(_INSERT_EVENT, {**event_values(job, EventType.CREATED, "job queued"), "at": now})
-        if not count_first:
-            _check_unfinished_limit(connection, tenant_id, principal.max_concurrent_jobs, job.id)
+        insert_queued_job(connection, row, limit=principal.max_concurrent_jobs)
         session.commit()
     except TooManyJobs:
         session.rollback()  # the job goes, and the tenant's lock with it, before the 429 is written

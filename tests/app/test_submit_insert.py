@@ -60,3 +60,26 @@ def test_a_cached_model_whose_row_is_gone_is_not_found(client: Any) -> None:
     assert (response.status_code, response.json()["type"]) == (404, NOT_FOUND), response.text
     assert response.json()["errors"] == [{"field": "model_id"}]
     assert model_id not in MODEL_VIEWS._entries
+
+
+def test_postgresql_inserts_nothing_for_a_tenant_that_is_gone(pg_url: str) -> None:
+    # The one-statement insert takes the tenant id from the row it locks: without that row it
+    # inserts nothing, and must say so rather than answer 202 for a job that does not exist.
+    from app.services.job_insert import JOB_COLUMNS, insert_queued_job
+    from core.db.session import make_engine
+    from core.db.types import new_id, utcnow
+    from core.errors import Unauthorized
+
+    now = utcnow()
+    row: dict[str, Any] = dict.fromkeys(JOB_COLUMNS)
+    row.update(
+        id=new_id(), tenant_id=new_id(), model_id=new_id(), status="queued", progress=0.0, spec={},
+        device="cpu", queue="cpu", attempt=0, max_attempts=3, cancel_requested=False,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as connection, pytest.raises(Unauthorized, match="no longer exists"):
+            insert_queued_job(connection, row, limit=10)
+    finally:
+        engine.dispose()
