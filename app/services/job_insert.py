@@ -9,9 +9,13 @@ INSERTs. A new job queues no webhook or MLflow message: "created" is not an even
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, func, insert, literal, select
+from sqlalchemy import Connection, Executable, Insert, bindparam, func, insert, literal_column, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 
 from core.db.models import EventType, Job, JobEvent, Tenant
 from core.errors import TooManyJobs, Unauthorized
@@ -29,7 +33,9 @@ _JOBS = Job.__table__
 _EVENTS = JobEvent.__table__
 _UNFINISHED = select(_JOBS.c.id).where(
     _JOBS.c.tenant_id == bindparam("tenant_id"),
-    _JOBS.c.status.in_(UNFINISHED_STATUSES),
+    # The statuses as SQL literals, not an expanding parameter: the statement is compiled once for
+    # the driver (see _driver_sql) and the values never change.
+    _JOBS.c.status.in_([literal_column(f"'{status}'") for status in UNFINISHED_STATUSES]),
     _JOBS.c.id != bindparam("id"),
 )
 _LOCK_TENANT = select(Tenant.id).where(Tenant.id == bindparam("tenant_id")).with_for_update(key_share=True)
@@ -60,17 +66,46 @@ def _locked_insert() -> Insert:
     event = select(
         new_job.c.id,
         new_job.c.created_at,
-        literal(EventType.CREATED.value),
+        literal_column(f"'{EventType.CREATED.value}'"),
         new_job.c.status,
         new_job.c.stage,
         new_job.c.progress,
-        literal(CREATED_MESSAGE),
+        literal_column(f"'{CREATED_MESSAGE}'"),
     ).select_from(new_job)
     # RETURNING tells an insert from none (the psycopg driver reports no rowcount for this form).
     return insert(JobEvent).from_select(list(_EVENT_COLUMNS), event).returning(_EVENTS.c.id)
 
 
 _LOCKED_INSERT = _locked_insert()
+_JSON_COLUMNS = tuple(name for name in JOB_COLUMNS if name in ("spec", "webhook", "mlflow"))
+
+
+def _driver_sql(statement: Executable) -> str:
+    """``statement`` as psycopg's SQL (named ``pyformat`` parameters), compiled once."""
+    return str(statement.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[attr-defined]
+
+
+# On PostgreSQL the two statements of a submit go to psycopg directly: SQLAlchemy's execute of a
+# cached statement cost 158 µs of CPU against psycopg's 36 µs for the same count (measured here).
+_PG_LOCKED_INSERT = _driver_sql(_LOCKED_INSERT)
+_PG_COUNT_UP_TO_LIMIT = _driver_sql(_COUNT_UP_TO_LIMIT)
+
+
+def _pg_rows(connection: Connection, sql: str, params: dict[str, Any]) -> Sequence[Any]:
+    """The rows of ``sql`` run in the connection's transaction, through psycopg itself.
+
+    Where the engine has event listeners (tracing, a test counting statements) SQLAlchemy runs it,
+    so that they see it. A driver error comes out as SQLAlchemy's, like any other statement's.
+    """
+    if connection._has_events or connection.engine._has_events:
+        return connection.exec_driver_sql(sql, params).all()  # type: ignore[arg-type]
+    driver = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(sql, params)
+            return cursor.fetchall()  # type: ignore[no-any-return]
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(sql, params, error, connection.dialect.loaded_dbapi.Error) from error
 
 
 def insert_queued_job(connection: Connection, row: dict[str, Any], *, limit: int) -> None:
@@ -86,16 +121,20 @@ def insert_queued_job(connection: Connection, row: dict[str, Any], *, limit: int
     INSERT, so it counts first and keeps that lock short (benchmarks/api_load.py, embedded, 8
     connections: p99 445 ms counting after the INSERT, 294 before).
     """
-    if connection.dialect.name == "postgresql":
-        inserted = connection.execute(_LOCKED_INSERT, row).first()
-        if inserted is None:  # no tenant row to lock, so nothing was inserted: it was removed meanwhile
+    if connection.dialect.driver == "psycopg":
+        # The JSON columns as text, the way SQLAlchemy's JSON type writes them (None as JSON null).
+        bound = {**row, **{name: json.dumps(row[name]) for name in _JSON_COLUMNS}}
+        if not _pg_rows(connection, _PG_LOCKED_INSERT, bound):
+            # No tenant row to lock, so nothing was inserted: the tenant was removed meanwhile.
             raise Unauthorized(
                 f"tenant {row['tenant_id']} no longer exists", headers={"WWW-Authenticate": "Bearer"}
             )
-        _check_limit(connection, row, limit)
+        at_most = _pg_rows(connection, _PG_COUNT_UP_TO_LIMIT, {**_limit_params(row), "limit": limit})[0][0]
+        _check_limit(connection, row, limit, at_most)
         return
     connection.execute(_LOCK_TENANT, row)
-    _check_limit(connection, row, limit)
+    at_most = connection.execute(_COUNT_UP_TO_LIMIT, {**_limit_params(row), "limit": limit}).scalar()
+    _check_limit(connection, row, limit, at_most)
     connection.execute(_INSERT_JOB, row)
     event = {
         "job_id": row["id"],
@@ -109,11 +148,14 @@ def insert_queued_job(connection: Connection, row: dict[str, Any], *, limit: int
     connection.execute(_INSERT_EVENT, event)
 
 
-def _check_limit(connection: Connection, row: dict[str, Any], limit: int) -> None:
-    bound = {"tenant_id": row["tenant_id"], "id": row["id"]}
-    at_most = connection.execute(_COUNT_UP_TO_LIMIT, {**bound, "limit": limit}).scalar()
+def _limit_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {"tenant_id": row["tenant_id"], "id": row["id"]}
+
+
+def _check_limit(connection: Connection, row: dict[str, Any], limit: int, at_most: int | None) -> None:
+    """Raises TooManyJobs when ``at_most`` (the other unfinished jobs, counted up to ``limit``) is at it."""
     if int(at_most or 0) >= limit:
-        unfinished = connection.execute(_COUNT_ALL, bound).scalar()
+        unfinished = connection.execute(_COUNT_ALL, _limit_params(row)).scalar()
         raise TooManyJobs(
             f"this tenant has {unfinished} queued or running jobs, its limit is {limit}; "
             "wait for one to finish or cancel one",
