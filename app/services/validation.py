@@ -140,7 +140,7 @@ def check_on_stored_layers(
     """
     details = model.details or {}
     if config_list is not None:
-        resolve_config(_skeleton_of(model), config_list)
+        _check_fits(model, config_list)
     stored = details.get("input") or {}
     if input_shape == stored.get("shape") and input_dtype == stored.get("dtype"):
         return _width(details["output_shape"])
@@ -161,6 +161,32 @@ def _checked_output_shape(
     # InvalidInputShape is raised, not cached: a wrong shape costs its forward pass each time.
     net = build_meta(architecture, json.loads(build_kwargs))
     return _output_shape(net, architecture, list(input_shape), input_dtype)
+
+
+# (model id, config_list as canonical JSON) that resolved on the model's layers, most recent last.
+# Parsing and resolving were a quarter of a submit's validation; the same config_list comes back for
+# the same model in a sweep over options (fine-tuning, quantization) and in retries.
+_FITTING: OrderedDict[tuple[str, str], None] = OrderedDict()
+_FITTING_MAX = 1024
+_FITTING_LOCK = threading.Lock()
+
+
+def _check_fits(model: ModelLike, config_list: Sequence[Any]) -> None:
+    """Resolves ``config_list`` on the model's skeleton unless it already did in this process.
+
+    A model's layers never change, so a config_list that resolved on them once always does; only
+    successes are remembered (a refused config_list raises its error each time).
+    """
+    key = (model.id, json.dumps(config_list, sort_keys=True, separators=(",", ":")))
+    with _FITTING_LOCK:
+        if key in _FITTING:
+            _FITTING.move_to_end(key)
+            return
+    resolve_config(_skeleton_of(model), config_list)
+    with _FITTING_LOCK:
+        _FITTING[key] = None
+        while len(_FITTING) > _FITTING_MAX:
+            _FITTING.popitem(last=False)
 
 
 _SKELETONS: OrderedDict[str, nn.Module] = OrderedDict()
@@ -225,25 +251,33 @@ def validate_job(
     raw["input_dtype"] = default_input_dtype(model, body.input_dtype)
     spec = JobSpec.from_dict({**raw, **body.options.to_dict()})
     check_job_limits(spec, limits or JobLimits())  # before a meta forward pass of a huge shape
-    # Parsed once here (its errors come first, whatever the model); the layer checks take the entries.
-    entries = None if body.config_list is None else parse_config_list(body.config_list)
-    classes = None
     if spec.quantize is None and has_stored_layers(model):
-        classes = check_on_stored_layers(model, entries, raw["input_shape"], raw["input_dtype"])
-    elif model.architecture is not None:
-        classes = check_on_architecture(
-            model.architecture,
-            body.config_list,
-            raw["input_shape"],
-            spec.quantize,
-            build_kwargs=(model.details or {}).get("build_kwargs"),
-            input_dtype=raw["input_dtype"],
-        )
+        classes = check_on_stored_layers(model, body.config_list, raw["input_shape"], raw["input_dtype"])
     else:
-        check_on_summary(model, body.config_list)
-        classes = (model.details or {}).get("num_classes")
+        classes = _check_on_model(model, body, spec, raw["input_shape"], raw["input_dtype"])
     _check_data(spec, dataset, raw["input_shape"], classes)
     return spec.to_dict()
+
+
+def _check_on_model(
+    model: ModelLike, body: JobIn, spec: JobSpec, input_shape: list[int], input_dtype: str
+) -> int | None:
+    """The checks of a model intake did not describe: its registry architecture built on ``meta``, or
+    the layers read from its file (ONNX, Hugging Face); returns its class count when known."""
+    if body.config_list is not None:
+        parse_config_list(body.config_list)  # its errors first, whatever the checks below look at
+    if model.architecture is not None:
+        return check_on_architecture(
+            model.architecture,
+            body.config_list,
+            input_shape,
+            spec.quantize,
+            build_kwargs=(model.details or {}).get("build_kwargs"),
+            input_dtype=input_dtype,
+        )
+    check_on_summary(model, body.config_list)
+    classes = (model.details or {}).get("num_classes")
+    return None if classes is None else int(classes)
 
 
 def _job_without_pruning(body: JobIn, raw: dict[str, Any]) -> None:

@@ -83,3 +83,23 @@ def test_postgresql_inserts_nothing_for_a_tenant_that_is_gone(pg_url: str) -> No
             insert_queued_job(connection, row, limit=10)
     finally:
         engine.dispose()
+
+
+def test_a_config_list_that_fitted_a_model_is_not_resolved_again(client: Any) -> None:
+    from app.services import validation
+
+    model_id = uploaded_mnist(client)
+    body = job_body(model_id)
+    fitted = [key for key in validation._FITTING if key[0] == model_id]
+    assert fitted == []
+    for options in ({}, {"seed": 3}):  # a sweep over options keeps the config_list
+        response = client.post("/v1/jobs", json={**body, "options": options})
+        assert response.status_code == 202, response.text
+    assert [key for key in validation._FITTING if key[0] == model_id] == [
+        (model_id, validation.json.dumps(body["config_list"], sort_keys=True, separators=(",", ":")))
+    ]
+    wrong = job_body(model_id, config_list=[{"sparse_ratio": 0.5, "op_names": ["conv9"]}])
+    for _ in range(2):  # a refusal is not remembered: it is refused, naming the layer, every time
+        response = client.post("/v1/jobs", json=wrong)
+        assert response.status_code == 422 and "conv9" in response.text, response.text
+    assert len([key for key in validation._FITTING if key[0] == model_id]) == 1
