@@ -172,7 +172,9 @@ class BrokerQueues:
         self.client: Any = redis.Redis.from_url(broker_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def collect(self) -> Iterator[Metric]:
-        depth, beats = _worker_families("Messages waiting in the broker queue")
+        depth, beats = _worker_families(
+            "Messages waiting in the broker queue (jobs no relay has published yet: nncompress_jobs only)"
+        )
         try:
             for q in QUEUES:
                 depth.add_metric([q], int(self.client.llen(q)))
