@@ -26,6 +26,7 @@ __all__ = ["prune", "pruning_message", "require_smaller", "shrink", "verify"]
 # The pruners and the speedup are imported where used: importing the pipeline (the service's schemas
 # do) stays free of them.
 
+
 def pruning_message(state: JobState) -> str:
     """What the ``pruning`` stage says as it starts."""
     spec = state.spec
