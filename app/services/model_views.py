@@ -10,13 +10,12 @@ INSERT, which ``app.services.jobs`` answers with the same 404 as an unknown id.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from app.services.lru import Lru
 from core.db.models import Model
 
 _MODELS = Model.__table__
@@ -38,33 +37,24 @@ class ModelView:
 
 
 class ModelViews:
-    """A bounded, thread-safe cache of :class:`ModelView` by model id (least recently used goes first)."""
+    """A bounded cache of :class:`ModelView` by model id, shared by the API's threads."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, ModelView] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: Lru[str, ModelView] = Lru(max_entries)
 
     def get(self, connection: Connection, model_id: str, tenant_id: str) -> ModelView | None:
         """The tenant's model ``model_id``, or None when there is none (or it is another tenant's)."""
-        with self._lock:
-            view = self._entries.get(model_id)
-            if view is not None:
-                self._entries.move_to_end(model_id)
+        view = self._entries.get(model_id)
         if view is None:
             row = connection.execute(_READ, {"model_id": model_id}).one_or_none()
             if row is None:
                 return None
             view = ModelView(row.id, row.tenant_id, row.format, row.architecture, row.details)
-            with self._lock:
-                self._entries[model_id] = view
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+            self._entries.put(model_id, view)
         return view if view.tenant_id == tenant_id else None
 
     def forget(self, model_id: str) -> None:
-        with self._lock:
-            self._entries.pop(model_id, None)
+        self._entries.pop(model_id)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +23,7 @@ from torch import nn
 from app.schemas.jobs import JobIn
 from app.services.bounds import JobLimits, check_job_limits, check_numbers
 from app.services.datasets import check_job_dataset
+from app.services.lru import Lru
 from app.services.model_summary import build_meta, meta_output_shape, skeleton
 from app.services.model_views import ModelView
 from core.db.models import Dataset, Model
@@ -166,9 +165,7 @@ def _checked_output_shape(
 # (model id, config_list as canonical JSON) that resolved on the model's layers, most recent last.
 # Parsing and resolving were a quarter of a submit's validation; the same config_list comes back for
 # the same model in a sweep over options (fine-tuning, quantization) and in retries.
-_FITTING: OrderedDict[tuple[str, str], None] = OrderedDict()
-_FITTING_MAX = 1024
-_FITTING_LOCK = threading.Lock()
+_FITTING: Lru[tuple[str, str], bool] = Lru(1024)
 
 
 def _check_fits(model: ModelLike, config_list: Sequence[Any]) -> None:
@@ -178,34 +175,21 @@ def _check_fits(model: ModelLike, config_list: Sequence[Any]) -> None:
     successes are remembered (a refused config_list raises its error each time).
     """
     key = (model.id, json.dumps(config_list, sort_keys=True, separators=(",", ":")))
-    with _FITTING_LOCK:
-        if key in _FITTING:
-            _FITTING.move_to_end(key)
-            return
+    if _FITTING.get(key):
+        return
     resolve_config(_skeleton_of(model), config_list)
-    with _FITTING_LOCK:
-        _FITTING[key] = None
-        while len(_FITTING) > _FITTING_MAX:
-            _FITTING.popitem(last=False)
+    _FITTING.put(key, True)
 
 
-_SKELETONS: OrderedDict[str, nn.Module] = OrderedDict()
-_SKELETONS_MAX = 64
-_SKELETONS_LOCK = threading.Lock()
+_SKELETONS: Lru[str, nn.Module] = Lru(64)
 
 
 def _skeleton_of(model: ModelLike) -> nn.Module:
     """The model's weightless skeleton, built once per process (a model's layers never change)."""
-    with _SKELETONS_LOCK:
-        net = _SKELETONS.get(model.id)
-        if net is not None:
-            _SKELETONS.move_to_end(model.id)
-            return net
-    net = skeleton((model.details or {})["layers"])
-    with _SKELETONS_LOCK:
-        _SKELETONS[model.id] = net
-        while len(_SKELETONS) > _SKELETONS_MAX:
-            _SKELETONS.popitem(last=False)
+    net = _SKELETONS.get(model.id)
+    if net is None:
+        net = skeleton((model.details or {})["layers"])
+        _SKELETONS.put(model.id, net)
     return net
 
 
