@@ -266,6 +266,9 @@ export async function renderNew(ctx) {
 
   function schedulePreflight(delay = 600) {
     clearTimeout(timer);
+    // A preflight still in flight answers for text that is no longer there: its reply must not
+    // clear the error (or replace the table) that the newer text produced.
+    preflightSeq += 1;
     if (!draft.model) return;
     timer = setTimeout(runPreflight, delay);
   }
