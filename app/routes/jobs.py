@@ -73,12 +73,15 @@ def submit_job(
     """Queue a compression job; the same Idempotency-Key with the same body returns the same job."""
     # The session, settings and dispatcher come from the app here rather than as dependencies: the
     # session dependency closed its session in a second threadpool hop, this one closes in the route's.
+    # The job is written on the read engine's connection (autocommit, no pre-ping: one round trip on
+    # PostgreSQL); the session only connects when a submit needs more than that (create_job).
     state = request.app.state
     settings: Settings = state.settings
     dispatcher: Dispatcher = state.dispatcher
-    with state.session_factory() as session:
+    with state.session_factory() as session, state.read_engine.connect() as connection:
         job, created = create_job(
             session=session,
+            connection=connection,
             principal=principal,
             body=body,
             idempotency_key=idempotency_key,

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,6 +77,7 @@ def _mlflow_of(body: JobIn, default_experiment: str | None) -> dict[str, Any] | 
 def create_job(
     *,
     session: Session,
+    connection: Connection,
     principal: Principal,
     body: JobIn,
     idempotency_key: str | None,
@@ -88,6 +89,10 @@ def create_job(
     models: ModelViews = MODEL_VIEWS,
 ) -> tuple[Job | JobRecord, bool]:
     """Validates and inserts a queued job with its ``created`` event, within the tenant's limits.
+
+    The job and its event are written on ``connection`` (on PostgreSQL one autocommit statement,
+    ``app.services.job_insert``; on SQLite a transaction committed here); ``session`` only reads, for
+    an Idempotency-Key, a data set, or to explain a refused INSERT.
 
     Returns:
         The job (the values inserted, or an earlier request's row) and whether it was created now
@@ -104,7 +109,6 @@ def create_job(
     tenant_id = principal.tenant_id
     if idempotency_key and (existing := _replay(session, tenant_id, idempotency_key, digest)):
         return existing, False
-    connection = session.connection()
     model = models.get(connection, body.model_id, tenant_id) if is_id(body.model_id) else None
     if model is None:
         raise NotFound(f"no model with id {body.model_id!r}", errors=[{"field": "model_id"}])
@@ -148,12 +152,16 @@ def create_job(
     row = {name: asked[name] if name in asked else getattr(job, name) for name in JOB_COLUMNS}
     try:
         insert_queued_job(connection, row, limit=principal.max_concurrent_jobs)
-        session.commit()
+        connection.commit()  # nothing left to commit on PostgreSQL's autocommit connection
     except TooManyJobs:
-        session.rollback()  # the job goes, and the tenant's lock with it, before the 429 is written
+        connection.rollback()  # SQLite's tenant lock goes before the 429 is written
         raise
     except IntegrityError:
-        session.rollback()
+        connection.rollback()
+        stored = session.get(Job, job.id)
+        if stored is not None and stored.tenant_id == tenant_id and stored.request_hash == digest:
+            # Its id was new: a first try that committed before its connection died (job_insert).
+            return stored, True
         # Lost a race with a concurrent request carrying the same key: answer with its job.
         winner = _replay(session, tenant_id, idempotency_key, digest) if idempotency_key else None
         if winner is not None:

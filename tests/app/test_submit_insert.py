@@ -103,3 +103,121 @@ def test_a_config_list_that_fitted_a_model_is_not_resolved_again(client: Any) ->
         response = client.post("/v1/jobs", json=wrong)
         assert response.status_code == 422 and "conv9" in response.text, response.text
     assert len([key for key in validation._FITTING if key[0] == model_id]) == 1
+
+
+def _queued_row(tenant_id: str, model_id: str) -> dict[str, Any]:
+    from app.services.job_insert import JOB_COLUMNS
+    from core.db.types import new_id, utcnow
+
+    now = utcnow()
+    row: dict[str, Any] = dict.fromkeys(JOB_COLUMNS)
+    row.update(
+        id=new_id(), tenant_id=tenant_id, model_id=model_id, status="queued", progress=0.0,
+        spec={"pruner": "l1"}, device="cpu", queue="cpu", attempt=0, max_attempts=3,
+        cancel_requested=False, created_at=now, updated_at=now,
+    )  # fmt: skip
+    return row
+
+
+def test_postgresql_submits_racing_at_the_limit_admit_exactly_the_limit(
+    make_client: Callable[..., Any], make_settings: Any, pg_url: str
+) -> None:
+    # The function counts after locking the tenant row, in a fresh snapshot: 12 submits released
+    # together against a limit of 5 must leave exactly 5 jobs, the 7 others refused with nothing written.
+    import threading
+
+    from app.services.job_insert import insert_queued_job
+    from core.db.session import make_engine, make_read_engine
+    from core.errors import TooManyJobs
+
+    client = make_client(make_settings(database_url=pg_url))
+    model_id = uploaded_mnist(client)
+    with client.app.state.session_factory() as session:
+        model = session.get(Model, model_id)
+        assert model is not None
+        tenant_id = model.tenant_id
+    engine = make_engine(pg_url)
+    autocommit = make_read_engine(engine, pool_size=12, max_overflow=0)
+    start = threading.Barrier(12)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        with autocommit.connect() as connection:
+            row = _queued_row(tenant_id, model_id)
+            start.wait()
+            try:
+                insert_queued_job(connection, row, limit=5)
+                outcomes.append("queued")
+            except TooManyJobs as refused:
+                assert refused.errors[0]["limit"] == 5
+                outcomes.append(f"refused at {refused.errors[0]['unfinished']}")
+
+    threads = [threading.Thread(target=submit) for _ in range(12)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with engine.connect() as connection:
+            jobs = connection.execute(select(Job.id).where(Job.tenant_id == tenant_id)).scalars().all()
+            events = connection.execute(select(JobEvent.job_id)).scalars().all()
+    finally:
+        autocommit.dispose()
+        engine.dispose()
+    assert sorted(outcomes) == ["queued"] * 5 + ["refused at 5"] * 7
+    assert len(jobs) == 5
+    assert sorted(events) == sorted(jobs)  # one created event for each job, none for a refusal
+
+
+def test_postgresql_stores_the_submitted_values(
+    pg_url: str, make_client: Callable[..., Any], make_settings: Any
+) -> None:
+    # The row goes to the function as one JSON document: every value must come back as it was sent.
+    from app.services.job_insert import insert_queued_job
+    from core.db.session import make_engine, make_read_engine, make_session_factory
+
+    client = make_client(make_settings(database_url=pg_url))
+    model_id = uploaded_mnist(client)
+    with client.app.state.session_factory() as session:
+        model = session.get(Model, model_id)
+        assert model is not None
+        row = _queued_row(model.tenant_id, model_id)
+    row.update(
+        spec={"config_list": [{"sparse_ratio": 0.25, "op_names": ["conv1", "ü"]}], "big": 2**60, "f": 1e-300},
+        webhook={"url": "https://example.org/hook", "events": ["succeeded"]},
+        idempotency_key='key "quoted" \\ and unicode ✓',
+        request_hash="ab" * 32,
+        max_attempts=7,
+        device="cuda",
+        queue="gpu",
+    )
+    engine = make_engine(pg_url)
+    autocommit = make_read_engine(engine)
+    try:
+        with autocommit.connect() as connection:
+            insert_queued_job(connection, row, limit=10)
+        with make_session_factory(engine)() as session:
+            stored = session.get(Job, row["id"])
+            assert stored is not None
+            assert {name: getattr(stored, name) for name in row} == row
+    finally:
+        autocommit.dispose()
+        engine.dispose()
+
+
+def test_a_submit_whose_first_try_committed_answers_with_that_job(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A connection that dies after its statement committed makes the retry hit the job's own id:
+    # the answer is that job, once, not a 500 nor a second job.
+    from app.services import jobs as job_service
+
+    model_id = uploaded_mnist(client)
+    first = client.post("/v1/jobs", json=job_body(model_id))
+    assert first.status_code == 202, first.text
+    monkeypatch.setattr(job_service, "new_id", lambda: first.json()["id"])
+    again = client.post("/v1/jobs", json=job_body(model_id))
+    assert again.status_code == 202, again.text
+    assert again.json() == client.get(f"/v1/jobs/{first.json()['id']}").json()
+    assert "Idempotent-Replayed" not in again.headers
+    assert client.get("/v1/jobs").json()["items"] == [client.get(f"/v1/jobs/{first.json()['id']}").json()]
