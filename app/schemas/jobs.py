@@ -14,7 +14,7 @@ from nncompress.pipeline import STAGES, JobOptions, ScheduleSpec
 from nncompress.quantize import QuantSpec
 
 if TYPE_CHECKING:
-    from app.services.job_reads import JobRecord
+    from app.services.job_reads import JobRecord, ListedJob
 
 WebhookEvent = Literal["started", "stage_changed", "succeeded", "failed", "cancelled"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("started", "stage_changed", "succeeded", "failed", "cancelled")
@@ -272,7 +272,7 @@ def job_out(job: Job | JobRecord) -> JobOut:
 _STAGES = list(STAGES)
 
 
-def job_dict(job: Job | JobRecord) -> dict[str, Any]:
+def job_dict(job: Job | JobRecord | ListedJob) -> dict[str, Any]:
     """The API view of a job as plain values, keyed and ordered like :class:`JobOut`'s fields."""
     id = job.id
     webhook = job.webhook
@@ -316,9 +316,35 @@ def job_json(job: Job | JobRecord) -> bytes:
     return to_json(job_dict(job), inf_nan_mode="null")
 
 
-def job_page_json(jobs: list[JobRecord], next_cursor: str | None) -> bytes:
+# A listed job's JSON columns are JSON bytes already (ListedJob): the page is written with 0 in their
+# place, then split at those members and joined again with the bytes in their place. The markers are
+# only ever such members: inside a JSON string every quote is escaped, so `"spec":` cannot occur
+# there, and no other object of the page (an error, an artifact, a webhook) has these keys. Each job
+# has each marker once (metrics and result are adjacent fields), in this order.
+_SPEC = b',"spec":0,'
+_METRICS_RESULT = b',"metrics":0,"result":0,'
+_MLFLOW = b',"mlflow":0,'
+
+
+def job_page_json(jobs: list[ListedJob], next_cursor: str | None) -> bytes:
     """A :class:`JobPage` of ``jobs`` as JSON, the bytes ``JobPage.model_dump_json`` writes."""
-    return to_json({"items": [job_dict(j) for j in jobs], "next_cursor": next_cursor}, inf_nan_mode="null")
+    items = []
+    for job in jobs:
+        item = job_dict(job)
+        item["spec"] = item["metrics"] = item["result"] = item["mlflow"] = 0
+        items.append(item)
+    page = to_json({"items": items, "next_cursor": next_cursor}, inf_nan_mode="null").split(_SPEC)
+    parts = [page[0]]
+    for job, rest in zip(jobs, page[1:], strict=True):
+        # Unpacking fails (ValueError) if a job's text ever held a marker other than once.
+        head, rest = rest.split(_METRICS_RESULT)
+        middle, tail = rest.split(_MLFLOW)
+        parts += (
+            b',"spec":', job.spec, b",", head,
+            b',"metrics":', job.metrics, b',"result":', job.result, b",", middle,
+            b',"mlflow":', job.mlflow, b",", tail,
+        )  # fmt: skip
+    return b"".join(parts)
 
 
 class WebhookDeliveryOut(BaseModel):
