@@ -29,6 +29,7 @@ from core.db.models import (
     Model,
     WebhookDelivery,
 )
+from core.db.session import writer_turn
 from core.db.types import is_id, new_id, utcnow
 from core.errors import IdempotencyConflict, InvalidJobSpec, JobFinished, NotFound, TooManyJobs
 from core.webhooks.urls import check_webhook_url
@@ -105,9 +106,10 @@ def create_job(
         that does not track (``mlflow_experiment`` None; set, it is the experiment of jobs naming
         none). And the spec's validation errors.
     """
-    digest = request_hash(body)
     tenant_id = principal.tenant_id
-    if idempotency_key and (existing := _replay(session, tenant_id, idempotency_key, digest)):
+    # Only an Idempotency-Key is ever compared with the request it came with: without one, no hash.
+    digest = request_hash(body) if idempotency_key else None
+    if idempotency_key and digest and (existing := _replay(session, tenant_id, idempotency_key, digest)):
         return existing, False
     model = models.get(connection, body.model_id, tenant_id) if is_id(body.model_id) else None
     if model is None:
@@ -151,19 +153,20 @@ def create_job(
     asked = {"tenant_id": tenant_id, "idempotency_key": idempotency_key, "request_hash": digest}
     row = {name: asked[name] if name in asked else getattr(job, name) for name in JOB_COLUMNS}
     try:
-        insert_queued_job(connection, row, limit=principal.max_concurrent_jobs)
-        connection.commit()  # nothing left to commit on PostgreSQL's autocommit connection
+        with writer_turn(connection.engine):
+            insert_queued_job(connection, row, limit=principal.max_concurrent_jobs)
+            connection.commit()  # nothing left to commit on PostgreSQL's autocommit connection
     except TooManyJobs:
         connection.rollback()  # SQLite's tenant lock goes before the 429 is written
         raise
     except IntegrityError:
         connection.rollback()
         stored = session.get(Job, job.id)
-        if stored is not None and stored.tenant_id == tenant_id and stored.request_hash == digest:
+        if stored is not None and stored.tenant_id == tenant_id:
             # Its id was new: a first try that committed before its connection died (job_insert).
             return stored, True
         # Lost a race with a concurrent request carrying the same key: answer with its job.
-        winner = _replay(session, tenant_id, idempotency_key, digest) if idempotency_key else None
+        winner = _replay(session, tenant_id, idempotency_key, digest) if idempotency_key and digest else None
         if winner is not None:
             return winner, False
         if session.get(Model, model.id) is None:  # removed after this process cached it

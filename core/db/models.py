@@ -94,6 +94,9 @@ class Tenant(Base):
     # Signs webhook deliveries of jobs that bring no secret of their own ("whsec_" + base64).
     webhook_secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its queued, running and cancelling jobs. Kept by triggers on jobs (migration 0007), never written
+    # by the application: a submit reads it instead of counting the tenant's queue.
+    unfinished_jobs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ApiKey(Base):
