@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
+from math import copysign
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
+from app.services.job_reads import KEPT_JSON
 from core.db.models import Job
 from nncompress.finetune import FinetuneSpec
 from nncompress.pipeline import STAGES, JobOptions, ScheduleSpec
@@ -272,7 +275,7 @@ def job_out(job: Job | JobRecord) -> JobOut:
 _STAGES = list(STAGES)
 
 
-def job_dict(job: Job | JobRecord | ListedJob) -> dict[str, Any]:
+def job_dict(job: Job | JobRecord) -> dict[str, Any]:
     """The API view of a job as plain values, keyed and ordered like :class:`JobOut`'s fields."""
     id = job.id
     webhook = job.webhook
@@ -316,35 +319,50 @@ def job_json(job: Job | JobRecord) -> bytes:
     return to_json(job_dict(job), inf_nan_mode="null")
 
 
-# A listed job's JSON columns are JSON bytes already (ListedJob): the page is written with 0 in their
+# A listed job's JSON columns are JSON bytes already (ListedJob): its JSON is written with 0 in their
 # place, then split at those members and joined again with the bytes in their place. The markers are
 # only ever such members: inside a JSON string every quote is escaped, so `"spec":` cannot occur
-# there, and no other object of the page (an error, an artifact, a webhook) has these keys. Each job
-# has each marker once (metrics and result are adjacent fields), in this order.
+# there, and no other object of a job (its error, artifacts) has these keys. Each job has each marker
+# once, in this order (metrics and result, webhook and mlflow are adjacent fields).
 _SPEC = b',"spec":0,'
 _METRICS_RESULT = b',"metrics":0,"result":0,'
-_MLFLOW = b',"mlflow":0,'
+_WEBHOOK_MLFLOW = b',"webhook":0,"mlflow":0,'
 
 
 def job_page_json(jobs: list[ListedJob], next_cursor: str | None) -> bytes:
     """A :class:`JobPage` of ``jobs`` as JSON, the bytes ``JobPage.model_dump_json`` writes."""
-    items = []
-    for job in jobs:
-        item = job_dict(job)
-        item["spec"] = item["metrics"] = item["result"] = item["mlflow"] = 0
-        items.append(item)
-    page = to_json({"items": items, "next_cursor": next_cursor}, inf_nan_mode="null").split(_SPEC)
-    parts = [page[0]]
-    for job, rest in zip(jobs, page[1:], strict=True):
-        # Unpacking fails (ValueError) if a job's text ever held a marker other than once.
-        head, rest = rest.split(_METRICS_RESULT)
-        middle, tail = rest.split(_MLFLOW)
-        parts += (
-            b',"spec":', job.spec, b",", head,
-            b',"metrics":', job.metrics, b',"result":', job.result, b",", middle,
-            b',"mlflow":', job.mlflow, b",", tail,
-        )  # fmt: skip
-    return b"".join(parts)
+    items = b",".join([_job_json_of(job) for job in jobs])
+    return b'{"items":[' + items + b'],"next_cursor":' + to_json(next_cursor) + b"}"
+
+
+def _job_json_of(job: ListedJob) -> bytes:
+    # Equal listed jobs are written alike but for the sign of a zero progress (0.0 == -0.0).
+    sign = copysign(1.0, job.progress)
+    if len(job.spec) + len(job.metrics) + len(job.result) > KEPT_JSON:
+        return _listed_job_json.__wrapped__(job, sign)
+    return _listed_job_json(job, sign)
+
+
+# A job's JSON is a function of its ListedJob, so a page read again unchanged (as polling reads it)
+# is written from the JSON of its jobs at the cost of a hash each (see KEPT_JSON for its bounds).
+@lru_cache(maxsize=1024)
+def _listed_job_json(job: ListedJob, _progress_sign: float) -> bytes:
+    # job_dict reads the fields by name; the JSON ones (a webhook's it would read as a dict) are put
+    # back as they are listed below.
+    item = job_dict(job._replace(webhook=b""))  # type: ignore[arg-type]
+    item["spec"] = item["metrics"] = item["result"] = item["webhook"] = item["mlflow"] = 0
+    # Unpacking fails (ValueError) if a marker were ever found other than once.
+    head, rest = to_json(item, inf_nan_mode="null").split(_SPEC)
+    middle, rest = rest.split(_METRICS_RESULT)
+    more, tail = rest.split(_WEBHOOK_MLFLOW)
+    return b"".join(
+        (
+            head, b',"spec":', job.spec, b",",
+            middle, b',"metrics":', job.metrics, b',"result":', job.result, b",",
+            more, b',"webhook":', job.webhook, b',"mlflow":', job.mlflow, b",",
+            tail,
+        )
+    )  # fmt: skip
 
 
 class WebhookDeliveryOut(BaseModel):

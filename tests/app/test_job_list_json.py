@@ -1,9 +1,11 @@
-"""GET /v1/jobs reads a page in one query on PostgreSQL and splices each job's JSON columns into the
-page as JSON bytes (app.services.job_reads.ListedJob, app.schemas.jobs.job_page_json): every page must
-still be the bytes ``JobPage.model_dump_json`` writes for the ORM rows, on both databases."""
+"""GET /v1/jobs reads a page in one query on PostgreSQL, splices each job's JSON columns into the
+page as JSON bytes, and keeps rows and jobs' JSON by their values (app.services.job_reads.ListedJob,
+app.schemas.jobs.job_page_json): every page must still be the bytes ``JobPage.model_dump_json``
+writes for the ORM rows as they are now, on both databases."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -11,9 +13,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.schemas.jobs import JobPage, job_out
-from app.services.job_reads import JobRecord, ListedJob, _stored_json
-from core.db.models import Job
+from app.schemas.jobs import JobPage, _listed_job_json, job_out, job_page_json
+from app.services.job_reads import KEPT_JSON, JobRecord, ListedJob, _listed, _listed_row, _stored_json
+from core.db.models import Artifact, Job
 from core.db.types import utcnow
 from tests.app.factories import finished_job, job_body, uploaded_mnist
 from tests.app.test_polling import statements
@@ -131,3 +133,58 @@ def test_a_listed_job_has_the_fields_of_a_job_record() -> None:
 )
 def test_a_stored_json_text_is_written_as_the_api_writes_its_value(text: str, written: bytes) -> None:
     assert _stored_json(text) == written
+
+
+def test_a_page_read_again_after_a_change_shows_the_change(client: TestClient) -> None:
+    # The rows and the jobs' JSON are kept by their values (app.services.job_reads._listed_row,
+    # app.schemas.jobs._listed_job_json): whatever changes, the next page is the new rows'.
+    model_id = uploaded_mnist(client)
+    [job_id] = _finished(client, model_id, 1, progress=0.0, metrics={"a": 1})
+    assert client.get("/v1/jobs").content == _orm_page(client, [job_id], None)
+    app: Any = client.app
+    changes: list[dict[str, Any]] = [
+        {"progress": 50.0, "stage": "finetune"},
+        {"metrics": {"a": 2}, "webhook": {"url": "https://example.com/h", "events": ["failed"]}},
+        {"finished_at": utcnow() + timedelta(hours=1)},
+    ]
+    for change in changes:
+        with app.state.session_factory() as session:
+            job = session.get(Job, job_id)
+            for name, value in change.items():
+                setattr(job, name, value)
+            session.commit()
+        assert client.get("/v1/jobs").content == _orm_page(client, [job_id], None), change
+    with app.state.session_factory() as session:
+        other = finished_job(session, app.state.storage, model_id, {}).id  # another job, older
+        session.execute(
+            Artifact.__table__.insert().values(
+                job_id=job_id, name="b.txt", sha256="0" * 64, size_bytes=1, media_type="text/plain",
+                storage_key="k",
+            )
+        )  # fmt: skip
+        session.commit()
+    page = client.get("/v1/jobs")
+    assert page.content == _orm_page(client, [job_id, other], None)
+    assert [a["name"] for a in page.json()["items"][0]["artifacts"]] == ["a.json", "b.txt", "z.onnx"]
+
+
+def test_jobs_equal_but_for_the_sign_of_a_zero_progress_are_written_apart() -> None:
+    # 0.0 == -0.0, so equal rows (and listed jobs) could share their JSON but for the key's sign.
+    at = utcnow()
+    row = ("0" * 32, "queued", None, 0.0, "m", "{}", "cpu", "cpu", None, None, None, None, 0, 3, False,
+           None, None, at, None, None, at, None)  # fmt: skip
+    zero, negative = _listed(row), _listed((*row[:3], -0.0, *row[4:]))
+    assert (zero.progress, str(negative.progress)) == (0.0, "-0.0")
+    assert b'"progress":0.0,' in job_page_json([zero], None)
+    assert b'"progress":-0.0,' in job_page_json([negative], None)
+
+
+def test_a_job_with_more_json_than_is_kept_is_listed_afresh(client: TestClient) -> None:
+    spec = {"config_list": [{"op_names": ["layer" * 20] * 200, "sparse_ratio": 0.5}]}
+    assert len(json.dumps(spec)) > KEPT_JSON
+    [job_id] = _finished(client, uploaded_mnist(client), 1, spec=spec)
+    _listed_row.cache_clear()
+    _listed_job_json.cache_clear()
+    for _ in range(2):
+        assert client.get("/v1/jobs").content == _orm_page(client, [job_id], None)
+    assert _listed_row.cache_info().currsize == _listed_job_json.cache_info().currsize == 0
