@@ -338,7 +338,7 @@ def job_page_json(jobs: list[ListedJob], next_cursor: str | None) -> bytes:
 def _job_json_of(job: ListedJob) -> bytes:
     # Equal listed jobs are written alike but for the sign of a zero progress (0.0 == -0.0).
     sign = copysign(1.0, job.progress)
-    if len(job.spec) + len(job.metrics) + len(job.result) > KEPT_JSON:
+    if len(job.spec) + len(job.metrics) + len(job.result) + len(job.error_message or "") > KEPT_JSON:
         return _listed_job_json.__wrapped__(job, sign)
     return _listed_job_json(job, sign)
 

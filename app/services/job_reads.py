@@ -198,9 +198,9 @@ class ListedJob(NamedTuple):
 
 
 # What the list keeps (below and in app.schemas.jobs) is bounded in entries and in size: a job whose
-# spec, metrics and result hold more text than this is read and written afresh each time. The spec
-# of a job as the benchmark submits it is 760 characters; 1024 entries of each cache are then ~5 MB,
-# and at most ~100 MB.
+# spec, metrics, result and error message hold more text than this is read and written afresh each
+# time (the other columns are short). The spec of a job as the benchmark submits it is 760
+# characters; 1024 entries of each cache are then ~5 MB, and at most ~100 MB.
 KEPT_JSON = 16_384
 
 
@@ -279,13 +279,16 @@ def _listed(row: Sequence[Any]) -> ListedJob:
     # distinct row. Rows compare their timestamps by instant, which is all the job keeps of them
     # (in UTC); and 0.0 == -0.0, so the sign of the progress goes into the key too.
     sign = copysign(1.0, row[_PROGRESS])
-    if len(row[_SPEC]) + len(row[_METRICS] or "") + len(row[_RESULT] or "") > KEPT_JSON:
+    if (
+        len(row[_SPEC]) + len(row[_METRICS] or "") + len(row[_RESULT] or "") + len(row[_ERROR] or "")
+        > KEPT_JSON
+    ):
         return _listed_row.__wrapped__(tuple(row), sign)
     return _listed_row(tuple(row), sign)
 
 
-_PROGRESS, _SPEC, _METRICS, _RESULT = (
-    JobRecord._fields.index(n) for n in ("progress", "spec", "metrics", "result")
+_PROGRESS, _SPEC, _METRICS, _RESULT, _ERROR = (
+    JobRecord._fields.index(n) for n in ("progress", "spec", "metrics", "result", "error_message")
 )
 
 

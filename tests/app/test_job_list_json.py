@@ -179,10 +179,14 @@ def test_jobs_equal_but_for_the_sign_of_a_zero_progress_are_written_apart() -> N
     assert b'"progress":-0.0,' in job_page_json([negative], None)
 
 
-def test_a_job_with_more_json_than_is_kept_is_listed_afresh(client: TestClient) -> None:
-    spec = {"config_list": [{"op_names": ["layer" * 20] * 200, "sparse_ratio": 0.5}]}
-    assert len(json.dumps(spec)) > KEPT_JSON
-    [job_id] = _finished(client, uploaded_mnist(client), 1, spec=spec)
+@pytest.mark.parametrize("big", ["spec", "error_message"])
+def test_a_job_with_more_text_than_is_kept_is_listed_afresh(client: TestClient, big: str) -> None:
+    values = {
+        "spec": {"config_list": [{"op_names": ["layer" * 20] * 200, "sparse_ratio": 0.5}]},
+        "error_message": "Traceback: " + "x" * KEPT_JSON,
+    }
+    assert len(json.dumps(values[big])) > KEPT_JSON
+    [job_id] = _finished(client, uploaded_mnist(client), 1, **{big: values[big]})
     _listed_row.cache_clear()
     _listed_job_json.cache_clear()
     for _ in range(2):
