@@ -26,6 +26,7 @@ from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.request_log import RequestContextMiddleware
 from app.routes import architectures, artifacts, dashboard, datasets, docs, health, jobs, models
+from app.routes.job_submit import FAST_SUBMIT
 from app.upload_slots import UploadSlots
 from core.db.migrate import upgrade_to_head
 from core.db.session import make_engine, make_read_engine, make_session_factory
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.state.metrics = Metrics(session_factory, settings, lambda: app.state.dispatcher)
     app.state.upload_slots = UploadSlots(app.state.metrics.registry)
     install_problem_handlers(app)
+    app.router.routes.append(FAST_SUBMIT)  # before the jobs router, whose submit route it goes ahead of
     for module in (models, jobs, artifacts, architectures, datasets):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(health.router)  # probes and scrapes stay open

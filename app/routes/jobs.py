@@ -10,9 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import Field, TypeAdapter, ValidationError
 
-from app.conditional import IF_NONE_MATCH_PARAMETER, JSON, NOT_MODIFIED, if_none_match, json_or_not_modified
+from app.conditional import IF_NONE_MATCH_PARAMETER, NOT_MODIFIED, if_none_match, json_or_not_modified
 from app.deps import CurrentJob, CurrentPrincipal, SessionDep
 from app.openapi import engine_errors, problems
+from app.routes.job_submit import IDEMPOTENCY_KEY_MAX_LENGTH, queue_job
 from app.schemas.jobs import (
     EventOut,
     EventPage,
@@ -27,13 +28,11 @@ from app.schemas.jobs import (
     job_out,
     job_page_json,
 )
-from app.services.bounds import JobLimits, cuda_present
 from app.services.event_stream import job_event_stream
 from app.services.job_reads import list_jobs, read_job
-from app.services.jobs import cancel_job, create_job, list_deliveries, list_events, list_mlflow_deliveries
+from app.services.jobs import cancel_job, list_deliveries, list_events, list_mlflow_deliveries
 from app.services.pagination import CURSOR_PATTERN
 from core.db.models import JobStatus
-from core.dispatch import Dispatcher
 from core.errors import (
     IdempotencyConflict,
     InvalidCursor,
@@ -44,7 +43,6 @@ from core.errors import (
     NotFound,
     TooManyJobs,
 )
-from core.settings import Settings
 from nncompress.datasets import DatasetError
 from nncompress.errors import ConfigError
 
@@ -68,44 +66,13 @@ def submit_job(
     request: Request,
     body: JobIn,
     principal: CurrentPrincipal,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=IDEMPOTENCY_KEY_MAX_LENGTH)
+    ] = None,
 ) -> Response:
     """Queue a compression job; the same Idempotency-Key with the same body returns the same job."""
-    # The session, settings and dispatcher come from the app here rather than as dependencies: the
-    # session dependency closed its session in a second threadpool hop, this one closes in the route's.
-    # The job is written on the read engine's connection (autocommit, no pre-ping: one round trip on
-    # PostgreSQL); the session only connects when a submit needs more than that (create_job).
-    state = request.app.state
-    settings: Settings = state.settings
-    dispatcher: Dispatcher = state.dispatcher
-    with state.session_factory() as session, state.read_engine.connect() as connection:
-        job, created = create_job(
-            session=session,
-            connection=connection,
-            principal=principal,
-            body=body,
-            idempotency_key=idempotency_key,
-            max_attempts=settings.max_attempts,
-            webhook_allow_private=settings.webhook_allow_private,
-            limits=JobLimits.from_settings(settings),
-            # Only a server that runs jobs itself knows no worker can take a cuda job; elsewhere the
-            # reconciler fails it (no_worker) if no gpu worker shows up.
-            cuda_available=not getattr(dispatcher, "runs_in_process", False) or cuda_present(),
-            mlflow_experiment=settings.mlflow_experiment if settings.mlflow_tracking_uri else None,
-        )
-        # The JSON bytes directly, as the polled routes do: FastAPI would validate the model again.
-        # Written before the session closes: a replayed job is a row that may still load artifacts.
-        content = job_json(job)
-    headers = {"Location": f"/v1/jobs/{job.id}"}
-    if created:
-        log.info("job queued", extra={"job_id": job.id, "tenant": principal.tenant_name})
-        try:
-            dispatcher.enqueue(job.id, queue=job.queue)
-        except Exception:  # the job is committed as queued; the reconciler publishes it later
-            log.warning("could not enqueue job %s now; the reconciler will", job.id, exc_info=True)
-    else:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(content, status_code=202, media_type=JSON, headers=headers)
+    # Most submits never get here: app.routes.job_submit takes them first, this route has the rest.
+    return queue_job(request.app.state, principal, body, idempotency_key)
 
 
 # The two polled routes below are plain sync functions with only async dependencies: one threadpool

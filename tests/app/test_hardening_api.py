@@ -123,7 +123,7 @@ def test_cuda_job_refused_by_an_embedded_server_without_cuda(
     from workers.dispatch import EmbeddedDispatcher
 
     assert EmbeddedDispatcher.runs_in_process is True
-    monkeypatch.setattr("app.routes.jobs.cuda_present", lambda: False)
+    monkeypatch.setattr("app.routes.job_submit.cuda_present", lambda: False)
     client = make_client(dispatcher=InProcessDispatcher())
     model_id = uploaded_mnist(client)
     response = client.post("/v1/jobs", json=job_body(model_id, device="cuda"))
@@ -131,7 +131,7 @@ def test_cuda_job_refused_by_an_embedded_server_without_cuda(
     assert problem["errors"][0]["field"] == "device"
     assert client.post("/v1/jobs", json=job_body(model_id, device="cpu")).status_code == 202
     # With CUDA present the same server takes it.
-    monkeypatch.setattr("app.routes.jobs.cuda_present", lambda: True)
+    monkeypatch.setattr("app.routes.job_submit.cuda_present", lambda: True)
     assert client.post("/v1/jobs", json=job_body(model_id, device="cuda")).status_code == 202
 
 
