@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
-from app.services.job_reads import KEPT_JSON
+from app.services.job_reads import KEPT_ENTRIES, KEPT_JSON
 from core.db.models import Job
 from nncompress.finetune import FinetuneSpec
 from nncompress.pipeline import STAGES, JobOptions, ScheduleSpec
@@ -345,7 +345,7 @@ def _job_json_of(job: ListedJob) -> bytes:
 
 # A job's JSON is a function of its ListedJob, so a page read again unchanged (as polling reads it)
 # is written from the JSON of its jobs at the cost of a hash each (see KEPT_JSON for its bounds).
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=KEPT_ENTRIES)
 def _listed_job_json(job: ListedJob, _progress_sign: float) -> bytes:
     # job_dict reads the fields by name; the JSON ones (a webhook's it would read as a dict) are put
     # back as they are listed below.

@@ -200,13 +200,15 @@ class ListedJob(NamedTuple):
 # What the list keeps (below and in app.schemas.jobs) is bounded in entries and in size: a job whose
 # spec, metrics, result and error message hold more text than this is read and written afresh each
 # time (the other columns are short). The spec of a job as the benchmark submits it is 760
-# characters; 1024 entries of each cache are then ~5 MB, and at most ~100 MB.
-KEPT_JSON = 16_384
+# characters; the caches then hold ~3 MB, and at most ~25 MB (each of the three keeps the text and
+# what was made of it), per API process. 512 entries cover a page of the largest size (200 jobs).
+KEPT_JSON = 8_192
+KEPT_ENTRIES = 512
 
 
 # Text to JSON bytes is a pure function of the text, so its results are kept: a poll of the list
 # reads the same documents each time.
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=KEPT_ENTRIES)
 def _stored_json(text: str) -> bytes:
     """A ``json`` column's text (as the database holds it) as the API writes the value it holds."""
     return _json_bytes(text)
@@ -222,7 +224,7 @@ def _json_of(text: str | None) -> bytes:
     return _stored_json(text) if len(text) <= KEPT_JSON else _json_bytes(text)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=KEPT_ENTRIES)
 def _stored_webhook(text: str) -> bytes:
     return _webhook_json(_loads(text))
 
@@ -294,7 +296,7 @@ _PROGRESS, _SPEC, _METRICS, _RESULT, _ERROR = (
 
 # A page of 20 jobs read again unchanged, as polling reads it, costs a hash of each row instead of
 # building the job (4 µs a job).
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=KEPT_ENTRIES)
 def _listed_row(row: tuple[Any, ...], _progress_sign: float) -> ListedJob:
     (id, status, stage, progress, model_id, spec, device, queue, error_type, error_message, metrics,
      result, attempt, max_attempts, cancel_requested, webhook, mlflow, created_at, started_at,

@@ -78,7 +78,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def make_read_engine(engine: Engine, **kwargs: Any) -> Engine:
-    """The engine for the polled reads (:mod:`app.services.job_reads`), next to ``engine`` (writes).
+    """The engine for the polled reads (:mod:`app.services.job_reads`) and a submit's one-statement
+    write (:mod:`app.services.job_insert`), next to ``engine`` (the other writes).
 
     On PostgreSQL it has its own pool, in autocommit and without pre-ping, so a poll is one round
     trip instead of four (the pre-ping, BEGIN, the query, ROLLBACK when the connection goes back).
