@@ -119,6 +119,15 @@ def _queued_row(tenant_id: str, model_id: str) -> dict[str, Any]:
     return row
 
 
+def _model_and_tenant(client: Any) -> tuple[str, str]:
+    """A model uploaded through the API, and the tenant it belongs to."""
+    model_id = uploaded_mnist(client)
+    with client.app.state.session_factory() as session:
+        model = session.get(Model, model_id)
+        assert model is not None
+        return model_id, model.tenant_id
+
+
 def test_postgresql_submits_racing_at_the_limit_admit_exactly_the_limit(
     make_client: Callable[..., Any], make_settings: Any, pg_url: str
 ) -> None:
@@ -130,12 +139,7 @@ def test_postgresql_submits_racing_at_the_limit_admit_exactly_the_limit(
     from core.db.session import make_engine, make_read_engine
     from core.errors import TooManyJobs
 
-    client = make_client(make_settings(database_url=pg_url))
-    model_id = uploaded_mnist(client)
-    with client.app.state.session_factory() as session:
-        model = session.get(Model, model_id)
-        assert model is not None
-        tenant_id = model.tenant_id
+    model_id, tenant_id = _model_and_tenant(make_client(make_settings(database_url=pg_url)))
     engine = make_engine(pg_url)
     autocommit = make_read_engine(engine, pool_size=12, max_overflow=0)
     start = threading.Barrier(12)
@@ -176,12 +180,8 @@ def test_postgresql_stores_the_submitted_values(
     from app.services.job_insert import insert_queued_job
     from core.db.session import make_engine, make_read_engine, make_session_factory
 
-    client = make_client(make_settings(database_url=pg_url))
-    model_id = uploaded_mnist(client)
-    with client.app.state.session_factory() as session:
-        model = session.get(Model, model_id)
-        assert model is not None
-        row = _queued_row(model.tenant_id, model_id)
+    model_id, tenant_id = _model_and_tenant(make_client(make_settings(database_url=pg_url)))
+    row = _queued_row(tenant_id, model_id)
     row.update(
         spec={"config_list": [{"sparse_ratio": 0.25, "op_names": ["conv1", "ü"]}], "big": 2**60, "f": 1e-300},
         webhook={"url": "https://example.org/hook", "events": ["succeeded"]},

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -19,14 +18,6 @@ from core.db.models import Base
 from core.db.session import make_engine
 
 TABLES = {"models", "jobs", "job_events", "artifacts"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.db'}"
-    make_pg_database: Callable[[], str] = request.getfixturevalue("make_pg_database")
-    return make_pg_database()
 
 
 def test_upgrade_to_head_creates_tables_and_matches_models(empty_url: str) -> None:

@@ -4,7 +4,6 @@ count equals the tenant's queued, running and cancelling jobs, on SQLite and Pos
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +16,6 @@ from core.db.session import make_engine
 from core.db.types import new_id, utcnow
 
 UNFINISHED = ("queued", "running", "cancelling")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.db'}"
-    make_pg_database: Callable[[], str] = request.getfixturevalue("make_pg_database")
-    return make_pg_database()
 
 
 @pytest.fixture
