@@ -21,8 +21,6 @@ from core.db.models import EventType, Job, JobEvent, Tenant
 from core.db.session import read_tuples
 from core.errors import TooManyJobs, Unauthorized
 
-# The statuses counted by tenants.unfinished_jobs (triggers of migration 0007).
-UNFINISHED_STATUSES = ("queued", "running", "cancelling")
 # The job columns a submit writes; the others are NULL until a worker claims the job.
 JOB_COLUMNS = (
     "id", "tenant_id", "model_id", "status", "progress", "spec", "device", "queue", "idempotency_key",
